@@ -1,0 +1,54 @@
+"""What every entry point does around its work: logging, tracking setup, clear errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from mlflow.exceptions import MlflowException
+
+from image_lineage.manifest import DatasetError
+from image_lineage.tracking import TrackingServerUnreachable, configure_tracking
+
+LOGGER = logging.getLogger("image_lineage")
+# Errors whose message already says what to do: print it, no traceback.
+USER_ERRORS = (DatasetError, TrackingServerUnreachable, LookupError, FileNotFoundError)
+
+
+def parse_bool(text: str) -> bool:
+    """MLproject parameters arrive as strings: accept the usual spellings."""
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_count(text: str) -> int:
+    """A non-negative whole number; MLproject ``float`` parameters may arrive as ``50.0``."""
+    value = float(text)
+    if value < 0 or value != int(value):
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return int(value)
+
+
+def run_entry_point(work: Callable[[], object]) -> int:
+    """Set up logging and tracking, run ``work``; user errors become one clear line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_tracking()
+        work()
+    except USER_ERRORS as exc:
+        LOGGER.error("%s", exc)
+        return 2
+    except MlflowException as exc:
+        LOGGER.error("MLflow refused the request: %s", exc.message)
+        return 2
+    return 0
+
+
+def exit_with(code: int) -> None:
+    if code:
+        sys.exit(code)

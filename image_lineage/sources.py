@@ -1,0 +1,81 @@
+"""MLflow dataset sources that say exactly where a dataset came from.
+
+MLflow's ``LocalArtifactDatasetSource`` records a path only. A folder inside a git checkout is
+better identified by the commit too, so a run's Datasets panel shows ``uri``, ``git_commit`` and
+the path inside the repository, and whether the folder had uncommitted changes when it was logged.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mlflow.data.dataset_source import DatasetSource
+
+
+class FolderDatasetSource(DatasetSource):
+    """A local folder, with the git commit that holds it when it lies inside a checkout."""
+
+    def __init__(self, uri: str, git_commit: str | None = None, path_in_repo: str | None = None, git_dirty: bool | None = None):
+        self.uri = uri
+        self.git_commit = git_commit
+        self.path_in_repo = path_in_repo
+        self.git_dirty = git_dirty
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "folder"
+
+    def load(self) -> str:
+        """The local folder, checked to still exist."""
+        path = Path(self.uri.removeprefix("file://"))
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"dataset folder {path} is gone; check out git commit {self.git_commit} "
+                f"and use {self.path_in_repo}" if self.git_commit else f"dataset folder {path} is gone"
+            )
+        return str(path)
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # built explicitly with from_folder(), never guessed from a string
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> "FolderDatasetSource":
+        raise NotImplementedError("use FolderDatasetSource.from_folder()")
+
+    def to_dict(self) -> dict[str, Any]:
+        info = {"uri": self.uri}
+        if self.git_commit:
+            info.update(git_commit=self.git_commit, path_in_repo=self.path_in_repo, git_dirty=self.git_dirty)
+        return info
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[str, Any]) -> "FolderDatasetSource":
+        return cls(**source_dict)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "FolderDatasetSource":
+        folder = Path(folder).resolve()
+        commit, repo_root, dirty = git_state(folder)
+        path_in_repo = folder.relative_to(repo_root).as_posix() if repo_root else None
+        return cls(folder.as_uri(), commit, path_in_repo, dirty)
+
+
+def git_state(folder: Path) -> tuple[str | None, Path | None, bool | None]:
+    """(HEAD commit, repository root, folder has uncommitted changes) or Nones outside a checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None, None, None
+    root = git("rev-parse", "--show-toplevel")
+    status = git("status", "--porcelain", "--", ".")
+    return commit, Path(root) if root else None, bool(status)

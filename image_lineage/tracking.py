@@ -1,0 +1,118 @@
+"""Where runs go: tracking URI, experiment and run resolution, HTTP behaviour.
+
+Every entry point opens its run through :func:`start_run`, so the rules live in one place:
+
+* ``mlflow run`` creates the run itself and hands it over in ``MLFLOW_RUN_ID`` (together with
+  ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID``). We resume that run and never switch
+  experiments, or MLflow would refuse the run id or log into the wrong place.
+* Outside ``mlflow run`` the caller's experiment name is set, and the default store is the
+  embedded ``sqlite:///mlflow.db`` (the file store is deprecated).
+* MLflow retries HTTP requests for minutes by default (7 retries, exponential backoff, 120 s
+  timeouts). A user with a typo in the server address should hear about it in seconds, so the
+  defaults here are shorter; explicit environment settings still win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+from mlflow.entities import Run
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# MLflow reads these for every REST call; setdefault keeps a user's own choice.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+HEALTH_TIMEOUT_S = 5.0
+UPLOAD_WORKERS = 8
+
+
+class TrackingServerUnreachable(RuntimeError):
+    """The tracking URI names an HTTP server that does not answer."""
+
+
+def configure_tracking(tracking_uri: str | None = None) -> str:
+    """Set HTTP limits and the tracking URI; return the URI in use.
+
+    Precedence: the explicit argument, then ``MLFLOW_TRACKING_URI``, then the embedded sqlite store.
+    """
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    check_server(uri)
+    return uri
+
+
+def check_server(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    """Fail fast, naming the URI, when an HTTP tracking server does not answer ``/health``."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 (http(s) only, checked above)
+            return
+    except urllib.error.HTTPError:
+        # The server answered (an auth proxy may refuse /health): it is reachable.
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {uri} is not reachable ({exc}). Start it with "
+            f"`mlflow server --host 127.0.0.1 --port 5000`, or set MLFLOW_TRACKING_URI to a "
+            f"reachable server, or unset it to use the embedded {DEFAULT_TRACKING_URI}."
+        ) from exc
+
+
+def in_project_run() -> bool:
+    """True when ``mlflow run`` created the run this process should log into."""
+    return bool(os.environ.get("MLFLOW_RUN_ID"))
+
+
+@contextlib.contextmanager
+def start_run(experiment_name: str | None, run_name: str | None = None) -> Iterator[Run]:
+    """Open (or resume, under ``mlflow run``) the run, named ``run_name``.
+
+    An exception inside the block ends the run FAILED: MLflow's own context manager does this,
+    and ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
+    """
+    if not in_project_run() and experiment_name:
+        mlflow.set_experiment(experiment_name)
+    with mlflow.start_run() as run:
+        if run_name and run.info.run_name != run_name:
+            mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
+        yield mlflow.get_run(run.info.run_id)
+
+
+def upload_folder(local_dir: str | Path, artifact_path: str | None = None, workers: int = UPLOAD_WORKERS) -> int:
+    """Upload every file under ``local_dir`` to the active run; return the number of files.
+
+    MLflow's HTTP artifact repository sends one PUT per file, one after another. The staging folders
+    here hold a few hundred files at most (samples are capped, full sets travel as one archive), and
+    sending those PUTs from a small thread pool hides most of the per-request latency.
+    """
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    root = Path(local_dir)
+    jobs = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        parent = file.parent.relative_to(root).as_posix()
+        destination = "/".join(part for part in (artifact_path, parent) if part and part != ".") or None
+        jobs.append((file, destination))
+    with ThreadPoolExecutor(workers) as pool:
+        # list() re-raises the first failed upload, so the run ends FAILED rather than partial.
+        list(pool.map(lambda job: client.log_artifact(run_id, str(job[0]), job[1]), jobs))
+    return len(jobs)

@@ -1,0 +1,41 @@
+"""Builders for small image trees in tmp_path (imagefolder layout: <version>/<class>/<file>)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (24, 16)) -> Path:
+    """A small image (format from the suffix) whose pixels depend on ``seed``: other seed, other bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, ((seed * 53) % 256, (seed * 97) % 256, (seed * 151) % 256))
+    image.putpixel((seed % size[0], 0), (255 - seed % 256, 0, 0))
+    image.save(path)
+    return path
+
+
+def build_tree(root: Path, spec: dict[str, dict[str, int]], ext: str = "png") -> Path:
+    """``{"v1": {"cat": 2}}`` -> root/v1/cat/cat_01.png, cat_02.png; the same name gives the same picture."""
+    for version, classes in spec.items():
+        for label, count in classes.items():
+            folder = root / version / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(1, count + 1):
+                write_image(folder / f"{label}_{i:02d}.{ext}", seed=sum(map(ord, label)) * 100 + i)
+    return root
+
+
+def build_real_versions(catsdogs: Path, root: Path, v1_cats: int = 6, v2_cats: int = 4, v2_dogs: int = 5) -> Path:
+    """v1 = the first cats; v2 = fewer cats plus dogs: real photos, copied (never modified in place)."""
+    cats = sorted((catsdogs / "cat").glob("*.jpg"))
+    dogs = sorted((catsdogs / "dog").glob("*.jpg"))
+    for version, picks in {"v1": {"cat": cats[:v1_cats]}, "v2": {"cat": cats[:v2_cats], "dog": dogs[:v2_dogs]}}.items():
+        for label, files in picks.items():
+            folder = root / version / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in files:
+                shutil.copyfile(file, folder / file.name)
+    return root

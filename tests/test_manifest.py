@@ -1,0 +1,185 @@
+import os
+import random
+import shutil
+
+import pytest
+from helpers import build_real_versions, build_tree, write_image
+
+from image_lineage import manifest as mf
+
+
+def scan(path, **kwargs):
+    return mf.scan_version(path, **kwargs)
+
+
+def test_bundled_sample_manifest(bundled_images):
+    v1, v2 = scan(bundled_images / "v1"), scan(bundled_images / "v2")
+    assert v1.class_counts() == {"cat": 2}
+    assert v2.class_counts() == {"cat": 1, "dog": 2}
+    assert [r.path for r in v2.records] == ["cat/cat_01.jpg", "dog/dog_01.jpg", "dog/dog_02.jpg"]
+    record = v2.records[0]
+    assert (record.label, record.width, record.height) == ("cat", 128, 128)
+    assert record.size == (bundled_images / "v2/cat/cat_01.jpg").stat().st_size
+    assert len(v1.digest) == 64 and v1.digest != v2.digest
+
+
+def test_diff_v1_to_v2_on_bundled_sample(bundled_images):
+    diff = mf.diff_manifests(scan(bundled_images / "v1"), scan(bundled_images / "v2"))
+    assert diff["added"] == ["dog/dog_01.jpg", "dog/dog_02.jpg"]
+    assert diff["removed"] == ["cat/cat_02.jpg"]
+    assert diff["modified"] == [] and diff["relabelled"] == []
+    assert diff["unchanged"] == 1
+    assert mf.summarize_diff(diff) == "v1->v2: +2 -1 ~0 relabelled 0"
+
+
+def test_digest_stable_under_copy_order_and_mtime(tmp_path):
+    root = build_tree(tmp_path / "a", {"v1": {"cat": 3, "dog": 2}})
+    original = scan(root / "v1")
+    copy = tmp_path / "b" / "v1"
+    shutil.copytree(root / "v1", copy)
+    for file in copy.rglob("*.png"):
+        os.utime(file, (1_000_000, 1_000_000))
+    assert scan(copy).digest == original.digest
+    shuffled = original.records[:]
+    random.Random(0).shuffle(shuffled)
+    assert mf.compute_digest(shuffled) == original.digest
+
+
+@pytest.mark.parametrize("change", ["flip_byte", "move_class", "add_file"])
+def test_digest_changes(tmp_path, change):
+    root = build_tree(tmp_path, {"v1": {"cat": 2, "dog": 2}}, ext="jpg")
+    before = scan(root / "v1")
+    if change == "flip_byte":
+        path = root / "v1/cat/cat_01.jpg"
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01  # inside the entropy-coded scan: still a readable JPEG
+        path.write_bytes(bytes(data))
+        after = scan(root / "v1")
+        assert len(after.records) == len(before.records)
+    elif change == "move_class":
+        shutil.move(root / "v1/cat/cat_01.jpg", root / "v1/dog/cat_01.jpg")
+        after = scan(root / "v1")
+    else:
+        write_image(root / "v1/dog/dog_99.jpg", seed=4242)
+        after = scan(root / "v1")
+    assert after.digest != before.digest
+
+
+def test_flipped_pixel_byte_changes_digest_and_shows_as_modified(tmp_path):
+    root = build_tree(tmp_path, {"v1": {"cat": 2}})
+    before = scan(root / "v1")
+    shutil.copytree(root / "v1", root / "v2")
+    path = root / "v2/cat/cat_02.png"
+    image_bytes = bytearray(path.read_bytes())
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        img.putpixel((0, 0), tuple((c + 1) % 256 for c in img.getpixel((0, 0))))
+        img.save(path)
+    assert path.read_bytes() != bytes(image_bytes)
+    after = scan(root / "v2")
+    assert after.digest != before.digest
+    assert mf.diff_manifests(before, after)["modified"] == ["cat/cat_02.png"]
+
+
+def test_diff_reports_relabelled_files(tmp_path):
+    root = build_tree(tmp_path, {"v1": {"cat": 2, "dog": 1}})
+    shutil.copytree(root / "v1", root / "v2")
+    shutil.move(root / "v2/cat/cat_02.png", root / "v2/dog/cat_02.png")
+    diff = mf.diff_manifests(scan(root / "v1"), scan(root / "v2"))
+    assert diff["relabelled"] == [
+        {"from": "cat/cat_02.png", "to": "dog/cat_02.png", "from_label": "cat", "to_label": "dog"}
+    ]
+    assert diff["added"] == [] and diff["removed"] == []
+
+
+def test_real_photos_manifest_digest_and_diff(catsdogs_dir, tmp_path):
+    root = build_real_versions(catsdogs_dir, tmp_path)
+    v1, v2 = scan(root / "v1"), scan(root / "v2")
+    assert v1.class_counts() == {"cat": 6}
+    assert v2.class_counts() == {"cat": 4, "dog": 5}
+    assert all((r.width, r.height) == (256, 256) for r in v2.records)
+    diff = mf.diff_manifests(v1, v2)
+    assert len(diff["removed"]) == 2 and len(diff["added"]) == 5 and diff["unchanged"] == 4
+    shutil.copytree(root / "v2", tmp_path / "copy" / "v2")
+    assert scan(tmp_path / "copy" / "v2").digest == v2.digest
+
+
+def test_extensions_case_insensitive_and_non_images_listed(tmp_path):
+    root = build_tree(tmp_path, {"v1": {"cat": 1}})
+    write_image(root / "v1/cat/UPPER.PNG", seed=7)
+    write_image(root / "v1/cat/photo.JpEg", seed=8)
+    (root / "v1/cat/notes.txt").write_text("not an image")
+    (root / "v1/cat/.DS_Store").write_bytes(b"\0")
+    (root / "v1/README.md").write_text("loose file")
+    manifest = scan(root / "v1")
+    assert sorted(r.path for r in manifest.records) == ["cat/UPPER.PNG", "cat/cat_01.png", "cat/photo.JpEg"]
+    ignored = {item["path"]: item["reason"] for item in manifest.ignored}
+    assert ignored == {
+        "cat/notes.txt": "not an image extension",
+        "cat/.DS_Store": "hidden",
+        "README.md": "not inside a class folder",
+    }
+
+
+def test_missing_data_dir_and_version(tmp_path):
+    with pytest.raises(mf.DatasetError, match="does not exist"):
+        mf.resolve_version_dir(tmp_path / "nope", "v1")
+    build_tree(tmp_path, {"v1": {"cat": 1}, "v2": {"cat": 1}})
+    with pytest.raises(mf.DatasetError, match="versions found: v1, v2"):
+        mf.resolve_version_dir(tmp_path, "v3")
+
+
+def test_versions_in_natural_order(tmp_path):
+    build_tree(tmp_path, {name: {"cat": 1} for name in ("v10", "v2", "v1")})
+    assert mf.list_versions(tmp_path) == ["v1", "v2", "v10"]
+    assert mf.previous_version(tmp_path, "v10") == "v2"
+    assert mf.previous_version(tmp_path, "v1") is None
+
+
+def test_empty_class_folder_counts_zero_with_warning(tmp_path, caplog):
+    root = build_tree(tmp_path, {"v1": {"cat": 2}})
+    (root / "v1/dog").mkdir()
+    manifest = scan(root / "v1")
+    assert manifest.class_counts() == {"cat": 2, "dog": 0}
+    assert manifest.non_empty_classes() == ["cat"]
+    assert "dog holds no images" in caplog.text
+
+
+def test_empty_version_is_an_error(tmp_path):
+    (tmp_path / "v1").mkdir()
+    with pytest.raises(mf.DatasetError, match="no class folders"):
+        scan(tmp_path / "v1")
+    (tmp_path / "v1/cat").mkdir()
+    with pytest.raises(mf.DatasetError, match="no readable images"):
+        scan(tmp_path / "v1")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a jpeg at all"], ids=["zero_byte", "corrupt"])
+def test_bad_image_fails_naming_the_file_or_is_skipped(tmp_path, content):
+    root = build_tree(tmp_path, {"v1": {"cat": 2}})
+    (root / "v1/cat/broken.jpg").write_bytes(content)
+    with pytest.raises(mf.DatasetError, match=r"cat/broken\.jpg.*on_bad_image=skip"):
+        scan(root / "v1")
+    manifest = scan(root / "v1", on_bad_image="skip")
+    assert len(manifest.records) == 2
+    assert [item["path"] for item in manifest.ignored] == ["cat/broken.jpg"]
+
+
+def test_symlink_outside_data_dir_refused_inside_allowed(tmp_path):
+    outside = write_image(tmp_path / "elsewhere" / "x.png", seed=3)
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 1}, "v2": {"cat": 1}})
+    (root / "v2/cat/from_v1.png").symlink_to(root / "v1/cat/cat_01.png")
+    assert len(scan(root / "v2").records) == 2
+    (root / "v2/cat/escape.png").symlink_to(outside)
+    with pytest.raises(mf.DatasetError, match="outside data_dir"):
+        scan(root / "v2")
+
+
+@pytest.mark.parametrize("name", ["my cats", "kätzchen", "-dash"])
+def test_unsafe_class_folder_name_is_an_error(tmp_path, name):
+    root = build_tree(tmp_path, {"v1": {"cat": 1}})
+    write_image(root / "v1" / name / "a.png", seed=1)
+    with pytest.raises(mf.DatasetError, match="not a safe artifact path segment"):
+        scan(root / "v1")
