@@ -182,7 +182,7 @@ def log_dataset_input(manifest: mf.Manifest, dataset_name: str, version_dir: Pat
             targets="label",
             digest=manifest.digest[:DIGEST_PREFIX_LEN],
         )
-    mlflow.log_input(dataset, context="training", tags={"version": Path(version_dir).name})
+        mlflow.log_input(dataset, context="training", tags={"version": Path(version_dir).name})
 
 
 def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionRequest, dataset_version: str) -> None:

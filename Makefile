@@ -1,0 +1,32 @@
+# The README's two commands. Each builds .venv on a fresh machine (python3 -m venv + pip) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_EXPERIMENT ?= HW_Image_Dataset_demo
+DEMO_TRACKING_URI ?= sqlite:///mlflow.db
+# `mlflow run --env-manager local` starts entry points with the `python` on PATH: the venv's.
+RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$(DEMO_TRACKING_URI)
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(RUN_ENV) $(BIN)/mlflow run . -e log_folder_dataset -P version=v1 --experiment-name $(DEMO_EXPERIMENT) --env-manager local
+	$(RUN_ENV) $(BIN)/mlflow run . -e log_folder_dataset -P version=v2 --experiment-name $(DEMO_EXPERIMENT) --env-manager local
+	$(RUN_ENV) $(BIN)/mlflow run . -e compare -P experiment=$(DEMO_EXPERIMENT) --experiment-name $(DEMO_EXPERIMENT) --env-manager local
+	@echo
+	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI)"
+	@echo "then browse http://127.0.0.1:5000 (experiment $(DEMO_EXPERIMENT))."
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts compare_output
