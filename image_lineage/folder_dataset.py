@@ -23,18 +23,20 @@ import shutil
 import tarfile
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import manifest as mf
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import FolderDatasetSource
-from image_lineage.tracking import start_run, upload_folder
+from image_lineage.tracking import resolve_experiment_id, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,15 +97,22 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     all_classes = all_class_names(request.data_dir)
 
     run_name = f"image_{request.version}" if is_auto(request.run_name) else request.run_name
-    with start_run(request.experiment_name, run_name) as run:
-        run_id = run.info.run_id
-        snapshot = find_snapshot_run(run.info.experiment_id, manifest.digest, exclude_run_id=run_id)
-        if snapshot:
-            LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
-        else:
-            log_version_files(manifest, diff, request, dataset_version)
-        log_dataset_input(manifest, request.dataset_name, version_dir)
-        log_summary(run_id, manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
+    experiment_id = resolve_experiment_id(request.experiment_name)
+    # Requests to a tracking server cost ~50-250 ms each on a small machine: the snapshot search runs
+    # while the run is created, and the dataset input while params and metrics are sent.
+    with ThreadPoolExecutor(2) as pool:
+        snapshot_search = pool.submit(find_snapshot_run, experiment_id, manifest.digest)
+        with start_run(run_name=run_name, experiment_id=experiment_id) as run:
+            snapshot = snapshot_search.result()
+            if snapshot:
+                LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
+            else:
+                log_version_files(manifest, diff, request, dataset_version)
+            summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
+            input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir)
+            log_summary(run, *summary)
+            input_logged.result()
+    run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
 
 
@@ -115,26 +124,23 @@ def all_class_names(data_dir: str | Path) -> list[str]:
     return sorted(names)
 
 
-def find_snapshot_run(experiment_id: str, digest: str, exclude_run_id: str) -> str | None:
-    """The run that holds the files for ``digest``: a FINISHED run of the experiment with that digest."""
+def find_snapshot_run(experiment_id: str, digest: str) -> str | None:
+    """The run that holds the files for ``digest``: the first FINISHED run of the experiment with it."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`{TAG_DIGEST}` = '{digest}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
+        max_results=1,
         output_format="list",
     )
-    for run in runs:
-        if run.info.run_id != exclude_run_id:
-            # A re-log points at the run holding the files; follow it so chains stay one hop long.
-            return run.data.tags.get(TAG_SNAPSHOT) or run.info.run_id
-    return None
+    # A re-log points at the run holding the files; follow it so chains stay one hop long.
+    return (runs[0].data.tags.get(TAG_SNAPSHOT) or runs[0].info.run_id) if runs else None
 
 
-def log_summary(run_id, manifest, all_classes, diff, dataset_name, dataset_version, snapshot) -> None:
-    """Params, metrics and tags in one request (one ``log_batch`` instead of one call per value)."""
+def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, snapshot) -> tuple[dict, dict, dict]:
+    """(params, metrics, tags) of a version run."""
     counts = manifest.class_counts()
     present = manifest.non_empty_classes()
-    now = get_current_time_millis()
     params = {
         "dataset_version": dataset_version,
         "dataset_name": dataset_name,
@@ -150,10 +156,15 @@ def log_summary(run_id, manifest, all_classes, diff, dataset_name, dataset_versi
     }
     if snapshot:
         tags[TAG_SNAPSHOT] = snapshot
-    client = mlflow.MlflowClient()
-    params = without_logged_params(client.get_run(run_id).data.params, params)
-    client.log_batch(
-        run_id,
+    return params, metrics, tags
+
+
+def log_summary(run: mlflow.ActiveRun, params: dict, metrics: dict, tags: dict) -> None:
+    """Params, metrics and tags in one request (one ``log_batch`` instead of one call per value)."""
+    now = get_current_time_millis()
+    params = without_logged_params(run.data.params, params)
+    mlflow.MlflowClient().log_batch(
+        run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, v) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
@@ -169,8 +180,10 @@ def without_logged_params(logged: dict[str, str], params: dict[str, str]) -> dic
     return {k: v for k, v in params.items() if logged.get(k) not in (v, shlex.quote(v))}
 
 
-def log_dataset_input(manifest: mf.Manifest, dataset_name: str, version_dir: Path) -> None:
-    """The Datasets panel entry: the manifest table, our content digest, the folder + commit source."""
+def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, version_dir: Path) -> None:
+    """The Datasets panel entry: the manifest table, our content digest, the folder + commit source.
+
+    Sent with ``MlflowClient`` and an explicit run id, so it can run beside the other requests."""
     table = pd.DataFrame([vars(r) for r in manifest.records])
     with warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: true, and irrelevant to a manifest.
@@ -182,7 +195,9 @@ def log_dataset_input(manifest: mf.Manifest, dataset_name: str, version_dir: Pat
             targets="label",
             digest=manifest.digest[:DIGEST_PREFIX_LEN],
         )
-        mlflow.log_input(dataset, context="training", tags={"version": Path(version_dir).name})
+        entity = dataset._to_mlflow_entity()
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("version", Path(version_dir).name)]
+    mlflow.MlflowClient().log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
 
 
 def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionRequest, dataset_version: str) -> None:

@@ -13,12 +13,14 @@ give the same digest, while one flipped byte, a file moved to another class or a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +33,10 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # A class name becomes an artifact folder (samples/<class>/) and a metric key (class_<name>_count).
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ON_BAD_IMAGE_CHOICES = ("fail", "skip")
-HASH_WORKERS = min(16, (os.cpu_count() or 2) * 4)
+# Reading and sha256 release the GIL, the header parse does not: a few workers on chunks of files
+# beat one task per file (thousands of tiny tasks spend their time on the pool's locks).
+HASH_WORKERS = os.cpu_count() or 2
+HASH_CHUNK = 64
 
 
 class DatasetError(ValueError):
@@ -116,11 +121,15 @@ def list_class_names(version_dir: str | Path) -> list[str]:
     return sorted(p.name for p in Path(version_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_version(version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None) -> Manifest:
+def scan_version(
+    version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True
+) -> Manifest:
     """Hash and measure every image of a version folder.
 
     ``root`` (default: the parent of ``version_dir``) bounds symlinks: a link that resolves outside it
-    is refused, so a manifest never vouches for files the dataset does not contain.
+    is refused, so a manifest never vouches for files the dataset does not contain. With ``use_cache``,
+    files whose path, size, mtime and inode are unchanged since the last scan are not read again
+    (see :class:`RecordCache`).
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise DatasetError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}.")
@@ -132,8 +141,7 @@ def scan_version(version_dir: str | Path, on_bad_image: str = "fail", root: str 
             f"version folder {str(version_dir)!r} has no class folders: put images in "
             f"{version_dir}/<class>/ (for example {version_dir}/cat/cat_01.jpg)."
         )
-    with ThreadPoolExecutor(HASH_WORKERS) as pool:
-        results = list(pool.map(read_record, candidates))
+    results = read_all_records(candidates, RecordCache.default() if use_cache else None)
     records = []
     for (rel_path, _), result in zip(candidates, results):
         if isinstance(result, ImageRecord):
@@ -160,28 +168,37 @@ def scan_version(version_dir: str | Path, on_bad_image: str = "fail", root: str 
 
 
 def collect_candidates(version_dir: Path, root: Path) -> tuple[list[tuple[str, Path]], list[dict], list[str]]:
-    """Walk ``version_dir/<class>/<file>``; return image candidates, ignored entries, class names."""
+    """Walk ``version_dir/<class>/<file>``; return image candidates, ignored entries, class names.
+
+    ``os.scandir`` gives each entry's type without a ``stat`` call per file (this walk runs on every
+    re-log, so it stays cheap for thousands of files).
+    """
     candidates: list[tuple[str, Path]] = []
     ignored: list[dict] = []
     classes: list[str] = []
-    for class_dir in sorted(version_dir.iterdir()):
-        if class_dir.name.startswith("."):
-            ignored.append({"path": class_dir.name, "reason": "hidden"})
+    for class_entry in sorted_entries(version_dir):
+        if class_entry.name.startswith("."):
+            ignored.append({"path": class_entry.name, "reason": "hidden"})
             continue
-        refuse_escaping_link(class_dir, root)
-        if not class_dir.is_dir():
-            ignored.append({"path": class_dir.name, "reason": "not inside a class folder"})
+        refuse_escaping_link(class_entry, root)
+        if not class_entry.is_dir():
+            ignored.append({"path": class_entry.name, "reason": "not inside a class folder"})
             continue
-        check_class_name(class_dir)
-        classes.append(class_dir.name)
-        for file in sorted(class_dir.iterdir()):
-            rel_path = f"{class_dir.name}/{file.name}"
-            reason = ignore_reason(file, root)
+        check_class_name(Path(class_entry.path))
+        classes.append(class_entry.name)
+        for entry in sorted_entries(class_entry.path):
+            rel_path = f"{class_entry.name}/{entry.name}"
+            reason = ignore_reason(entry, root)
             if reason:
                 ignored.append({"path": rel_path, "reason": reason})
             else:
-                candidates.append((rel_path, file))
+                candidates.append((rel_path, Path(entry.path)))
     return candidates, ignored, classes
+
+
+def sorted_entries(folder: str | Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
 
 
 def check_class_name(class_dir: Path) -> None:
@@ -192,24 +209,115 @@ def check_class_name(class_dir: Path) -> None:
         )
 
 
-def ignore_reason(file: Path, root: Path) -> str | None:
-    """Why ``file`` is not an image of the dataset, or None when it is one; refuses escaping links."""
-    refuse_escaping_link(file, root)
-    if file.name.startswith("."):
+def ignore_reason(entry: os.DirEntry, root: Path) -> str | None:
+    """Why ``entry`` is not an image of the dataset, or None when it is one; refuses escaping links."""
+    refuse_escaping_link(entry, root)
+    if entry.name.startswith("."):
         return "hidden"
-    if file.is_dir():
+    if entry.is_dir():
         return "nested folder (classes are one level deep)"
-    if file.suffix.lower() not in IMAGE_EXTENSIONS:
+    if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
         return "not an image extension"
     return None
 
 
-def refuse_escaping_link(path: Path, root: Path) -> None:
-    if path.is_symlink() and not path.resolve().is_relative_to(root):
-        raise DatasetError(
-            f"{path} is a symbolic link to {path.resolve()}, outside data_dir {str(root)!r}: refused. "
-            f"Copy the file into the dataset folder instead."
-        )
+def refuse_escaping_link(entry: os.DirEntry, root: Path) -> None:
+    if entry.is_symlink():
+        target = Path(entry.path).resolve()
+        if not target.is_relative_to(root):
+            raise DatasetError(
+                f"{entry.path} is a symbolic link to {target}, outside data_dir {str(root)!r}: refused. "
+                f"Copy the file into the dataset folder instead."
+            )
+
+
+def read_records(items: list[tuple[str, Path]]) -> list[ImageRecord | str]:
+    return [read_record(item) for item in items]
+
+
+def read_all_records(candidates: list[tuple[str, Path]], cache: "RecordCache | None") -> list[ImageRecord | str]:
+    """Records for every candidate, in order: from the cache where the file is unchanged, else read."""
+    keys, cached = [], {}
+    if cache:
+        # stat() follows links, so a link that now points elsewhere has another inode: a miss
+        stats = [os.stat(file) for _, file in candidates]
+        keys = [(os.path.abspath(file), st.st_size, st.st_mtime_ns, st.st_ino) for (_, file), st in zip(candidates, stats)]
+        cached = cache.lookup(keys)
+    results: list[ImageRecord | str | None] = [None] * len(candidates)
+    missing = []
+    for index, (rel_path, _) in enumerate(candidates):
+        hit = cached.get(keys[index]) if cached else None
+        if hit:
+            results[index] = ImageRecord(rel_path, rel_path.split("/", 1)[0], keys[index][1], *hit)
+        else:
+            missing.append(index)
+    chunks = [missing[i : i + HASH_CHUNK] for i in range(0, len(missing), HASH_CHUNK)]
+    with ThreadPoolExecutor(HASH_WORKERS) as pool:
+        for chunk, chunk_results in zip(chunks, pool.map(lambda c: read_records([candidates[i] for i in c]), chunks)):
+            for index, result in zip(chunk, chunk_results):
+                results[index] = result
+    if cache and missing:
+        cache.store([(keys[i], results[i]) for i in missing if isinstance(results[i], ImageRecord)])
+    return results
+
+
+class RecordCache:
+    """File hashes and image sizes keyed by (absolute path, size, mtime_ns, inode).
+
+    The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one
+    ``stat`` per file instead of reading every byte. Any write to a file changes its mtime (and usually
+    its size), so a changed file is always read again. Stored in sqlite under ``$IMAGE_LINEAGE_CACHE_DIR``
+    (default ``~/.cache/image_lineage``); set it to ``off`` to disable.
+    """
+
+    ENV = "IMAGE_LINEAGE_CACHE_DIR"
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+                " inode INTEGER, sha256 TEXT, width INTEGER, height INTEGER)"
+            )
+
+    @classmethod
+    def default(cls) -> "RecordCache | None":
+        folder = os.environ.get(cls.ENV) or str(Path.home() / ".cache" / "image_lineage")
+        if folder.lower() == "off":
+            return None
+        try:
+            return cls(Path(folder) / "file_records.sqlite")
+        except (OSError, sqlite3.Error) as exc:  # a read-only home must not stop logging
+            LOGGER.warning("hash cache disabled (%s): %s", folder, exc)
+            return None
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def lookup(self, keys: list[tuple[str, int, int, int]]) -> dict[tuple, tuple[str, int, int]]:
+        """{key: (sha256, width, height)} for the keys whose stored size, mtime and inode still match."""
+        wanted = set(keys)
+        found = {}
+        with contextlib.closing(self.connect()) as db:
+            for start in range(0, len(keys), 500):  # sqlite caps the number of bound parameters
+                paths = [key[0] for key in keys[start : start + 500]]
+                rows = db.execute(
+                    f"SELECT path, size, mtime_ns, inode, sha256, width, height FROM records WHERE path IN ({','.join('?' * len(paths))})",
+                    paths,
+                )
+                for path, size, mtime_ns, inode, sha256, width, height in rows:
+                    if (path, size, mtime_ns, inode) in wanted:
+                        found[(path, size, mtime_ns, inode)] = (sha256, width, height)
+        return found
+
+    def store(self, entries: list[tuple[tuple[str, int, int, int], ImageRecord]]) -> None:
+        rows = [(*key, r.sha256, r.width, r.height) for key, r in entries]
+        try:
+            with contextlib.closing(self.connect()) as db, db:
+                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:  # another process holding the lock too long: skip, never fail
+            LOGGER.warning("could not update the hash cache %s: %s", self.path, exc)
 
 
 def read_record(item: tuple[str, Path]) -> ImageRecord | str:

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment
 
 # MLflow reads these for every REST call; setdefault keeps a user's own choice.
 HTTP_DEFAULTS = {
@@ -82,30 +83,46 @@ def in_project_run() -> bool:
     return bool(os.environ.get("MLFLOW_RUN_ID"))
 
 
+def resolve_experiment_id(experiment_name: str | None) -> str:
+    """The experiment runs of this process go to; sets it as current outside ``mlflow run``."""
+    if in_project_run():
+        return os.environ.get("MLFLOW_EXPERIMENT_ID") or mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+    name = experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        return mlflow.set_experiment(name).experiment_id
+    return os.environ.get("MLFLOW_EXPERIMENT_ID") or DEFAULT_EXPERIMENT_ID
+
+
 @contextlib.contextmanager
-def start_run(experiment_name: str | None, run_name: str | None = None) -> Iterator[Run]:
+def start_run(
+    experiment_name: str | None = None, run_name: str | None = None, experiment_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, under ``mlflow run``) the run, named ``run_name``.
 
-    An exception inside the block ends the run FAILED: MLflow's own context manager does this,
-    and ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
+    Pass ``experiment_id`` when :func:`resolve_experiment_id` already ran (saves a request). An
+    exception inside the block ends the run FAILED: MLflow's own context manager does this, and
+    ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
     """
-    if not in_project_run() and experiment_name:
-        mlflow.set_experiment(experiment_name)
-    with mlflow.start_run() as run:
-        if run_name and run.info.run_name != run_name:
-            mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
-        yield mlflow.get_run(run.info.run_id)
+    if in_project_run():
+        with mlflow.start_run() as run:
+            if run_name and run.info.run_name != run_name:
+                mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
+            yield run
+        return
+    experiment_id = experiment_id or resolve_experiment_id(experiment_name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None) as run:
+        yield run
 
 
 def upload_folder(local_dir: str | Path, artifact_path: str | None = None, workers: int = UPLOAD_WORKERS) -> int:
     """Upload every file under ``local_dir`` to the active run; return the number of files.
 
-    MLflow's HTTP artifact repository sends one PUT per file, one after another. The staging folders
-    here hold a few hundred files at most (samples are capped, full sets travel as one archive), and
-    sending those PUTs from a small thread pool hides most of the per-request latency.
+    MLflow's HTTP artifact repository sends one PUT per file, one after another, and
+    ``MlflowClient.log_artifact`` looks the run up again for every file. Here one repository object
+    serves every file and a small thread pool sends the PUTs, hiding most of the per-request latency
+    (staging folders hold a few hundred files at most: full sets travel as one archive).
     """
-    run_id = mlflow.active_run().info.run_id
-    client = mlflow.MlflowClient()
+    repository = get_artifact_repository(mlflow.active_run().info.artifact_uri)
     root = Path(local_dir)
     jobs = []
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -114,5 +131,5 @@ def upload_folder(local_dir: str | Path, artifact_path: str | None = None, worke
         jobs.append((file, destination))
     with ThreadPoolExecutor(workers) as pool:
         # list() re-raises the first failed upload, so the run ends FAILED rather than partial.
-        list(pool.map(lambda job: client.log_artifact(run_id, str(job[0]), job[1]), jobs))
+        list(pool.map(lambda job: repository.log_artifact(str(job[0]), job[1]), jobs))
     return len(jobs)

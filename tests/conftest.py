@@ -7,88 +7,36 @@ it takes ~30 s on a 2-core machine) or into a fresh embedded sqlite store.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import mlflow
 import pytest
+from tests_paths import PROJECT_ROOT
+
+from image_lineage.local_server import LocalServer
 
 # Nothing in the suite may reach the hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-SERVER_START_TIMEOUT_S = 180
 MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(uri: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer in {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
-
-
-def start_server(root: Path, extra_args: tuple[str, ...] = (), env: dict | None = None) -> tuple[str, subprocess.Popen]:
-    """Start ``mlflow server`` with a sqlite backend and proxied artifacts under ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = root / "server.log"
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *extra_args,
-    ]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(uri, process, log_path)
-    except Exception:
-        process.kill()
-        raise
-    return uri, process
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """URI of one real tracking server shared by the whole test run."""
-    uri, process = start_server(tmp_path_factory.mktemp("mlflow_server"))
-    yield uri
-    stop_server(process)
+    with LocalServer(tmp_path_factory.mktemp("mlflow_server")) as server:
+        yield server.uri
 
 
 @pytest.fixture(autouse=True)
-def clean_mlflow_env(monkeypatch):
-    """No test inherits a run, experiment or store from the shell or from another test."""
+def clean_mlflow_env(monkeypatch, tmp_path_factory):
+    """No test inherits a run, experiment, store or hash cache from the shell or from another test."""
     for name in MLFLOW_RUN_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(tmp_path_factory.mktemp("hash_cache")))
     yield
     while mlflow.active_run():
         mlflow.end_run()

@@ -183,3 +183,32 @@ def test_unsafe_class_folder_name_is_an_error(tmp_path, name):
     write_image(root / "v1" / name / "a.png", seed=1)
     with pytest.raises(mf.DatasetError, match="not a safe artifact path segment"):
         scan(root / "v1")
+
+
+def test_hash_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path, monkeypatch):
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 3}}, ext="jpg")
+    first = scan(root / "v1")
+
+    def no_reads(item):
+        raise AssertionError(f"{item[0]} was read although unchanged")
+
+    monkeypatch.setattr(mf, "read_record", no_reads)
+    assert scan(root / "v1").digest == first.digest
+    monkeypatch.undo()
+
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(tmp_path / "cache"))
+    scan(root / "v1")
+    path = root / "v1/cat/cat_02.jpg"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    changed = scan(root / "v1")
+    assert changed.digest != first.digest
+    assert changed.digest == scan(root / "v1", use_cache=False).digest
+
+
+def test_hash_cache_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", "off")
+    assert mf.RecordCache.default() is None
+    root = build_tree(tmp_path, {"v1": {"cat": 1}})
+    assert len(scan(root / "v1").records) == 1

@@ -1,0 +1,143 @@
+"""Folder-version logging: our logging vs the homework's one-upload-per-image loop, and our digest vs dvc.
+
+Builds a 2,000-image version folder (real photos from ../shared/data/catsdogs, re-encoded with a unique
+stamp so every file differs), starts a local ``mlflow server`` and times, in this one run:
+
+  (a) the homework loop: one ``mlflow.log_artifact`` per image, plus its params and metrics;
+  (b) ``log_folder_version``, first time (samples + one archive + manifest, diff, chart, dataset input);
+  (c) ``log_folder_version`` again on the unchanged folder (idempotent re-log);
+  (d) our digest alone (``scan_version``) against ``dvc add --no-commit`` on the same folder.
+
+dvc is installed from PyPI into its own venv (``--dvc-venv``, created when missing), never into ours.
+
+    python bench/folder_logging.py [--images 2000] [--dvc-venv ~/.cache/image_lineage/dvc-venv]
+
+Goals: a/b >= 5, a/c >= 50, digest >= 3x faster than dvc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
+from image_lineage.local_server import LocalServer  # noqa: E402
+from image_lineage.manifest import scan_version  # noqa: E402
+from image_lineage.tracking import configure_tracking  # noqa: E402
+
+SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "catsdogs"
+
+
+def build_folder(photos: Path, version_dir: Path, count: int) -> int:
+    """Write ``count`` re-encoded JPEGs split over the photo classes; return the total bytes."""
+    sources = [(label.name, path) for label in sorted(photos.iterdir()) if label.is_dir() for path in sorted(label.glob("*.jpg"))]
+
+    def write(index: int) -> int:
+        label, source = sources[index % len(sources)]
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+        # a unique stamp in the corner makes every copy a different file with a different hash
+        for bit in range(16):
+            image.putpixel((bit, 0), (255, 255, 255) if index >> bit & 1 else (0, 0, 0))
+        target = version_dir / label / f"{label}_{index:05d}.jpg"
+        image.save(target, quality=90)
+        return target.stat().st_size
+
+    for label in {label for label, _ in sources}:
+        (version_dir / label).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(4) as pool:
+        return sum(pool.map(write, range(count)))
+
+
+def homework_loop(version_dir: Path, experiment: str) -> None:
+    """What the assignment's notebook does: every image uploaded on its own."""
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name="homework_loop"):
+        mlflow.log_params({"dataset_version": "1.0.0", "dataset_name": "bench"})
+        counts = {}
+        for class_dir in sorted(p for p in version_dir.iterdir() if p.is_dir()):
+            images = sorted(class_dir.iterdir())
+            counts[class_dir.name] = len(images)
+            for image in images:
+                mlflow.log_artifact(str(image), artifact_path=f"images/{class_dir.name}")
+        mlflow.log_metric("total_images", sum(counts.values()))
+        for name, count in counts.items():
+            mlflow.log_metric(f"class_{name}_count", count)
+
+
+def ours(data_dir: Path, experiment: str) -> None:
+    log_folder_version(FolderVersionRequest(data_dir=str(data_dir), version="v1", experiment_name=experiment))
+
+
+def timed(label: str, work) -> float:
+    started = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
+    print(f"{label:<48} {seconds:8.2f} s", flush=True)
+    return seconds
+
+
+def ensure_dvc(venv: Path) -> Path:
+    dvc = venv / "bin" / "dvc"
+    if not dvc.exists():
+        print(f"installing dvc into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "dvc"], check=True)
+    return dvc
+
+
+def dvc_add_seconds(dvc: Path, repo: Path, folder: str) -> tuple[float, float]:
+    """(seconds for ``dvc add --no-commit folder``, seconds for ``dvc --version``: its start-up alone)."""
+    subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=repo, check=True)
+    started = time.perf_counter()
+    subprocess.run([str(dvc), "--version"], cwd=repo, check=True, capture_output=True)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([str(dvc), "add", "--no-commit", "-q", folder], cwd=repo, check=True)
+    return time.perf_counter() - started, startup
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--photos", type=Path, default=SHARED_PHOTOS)
+    parser.add_argument("--dvc-venv", type=Path, default=Path.home() / ".cache" / "image_lineage" / "dvc-venv")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="bench_folder_") as tmp:
+        repo = Path(tmp) / "repo"
+        version_dir = repo / "data" / "v1"
+        total_bytes = build_folder(args.photos, version_dir, args.images)
+        print(f"folder: {args.images} images, {total_bytes / 1e6:.1f} MB", flush=True)
+        # digests first, while no server competes for the two cores; both read a warm page cache
+        digest = timed("(d) our digest, cold (scan_version, no hash cache)", lambda: scan_version(version_dir, use_cache=False))
+        dvc_seconds, dvc_startup = dvc_add_seconds(ensure_dvc(args.dvc_venv), repo, "data/v1")
+        print(f"{'(d) dvc add --no-commit':<48} {dvc_seconds:8.2f} s  (of which {dvc_startup:.2f} s is dvc's start-up)")
+        with LocalServer(Path(tmp) / "server", workers=None) as server:  # a plain `mlflow server`
+            configure_tracking(server.uri)
+            a = timed("(a) homework loop, one log_artifact per image", lambda: homework_loop(version_dir, "bench_homework"))
+            b = timed("(b) log_folder_version, first time", lambda: ours(repo / "data", "bench_ours"))
+            c = timed("(c) log_folder_version, unchanged re-log", lambda: ours(repo / "data", "bench_ours"))
+
+    print()
+    print(f"ratio a/b = {a / b:.1f}   (goal >= 5)")
+    print(f"ratio a/c = {a / c:.1f}   (goal >= 50)")
+    print(f"ratio dvc/ours digest = {dvc_seconds / digest:.1f}   (goal >= 3); "
+          f"without dvc's start-up: {(dvc_seconds - dvc_startup) / digest:.1f}")
+    print(f"our digest: {args.images / digest:.0f} files/s, {total_bytes / 1e6 / digest:.0f} MB/s")
+
+
+if __name__ == "__main__":
+    main()
