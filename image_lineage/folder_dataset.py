@@ -22,7 +22,6 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from mlflow.utils.time import get_current_time_millis
 from image_lineage import manifest as mf
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import FolderDatasetSource
-from image_lineage.tracking import resolve_experiment_id, start_run, upload_folder
+from image_lineage.tracking import resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -185,9 +184,7 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, ver
 
     Sent with ``MlflowClient`` and an explicit run id, so it can run beside the other requests."""
     table = pd.DataFrame([vars(r) for r in manifest.records])
-    with warnings.catch_warnings():
-        # MLflow hints that integer columns cannot hold missing values: true, and irrelevant to a manifest.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+    with schema_hints_silenced():
         dataset = mlflow.data.from_pandas(
             table,
             source=FolderDatasetSource.from_folder(version_dir),

@@ -1,12 +1,14 @@
-"""Draw the bundled cat/dog sample (``image_dataset/``) deterministically.
+"""Draw the bundled samples deterministically: cat/dog folders and a small COCO detection set.
 
-The project ships no third-party pictures: these cartoon faces are drawn from a seed, so anyone can
-regenerate the folder with ``python -m image_lineage.sample_images image_dataset``.
+The project ships no third-party pictures: cartoon faces and coloured shapes are drawn from a seed, so
+anyone can regenerate them with ``python -m image_lineage.sample_images image_dataset`` and
+``python -m image_lineage.sample_images --coco coco/sample``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -84,11 +86,73 @@ def write_sample_dataset(root: str | Path) -> list[Path]:
     return written
 
 
+# COCO sample: non-contiguous category ids, as in real COCO, so the label mapping is exercised.
+COCO_CATEGORIES = [{"id": 1, "name": "circle", "supercategory": "shape"},
+                   {"id": 3, "name": "square", "supercategory": "shape"},
+                   {"id": 7, "name": "triangle", "supercategory": "shape"}]
+COCO_SPLITS = {"train2017": (12, 100), "val2017": (4, 500)}  # name -> (images, first image id)
+COCO_SIZE = (160, 120)
+
+
+def draw_shapes(seed: int) -> tuple[Image.Image, list[dict]]:
+    """A picture of 1-3 non-overlapping shapes and their annotations (bbox xywh, area, category)."""
+    rng = random.Random(seed)
+    width, height = COCO_SIZE
+    image = Image.new("RGB", COCO_SIZE, background(rng))
+    draw = ImageDraw.Draw(image)
+    shapes = []
+    for slot in range(rng.randint(1, 3)):
+        category = rng.choice(COCO_CATEGORIES)
+        size = rng.randint(24, 44)
+        x = slot * (width // 3) + rng.randint(2, width // 3 - size - 2)
+        y = rng.randint(2, height - size - 2)
+        color = tuple(rng.randint(0, 150) for _ in range(3))
+        if category["name"] == "circle":
+            draw.ellipse([x, y, x + size - 1, y + size - 1], fill=color)
+            area = 3.14159 * (size / 2) ** 2
+        elif category["name"] == "square":
+            draw.rectangle([x, y, x + size - 1, y + size - 1], fill=color)
+            area = float(size * size)
+        else:
+            draw.polygon([(x, y + size - 1), (x + size - 1, y + size - 1), (x + size // 2, y)], fill=color)
+            area = size * size / 2
+        shapes.append({"category_id": category["id"], "bbox": [float(x), float(y), float(size), float(size)],
+                       "area": round(area, 2), "iscrowd": 0})
+    return image, shapes
+
+
+def write_coco_sample(root: str | Path) -> list[Path]:
+    """Write ``root/annotations/instances_<split>.json`` and ``root/<split>/*.jpg`` (standard COCO layout)."""
+    root = Path(root)
+    written = []
+    annotation_id = 1
+    for split, (count, first_id) in COCO_SPLITS.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for image_id in range(first_id, first_id + count):
+            picture, shapes = draw_shapes(image_id)
+            file_name = f"{image_id:012d}.jpg"
+            picture.save(root / split / file_name, format="JPEG", quality=92)
+            written.append(root / split / file_name)
+            images.append({"id": image_id, "file_name": file_name, "width": COCO_SIZE[0], "height": COCO_SIZE[1]})
+            for shape in shapes:
+                annotations.append({"id": annotation_id, "image_id": image_id, "segmentation": [], **shape})
+                annotation_id += 1
+        path = root / "annotations" / f"instances_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"info": {"description": "image_lineage synthetic COCO sample"}, "licenses": [],
+                    "images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+        path.write_text(json.dumps(document, indent=1))
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Draw the cat/dog sample images into a folder.")
+    parser = argparse.ArgumentParser(description="Draw the bundled samples: the cat/dog folders or the COCO sample.")
     parser.add_argument("root", nargs="?", default="image_dataset", help="target folder (default: image_dataset)")
+    parser.add_argument("--coco", action="store_true", help="write the COCO detection sample instead (e.g. into coco/sample)")
     args = parser.parse_args(argv)
-    for path in write_sample_dataset(args.root):
+    for path in (write_coco_sample if args.coco else write_sample_dataset)(args.root):
         print(path)
 
 

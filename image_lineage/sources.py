@@ -79,3 +79,31 @@ def git_state(folder: Path) -> tuple[str | None, Path | None, bool | None]:
     root = git("rev-parse", "--show-toplevel")
     status = git("status", "--porcelain", "--", ".")
     return commit, Path(root) if root else None, bool(status)
+
+
+class CocoDatasetSource(FolderDatasetSource):
+    """A COCO split: its annotation file and images folder (with the git commit, as for folders)."""
+
+    def __init__(self, uri: str, annotation_file: str, images_dir: str, name: str, **git):
+        super().__init__(uri, **git)
+        self.annotation_file = annotation_file
+        self.images_dir = images_dir
+        self.name = name
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "coco"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "annotation_file": self.annotation_file, "images_dir": self.images_dir, "name": self.name}
+
+    @classmethod
+    def from_split(cls, split) -> "CocoDatasetSource":
+        folder = FolderDatasetSource.from_folder(split.annotation_file.parent.parent)
+        git = {k: v for k, v in folder.to_dict().items() if k != "uri"}
+        return cls(folder.uri, str(split.annotation_file.resolve()), str(split.images_dir.resolve()), split.name, **git)
+
+    def to_split(self):
+        from image_lineage.coco import CocoSplit
+
+        return CocoSplit(self.name, Path(self.annotation_file), Path(self.images_dir))

@@ -19,6 +19,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -112,6 +113,15 @@ def start_run(
     experiment_id = experiment_id or resolve_experiment_id(experiment_name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None) as run:
         yield run
+
+
+@contextlib.contextmanager
+def schema_hints_silenced() -> Iterator[None]:
+    """MLflow hints that integer columns cannot hold missing values whenever it infers a dataset
+    schema: true, and irrelevant to the manifests and image tables logged here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        yield
 
 
 def upload_folder(local_dir: str | Path, artifact_path: str | None = None, workers: int = UPLOAD_WORKERS) -> int:

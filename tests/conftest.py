@@ -7,6 +7,7 @@ it takes ~30 s on a 2-core machine) or into a fresh embedded sqlite store.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from tests_paths import PROJECT_ROOT
 
 from image_lineage.local_server import LocalServer
 
-# Nothing in the suite may reach the hub.
+# Nothing in the suite may reach the hub, or write into the user's Hugging Face cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="image_lineage_hf_cache_")
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")
@@ -83,3 +85,13 @@ def catsdogs_dir() -> Path:
 @pytest.fixture
 def bundled_images() -> Path:
     return PROJECT_ROOT / "image_dataset"
+
+
+@pytest.fixture
+def bundled_coco() -> Path:
+    return PROJECT_ROOT / "coco" / "sample"
+
+
+@pytest.fixture
+def coco_tiny_dir() -> Path:
+    return shared_dir("coco_tiny")

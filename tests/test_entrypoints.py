@@ -3,7 +3,7 @@
 import mlflow
 import yaml
 
-from entrypoints import compare, log_folder_dataset
+from entrypoints import compare, log_folder_dataset, log_hf_dataset
 from tests_paths import PROJECT_ROOT
 
 
@@ -38,7 +38,9 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
 
 def test_mlproject_parameters_match_parsers():
     spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-    for name, module in {"log_folder_dataset": log_folder_dataset, "compare": compare}.items():
+    modules = {"log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset, "compare": compare}
+    assert set(spec["entry_points"]) == set(modules)
+    for name, module in modules.items():
         entry = spec["entry_points"][name]
         flags = {a.dest for a in module.build_parser()._actions if a.dest != "help"}
         assert set(entry["parameters"]) <= flags, name

@@ -1,0 +1,137 @@
+import json
+import shutil
+
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from image_lineage import coco
+from image_lineage.manifest import DatasetError
+
+
+def copy_coco(source, tmp_path):
+    target = tmp_path / "coco"
+    shutil.copytree(source, target)
+    return target
+
+
+def edit_annotations(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_standard_layout_found_without_parameters(bundled_coco, coco_tiny_dir):
+    for folder, names in ((bundled_coco, ("train2017", "val2017")), (coco_tiny_dir, ("train2017", "val2017"))):
+        splits = coco.find_coco_splits(folder)
+        assert list(splits) == ["train", "validation"]
+        assert (splits["train"].name, splits["validation"].name) == names
+        assert splits["validation"].images_dir == folder / "val2017"
+
+
+def test_features_follow_detection_datasets_coco_layout(bundled_coco):
+    dataset = coco.coco_to_hf(coco.index_split(coco.find_coco_splits(bundled_coco)["train"]))
+    features = dataset.features.to_dict()
+    assert list(features) == ["image_id", "image", "width", "height", "objects"]
+    assert set(features["objects"]) == {"bbox", "category", "area", "id", "iscrowd"}
+    assert dataset.features["objects"]["category"].feature.names == ["circle", "square", "triangle"]
+    assert dataset.split == "train" and len(dataset) == 12
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_boxes_and_categories_survive_conversion(coco_tiny_dir, split):
+    coco_split = coco.find_coco_splits(coco_tiny_dir)[split]
+    dataset = coco.coco_to_hf(coco.index_split(coco_split))
+    reference = COCO(str(coco_split.annotation_file))
+    names = dataset.features["objects"]["category"].feature.names
+    assert names == [reference.cats[i]["name"] for i in sorted(reference.cats)]
+    rows = dataset.remove_columns("image")  # compare annotations only: no image decoding
+    assert sorted(rows["image_id"]) == sorted(reference.getImgIds())
+    crowd = 0
+    for row in rows:
+        anns = sorted(reference.loadAnns(reference.getAnnIds(imgIds=row["image_id"])), key=lambda a: a["id"])
+        objects = row["objects"]
+        assert objects["id"] == [a["id"] for a in anns]
+        assert [names[c] for c in objects["category"]] == [reference.cats[a["category_id"]]["name"] for a in anns]
+        assert len(objects["bbox"]) == len(anns)
+        for box, ann in zip(objects["bbox"], anns):
+            assert box == pytest.approx(ann["bbox"], abs=1e-3)
+        assert objects["iscrowd"] == [bool(a["iscrowd"]) for a in anns]
+        assert (row["width"], row["height"]) == (reference.imgs[row["image_id"]]["width"], reference.imgs[row["image_id"]]["height"])
+        crowd += sum(objects["iscrowd"])
+    assert crowd > 0  # coco_tiny holds crowd (RLE) annotations: they are kept, flagged
+
+
+def test_images_load_as_pictures(bundled_coco):
+    dataset = coco.coco_to_hf(coco.index_split(coco.find_coco_splits(bundled_coco)["validation"]))
+    image = dataset[0]["image"]
+    assert isinstance(image, Image.Image) and image.size == (dataset[0]["width"], dataset[0]["height"])
+
+
+def test_digest_same_for_two_loads_changes_with_pixel_and_box(bundled_coco, tmp_path):
+    root = copy_coco(bundled_coco, tmp_path)
+    split = coco.find_coco_splits(root)["train"]
+    first = coco.compute_coco_digest(coco.index_split(split))
+    assert coco.compute_coco_digest(coco.index_split(split)) == first
+
+    image_path = split.images_dir / "000000000100.jpg"
+    with Image.open(image_path) as picture:
+        picture = picture.copy()
+    picture.putpixel((5, 5), (0, 0, 0) if picture.getpixel((5, 5)) != (0, 0, 0) else (255, 255, 255))
+    picture.save(image_path, quality=100)
+    pixel_changed = coco.compute_coco_digest(coco.index_split(split))
+    assert pixel_changed != first
+
+    edit_annotations(split.annotation_file, lambda d: d["annotations"][0]["bbox"].__setitem__(0, d["annotations"][0]["bbox"][0] + 1))
+    assert coco.compute_coco_digest(coco.index_split(split)) not in (first, pixel_changed)
+
+
+def test_counts_per_category(bundled_coco):
+    index = coco.index_split(coco.find_coco_splits(bundled_coco)["train"])
+    data = json.loads(index.split.annotation_file.read_text())
+    instances = coco.instances_per_category(index)
+    assert sum(instances.values()) == len(data["annotations"])
+    images = coco.images_per_category(index)
+    assert all(0 < images[name] <= instances[name] for name in instances if instances[name])
+
+
+def test_missing_annotation_file(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        coco.load_coco_json(tmp_path / "instances_val2017.json")
+
+
+def test_json_that_is_not_coco(tmp_path):
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps({"images": []}))
+    with pytest.raises(DatasetError, match="missing top-level annotations, categories"):
+        coco.load_coco_json(path)
+    path.write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        coco.load_coco_json(path)
+
+
+def test_annotation_pointing_at_missing_image_or_category(bundled_coco, tmp_path):
+    root = copy_coco(bundled_coco, tmp_path)
+    split = coco.find_coco_splits(root)["train"]
+    edit_annotations(split.annotation_file, lambda d: d["annotations"][0].__setitem__("category_id", 99))
+    with pytest.raises(DatasetError, match="category_id 99, which is not in 'categories'"):
+        coco.index_split(split)
+    edit_annotations(split.annotation_file, lambda d: d["annotations"][0].update(category_id=1, image_id=4242))
+    with pytest.raises(DatasetError, match="image_id 4242, which is not in 'images'"):
+        coco.index_split(split)
+
+
+def test_missing_image_file(bundled_coco, tmp_path):
+    root = copy_coco(bundled_coco, tmp_path)
+    split = coco.find_coco_splits(root)["validation"]
+    (split.images_dir / "000000000501.jpg").unlink()
+    with pytest.raises(DatasetError, match="missing, e.g. .*000000000501.jpg"):
+        coco.index_split(split)
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "annotations/instances_empty.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(DatasetError, match="lists no images"):
+        coco.index_split(coco.find_coco_splits(tmp_path)["empty"])
