@@ -23,42 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import SHARED_PHOTOS, build_folder  # noqa: E402
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
 from image_lineage.local_server import LocalServer  # noqa: E402
 from image_lineage.manifest import scan_version  # noqa: E402
 from image_lineage.tracking import configure_tracking  # noqa: E402
-
-SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "catsdogs"
-
-
-def build_folder(photos: Path, version_dir: Path, count: int) -> int:
-    """Write ``count`` re-encoded JPEGs split over the photo classes; return the total bytes."""
-    sources = [(label.name, path) for label in sorted(photos.iterdir()) if label.is_dir() for path in sorted(label.glob("*.jpg"))]
-
-    def write(index: int) -> int:
-        label, source = sources[index % len(sources)]
-        with Image.open(source) as image:
-            image = image.convert("RGB")
-        # a unique stamp in the corner makes every copy a different file with a different hash
-        for bit in range(16):
-            image.putpixel((bit, 0), (255, 255, 255) if index >> bit & 1 else (0, 0, 0))
-        target = version_dir / label / f"{label}_{index:05d}.jpg"
-        image.save(target, quality=90)
-        return target.stat().st_size
-
-    for label in {label for label, _ in sources}:
-        (version_dir / label).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(4) as pool:
-        return sum(pool.map(write, range(count)))
-
 
 def homework_loop(version_dir: Path, experiment: str) -> None:
     """What the assignment's notebook does: every image uploaded on its own."""

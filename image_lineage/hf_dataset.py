@@ -21,13 +21,17 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.huggingface_dataset import HuggingFaceDataset
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.types.utils import _infer_schema as infer_schema
 from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import coco
@@ -44,6 +48,7 @@ CONTEXT_CHOICES = ("training", "validation", "testing")
 HUB_PREFIX = "hub:"
 IMAGEFOLDER = "imagefolder"
 ARROW_BATCH_ROWS = 1000
+SCHEMA_SAMPLE_ROWS = 100
 
 
 @dataclass
@@ -185,36 +190,49 @@ def label_counts(dataset, column: str) -> dict[str, int]:
 def compute_arrow_digest(dataset) -> str:
     """sha256 of a dataset's rows, streamed in Arrow batches (never the whole table in pandas).
 
-    Image columns that hold only a file path (how ``datasets`` keeps local images) are hashed by the
-    file's bytes, so a changed picture changes the digest even when its path does not.
+    Each batch goes through Arrow's IPC writer straight into the hash (embedded image bytes included,
+    no Python object per row). Image cells that hold only a file path (how ``datasets`` keeps local
+    images) are hashed by the file's bytes, so a changed picture changes the digest even when its
+    path does not.
     """
     import datasets
 
     image_columns = [name for name, f in dataset.features.items() if isinstance(f, datasets.Image)]
     digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    sink = pa.PythonFile(HashSink(digest), mode="w")
     for table in dataset.with_format("arrow").iter(batch_size=ARROW_BATCH_ROWS):
-        plain = table.drop_columns(image_columns)
-        if plain.num_columns:
-            digest.update(arrow_ipc_bytes(plain))
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
         for column in image_columns:
-            for cell in table.column(column).to_pylist():
-                digest.update(image_cell_digest(cell))
+            for path in paths_without_bytes(table.column(column)):
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()
 
 
-def arrow_ipc_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return sink.getvalue().to_pybytes()
+class HashSink:
+    """A write-only file object that feeds a hash (for ``pa.PythonFile``)."""
+
+    def __init__(self, digest):
+        self.digest = digest
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
-def image_cell_digest(cell: dict | None) -> bytes:
-    if not cell:
-        return b"\0"
-    if cell.get("bytes") is not None:
-        return hashlib.sha256(cell["bytes"]).digest()
-    return hashlib.sha256(Path(cell["path"]).read_bytes()).digest()
+def paths_without_bytes(column: pa.ChunkedArray) -> list[str]:
+    """Paths of image cells whose bytes are not embedded."""
+    missing = pa.compute.and_(
+        pa.compute.is_null(pa.compute.struct_field(column, "bytes")),
+        pa.compute.is_valid(pa.compute.struct_field(column, "path")),
+    )
+    if not pa.compute.any(missing).as_py():
+        return []
+    return pa.compute.filter(pa.compute.struct_field(column, "path"), missing).to_pylist()
 
 
 def combined_digest(splits: list[LoadedSplit]) -> str:
@@ -248,14 +266,32 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     return run.info.run_id, splits
 
 
+class SampledSchemaDataset(HuggingFaceDataset):
+    """``HuggingFaceDataset`` whose MLflow schema is inferred from the first rows only.
+
+    MLflow infers the schema from up to 10,000 rows converted to pandas: for an image dataset with
+    embedded bytes that is hundreds of MB copied into Python objects, to learn what the ``features``
+    of the first rows already say.
+    """
+
+    @cached_property
+    def schema(self):
+        sample = self.ds.select(range(min(SCHEMA_SAMPLE_ROWS, self.ds.num_rows)))
+        try:
+            return infer_schema(sample.to_pandas())
+        except Exception as exc:  # as MLflow does: a dataset without a schema still logs
+            LOGGER.warning("no MLflow schema for this dataset: %s", exc)
+            return None
+
+
 def log_split_input(loaded: LoadedSplit, name: str, context: str) -> None:
     with schema_hints_silenced():
-        dataset = mlflow.data.from_huggingface(
-            loaded.dataset,
+        dataset = SampledSchemaDataset(
+            ds=loaded.dataset,
             targets=loaded.targets,
+            source=loaded.mlflow_source,
             name=f"{name}_{loaded.split}",
             digest=loaded.digest[:DIGEST_PREFIX_LEN],
-            source=loaded.mlflow_source,
         )
         mlflow.log_input(dataset, context=context, tags={"split": loaded.split})
 

@@ -182,3 +182,24 @@ def test_hub_name_while_offline(experiment_name, sqlite_uri, caplog):
 def test_cli_bad_targets_column(bundled_images, experiment_name, sqlite_uri, caplog):
     assert hf_cli.main(["--source", str(bundled_images / "v2"), "--targets", "species", "--experiment-name", experiment_name]) == 2
     assert "targets column 'species' not in the dataset" in caplog.text
+
+
+def test_arrow_digest_of_embedded_image_bytes(tmp_path):
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    pictures = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, path in enumerate(pictures):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(path)
+
+    def embedded(byte_strings):
+        cells = [{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(byte_strings)]
+        return datasets.Dataset.from_dict({"image": cells, "label": [0, 1, 0]}, features=features)
+
+    original = [p.read_bytes() for p in pictures]
+    altered = original[:2] + [original[2][:-1] + bytes([original[2][-1] ^ 1])]
+    parquet = tmp_path / "rows.parquet"
+    embedded(original).to_parquet(str(parquet))
+    reloaded = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
+    assert hf.compute_arrow_digest(reloaded) == hf.compute_arrow_digest(embedded(original))
+    assert hf.compute_arrow_digest(embedded(altered)) != hf.compute_arrow_digest(embedded(original))

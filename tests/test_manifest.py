@@ -212,3 +212,24 @@ def test_hash_cache_can_be_turned_off(tmp_path, monkeypatch):
     assert mf.RecordCache.default() is None
     root = build_tree(tmp_path, {"v1": {"cat": 1}})
     assert len(scan(root / "v1").records) == 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_header_size_matches_pil(tmp_path, mode, progressive):
+    from PIL import Image
+
+    path = tmp_path / "x.jpg"
+    Image.new(mode, (37, 23)).save(path, progressive=progressive, exif=Image.Exif())
+    assert mf.jpeg_size(path.read_bytes()) == (37, 23)
+
+
+def test_jpeg_header_size_on_real_photos_and_broken_headers(catsdogs_dir):
+    from PIL import Image
+
+    for path in sorted(catsdogs_dir.rglob("*.jpg"))[:40]:
+        with Image.open(path) as image:
+            assert mf.jpeg_size(path.read_bytes()) == image.size
+    assert mf.jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # scan before any frame header
+    assert mf.jpeg_size(b"\x89PNG\r\n\x1a\n") is None
+    assert mf.jpeg_size(b"\xff\xd8\xff\xe0\x00") is None  # cut inside a segment

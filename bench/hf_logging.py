@@ -1,0 +1,160 @@
+"""Hugging Face dataset logging: MLflow's default digest vs our content digest, same data, same server.
+
+Builds a 20,000-row image dataset in a temp dir (re-encoded, stamped variants of ../shared/data/catsdogs),
+in two forms: Arrow with the image bytes embedded (what hub datasets, parquet and ``save_to_disk`` give)
+and an image folder read by the ``imagefolder`` builder (rows hold file paths). Then, in this one run, each
+variant logs in its own child process (so peak memory is its own) against one local ``mlflow server``:
+
+  default  ``mlflow.data.from_huggingface(ds)`` (MLflow computes its digest) + ``mlflow.log_input``
+  ours     content digest (Arrow stream / folder manifest, cold: no hash cache) + ``log_input`` of
+           ``SampledSchemaDataset`` (``from_huggingface``'s class, schema from 100 rows, not 10,000)
+
+and prints seconds and peak anonymous-memory growth for each, and the ratio ours/default. Goal: ratio <= 1.0.
+For the image folder, ``ours_warm`` is the same with the hash cache filled by an earlier scan.
+
+    python bench/hf_logging.py [--rows 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import SHARED_PHOTOS, build_folder  # noqa: E402
+
+# ours_warm: the folder's hash cache already holds every file (it was logged or scanned before)
+FORMS = {"arrow_embedded": ("default", "ours"), "imagefolder": ("default", "ours", "ours_warm")}
+
+
+def current_rss_mb() -> float:
+    """Anonymous resident memory (heap, Python objects, Arrow buffers) in MB. Pages of memory-mapped
+    Arrow files count in plain RSS while read, yet are page cache the kernel drops at will: left out."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+class RssSampler:
+    """Peak resident memory while the block runs (sampled every 5 ms): the process's lifetime peak
+    (ru_maxrss) would include loading the dataset, which both variants share."""
+
+    def __enter__(self) -> "RssSampler":
+        self.before = self.peak = current_rss_mb()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self) -> None:
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, current_rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, current_rss_mb())
+
+
+def load_form(form: str, data: Path):
+    import datasets
+
+    if form == "arrow_embedded":
+        return datasets.load_dataset("parquet", data_files=str(data / "rows.parquet"), split="train")
+    return datasets.load_dataset("imagefolder", data_dir=str(data / "v1"), split="train")
+
+
+def child(form: str, variant: str, data: Path, tracking_uri: str) -> None:
+    """Log one variant; print {"seconds", "peak_mb"} as JSON."""
+    import mlflow
+
+    from image_lineage import hf_dataset
+    from image_lineage.manifest import scan_version
+    from image_lineage.tracking import configure_tracking, schema_hints_silenced
+
+    logging.basicConfig(level=logging.WARNING)
+    configure_tracking(tracking_uri)
+    mlflow.set_experiment(f"bench_hf_{form}")
+    dataset = load_form(form, data)
+    if variant == "ours_warm":  # the folder was scanned before (e.g. by log_folder_dataset): warm hash cache
+        scan_version(data / "v1")
+    started = time.perf_counter()
+    with RssSampler() as memory, mlflow.start_run(run_name=f"{form}_{variant}"), schema_hints_silenced():
+        if variant == "default":
+            logged = mlflow.data.from_huggingface(dataset, targets="label", name=form)
+        else:
+            # imagefolder rows are file paths: the manifest digest (cold, no hash cache) reads every file
+            digest = (hf_dataset.compute_arrow_digest(dataset) if form == "arrow_embedded"
+                      else scan_version(data / "v1", use_cache=variant == "ours_warm").digest)
+            logged = hf_dataset.SampledSchemaDataset(
+                ds=dataset, targets="label", name=form, digest=digest[:32],
+                source=mlflow.data.huggingface_dataset_source.HuggingFaceDatasetSource(path=form),
+            )
+        mlflow.log_input(logged, context="training")
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "peak_mb": memory.peak - memory.before}))
+
+
+def build_data(root: Path, rows: int) -> float:
+    """The image folder and its embedded-bytes parquet twin; returns the image megabytes."""
+    import datasets
+
+    from datasets.table import embed_table_storage
+
+    total = build_folder(SHARED_PHOTOS, root / "v1", rows)
+    folder = datasets.load_dataset("imagefolder", data_dir=str(root / "v1"), split="train")
+    # what push_to_hub does: copy each file's bytes into the Arrow rows
+    embedded = folder.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
+    embedded.to_parquet(str(root / "rows.parquet"))
+    return total / 1e6
+
+
+def run_child(form: str, variant: str, data: Path, uri: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", form, variant, str(data), uri], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"{form}/{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--child", nargs=4, metavar=("FORM", "VARIANT", "DATA", "URI"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        form, variant, data, uri = args.child
+        child(form, variant, Path(data), uri)
+        return
+
+    from image_lineage.local_server import LocalServer
+
+    with tempfile.TemporaryDirectory(prefix="bench_hf_") as tmp:
+        os.environ["IMAGE_LINEAGE_CACHE_DIR"] = str(Path(tmp) / "hash_cache")  # children inherit it
+        megabytes = build_data(Path(tmp), args.rows)
+        print(f"dataset: {args.rows} rows, {megabytes:.0f} MB of JPEG", flush=True)
+        with LocalServer(Path(tmp) / "server", workers=None) as server:
+            for form, variants in FORMS.items():
+                results = {variant: run_child(form, variant, Path(tmp), server.uri) for variant in variants}
+                for variant, result in results.items():
+                    print(f"{form:<15} {variant:<10} {result['seconds']:7.2f} s   peak RssAnon +{result['peak_mb']:6.0f} MB")
+                for variant in variants[1:]:
+                    ratio = results[variant]["seconds"] / results["default"]["seconds"]
+                    print(f"{form:<15} ratio {variant}/default = {ratio:.2f}   (goal <= 1.0)")
+                print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
