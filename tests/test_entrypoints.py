@@ -3,7 +3,7 @@
 import mlflow
 import yaml
 
-from entrypoints import compare, log_folder_dataset, log_hf_dataset
+from entrypoints import compare, log_folder_dataset, log_hf_dataset, train_registry
 from tests_paths import PROJECT_ROOT
 
 
@@ -38,7 +38,8 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
 
 def test_mlproject_parameters_match_parsers():
     spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-    modules = {"log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset, "compare": compare}
+    modules = {"log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
+               "train_registry": train_registry, "compare": compare}
     assert set(spec["entry_points"]) == set(modules)
     for name, module in modules.items():
         entry = spec["entry_points"][name]

@@ -1,0 +1,310 @@
+"""The model-registry workflow: train three versions, register them, let accuracy assign the aliases.
+
+Two suites: ``wine`` (scikit-learn on ``load_wine``) and ``mnist`` (three PyTorch MLPs). Each version
+trains in its own child run of the workflow's run, logs its train/test inputs with a content digest, and
+is registered; the registered model gets a description and tags, each version ``model_type``, ``status``
+and ``dataset.digest`` tags, and the aliases ``baseline``, ``champion`` and ``staging``. The champion is
+then loaded by alias and predicts. Re-running registers three new versions and moves the aliases among them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+from mlflow.utils.time import get_current_time_millis
+
+from image_lineage import classifiers, mnist, registry
+from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST
+from image_lineage.tracking import schema_hints_silenced, start_run
+
+LOGGER = logging.getLogger(__name__)
+
+WINE_MODEL = "wine-quality-classifier"
+MNIST_MODEL = "mnist-digit-classifier"
+SUITES = ("wine", "mnist", "both")
+METRIC_FLUSH_EPOCHS = 10
+# Explicit pip requirements: MLflow otherwise infers them in a subprocess that imports the model
+# (~8 s per logged model on a 2-core machine). The flavors' defaults pin the installed versions.
+# MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the
+# tree and loss classes of the three wine models, which this workflow builds itself.
+SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]  # per-epoch metrics go up in batches, not one request per value
+
+
+@dataclass
+class RegistryRequest:
+    suite: str = "both"
+    mnist_dir: str = "mnist_data"
+    mnist_source: str = "idx"
+    epochs_scale: float = 1.0
+    team: str = "ml-platform"
+    seed: int = 42
+    run_name: str = "train_registry"
+    experiment_name: str | None = None
+
+
+@dataclass
+class SuiteReport:
+    model_name: str
+    table: pd.DataFrame
+    aliases: dict[str, str]
+    versions: list[registry.VersionScore]
+    predictions: pd.DataFrame
+
+
+def run_registry_workflow(request: RegistryRequest) -> dict[str, SuiteReport]:
+    if request.suite not in SUITES:
+        raise LookupError(f"suite must be one of {', '.join(SUITES)}, got {request.suite!r}.")
+    reports = {}
+    with start_run(request.experiment_name, request.run_name):
+        if request.suite in ("wine", "both"):
+            reports["wine"] = run_wine_suite(request.team, request.seed)
+        if request.suite in ("mnist", "both"):
+            data = mnist.load_digits(request.mnist_source, request.mnist_dir, seed=request.seed)
+            reports["mnist"] = run_mnist_suite(data, request.epochs_scale, request.team, request.seed)
+    return reports
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> str:
+    """Log train and test arrays as dataset inputs with content digests; return the train digest."""
+    digests = {}
+    with schema_hints_silenced():
+        for part, x, y, context in (("train", x_train, y_train, "training"), ("test", x_test, y_test, "testing")):
+            digest = array_digest(x, y)
+            digests[part] = digest
+            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=f"{prefix}_{part}",
+                                             digest=digest[:DIGEST_PREFIX_LEN])
+            mlflow.log_input(dataset, context=context)
+    return digests["train"]
+
+
+def array_digest(x, y) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(np.asarray(x)).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(y)).tobytes())
+    return digest.hexdigest()
+
+
+def finish_registry(name: str, description: str, model_tags: dict, scores: list[registry.VersionScore]) -> dict[str, str]:
+    """Description, tags, aliases by score, and each version's status tag."""
+    registry.describe_model(name, description, model_tags)
+    aliases = registry.assign_aliases(name, scores, baseline_version=scores[0].version)
+    for score in scores:
+        registry.tag_version(name, score.version, {"status": registry.status_of(score.version, aliases)})
+    return aliases
+
+
+def log_table(table: pd.DataFrame, stem: str) -> None:
+    """Print the table as Markdown and log it as ``<stem>.md`` and ``<stem>.csv`` in the active run."""
+    markdown = table.to_markdown(index=False)
+    print(markdown)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / f"{stem}.md").write_text(markdown + "\n")
+        table.to_csv(Path(folder) / f"{stem}.csv", index=False)
+        mlflow.log_artifacts(folder, "registry")
+
+
+def print_aliases(name: str, aliases: dict[str, str]) -> None:
+    print(f"\n{name}: champion = version {aliases['champion']}; aliases: "
+          + ", ".join(f"{alias} -> v{version}" for alias, version in sorted(aliases.items())))
+
+
+# ---------------------------------------------------------------- wine
+
+
+def wine_models(seed: int) -> list[tuple[str, object]]:
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    return [
+        ("DecisionTree", DecisionTreeClassifier(random_state=seed)),
+        ("RandomForest", RandomForestClassifier(n_estimators=100, random_state=seed)),
+        ("GradientBoosting", GradientBoostingClassifier(n_estimators=100, random_state=seed)),
+    ]
+
+
+def run_wine_suite(team: str, seed: int = 42) -> SuiteReport:
+    from sklearn.datasets import load_wine
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_wine(return_X_y=True, as_frame=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=42)
+    scores, rows = [], []
+    for number, (algorithm, model) in enumerate(wine_models(seed), start=1):
+        with mlflow.start_run(run_name=f"wine_v{number}_{algorithm}", nested=True):
+            digest = log_array_inputs("wine", x_train, y_train, x_test, y_test)
+            model.fit(x_train, y_train)
+            predicted = model.predict(x_test)
+            accuracy, f1 = accuracy_score(y_test, predicted), f1_score(y_test, predicted, average="macro")
+            mlflow.log_params({"algorithm": algorithm, **model.get_params()})
+            mlflow.log_metrics({"accuracy": accuracy, "f1_score": f1})
+            info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_train, predicted),
+                                            input_example=x_train.head(3), registered_model_name=WINE_MODEL,
+                                            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                                            pip_requirements=mlflow.sklearn.get_default_pip_requirements())
+        version = str(info.registered_model_version)
+        registry.tag_version(WINE_MODEL, version, {"model_type": algorithm, TAG_DIGEST: digest})
+        scores.append(registry.VersionScore(version, accuracy, f1))
+        rows.append({"Version": int(version), "Algorithm": algorithm, "Accuracy": round(accuracy, 4), "F1-Score": round(f1, 4)})
+    aliases = finish_registry(
+        WINE_MODEL,
+        "Classifies wines from scikit-learn's load_wine (13 chemical measurements) into 3 cultivars. "
+        "Versions: DecisionTree (baseline), RandomForest (100 trees), GradientBoosting (100 stages); "
+        "F1 is macro-averaged.",
+        {"task": "classification", "dataset": "sklearn-wine", "team": team},
+        scores,
+    )
+    champion = mlflow.sklearn.load_model(f"models:/{WINE_MODEL}@champion")
+    predictions = pd.DataFrame({"predicted": champion.predict(x_test.head(10)), "actual": y_test.head(10).to_numpy()})
+    table = pd.DataFrame(rows)
+    log_table(table, "wine_versions")
+    print_aliases(WINE_MODEL, aliases)
+    print(f"champion predictions on 10 test wines:\n{predictions.to_string(index=False)}")
+    return SuiteReport(WINE_MODEL, table, aliases, scores, predictions)
+
+
+# ---------------------------------------------------------------- mnist
+
+
+class MetricBuffer:
+    """Per-epoch metrics, sent with ``log_batch`` every few epochs (and at the end)."""
+
+    def __init__(self, run_id: str):
+        self.run_id, self.pending = run_id, []
+
+    def add(self, epoch: int, metrics: dict) -> None:
+        now = get_current_time_millis()
+        self.pending.extend(Metric(key, float(value), now, epoch) for key, value in metrics.items())
+        if epoch % METRIC_FLUSH_EPOCHS == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for start in range(0, len(self.pending), 1000):  # log_batch takes at most 1000 metrics
+            mlflow.MlflowClient().log_batch(self.run_id, metrics=self.pending[start:start + 1000])
+        self.pending = []
+
+
+def version_params(version: classifiers.MnistVersion, epochs: int) -> dict:
+    hidden = dict(zip(("hidden_size_1", "hidden_size_2", "hidden_size_3"), version.hidden_sizes))
+    return {**{k: hidden.get(k, 0) for k in ("hidden_size_1", "hidden_size_2", "hidden_size_3")},
+            "dropout_rate": version.dropout_rate, "learning_rate": version.learning_rate,
+            "batch_size": version.batch_size, "num_epochs": epochs, "optimizer": "Adam",
+            "loss_function": "CrossEntropyLoss", "architecture": version.architecture.__name__}
+
+
+def train_mnist_version(version, data: mnist.DigitSplits, epochs: int, seed: int, device: torch.device):
+    """Train one version in its own child run; return (model, metrics, registered version)."""
+    torch.manual_seed(seed)
+    model = version.architecture().to(device)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    with mlflow.start_run(run_name=f"mnist_v{version.number}_{version.model_type}", nested=True) as run:
+        digest = log_array_inputs("mnist", data.x_train, data.y_train, data.x_test, data.y_test)
+        mlflow.log_params({**version_params(version, epochs), "data_source": data.source,
+                           "image_shape": "28x28", "num_classes": 10})
+        buffer = MetricBuffer(run.info.run_id)
+        result = classifiers.train(model, x_train, y_train, x_test, y_test, epochs, version.learning_rate,
+                                   version.batch_size, seed, on_epoch=buffer.add)
+        buffer.flush()
+        final = result.history[-1]
+        summary = {"final_test_accuracy": final["test_accuracy"], "final_test_loss": final["test_loss"],
+                   "model_size_mb": classifiers.model_size_mb(model)}
+        mlflow.log_metrics(summary)
+        model = model.cpu().eval()
+        example = data.x_test[:5].numpy()
+        info = mlflow.pytorch.log_model(model, name="model", input_example=example,
+                                        signature=infer_signature(example, model(data.x_test[:5]).detach().numpy()),
+                                        registered_model_name=MNIST_MODEL,
+                                        pip_requirements=mlflow.pytorch.get_default_pip_requirements())
+    number = str(info.registered_model_version)
+    registry.tag_version(MNIST_MODEL, number, {
+        "model_type": version.model_type, "num_parameters": classifiers.count_parameters(model),
+        "training_time_seconds": round(result.seconds, 2), TAG_DIGEST: digest,
+    })
+    return model, {**summary, "training_time_seconds": result.seconds, "num_parameters": classifiers.count_parameters(model)}, number
+
+
+def macro_f1(model, x, y) -> float:
+    from sklearn.metrics import f1_score
+
+    with torch.no_grad():
+        return f1_score(y.numpy(), model(x).argmax(1).numpy(), average="macro")
+
+
+def log_digit_samples(data: mnist.DigitSplits, count: int = 16) -> None:
+    """A grid of training digits (denormalized) as ``mnist/samples.png``."""
+    import matplotlib.pyplot as plt
+
+    images = (data.x_train[:count] * mnist.MNIST_STD + mnist.MNIST_MEAN).reshape(-1, 28, 28).numpy()
+    fig, axes = plt.subplots(2, count // 2, figsize=(count // 2, 2.2))
+    for axis, image, label in zip(axes.flat, images, data.y_train[:count]):
+        axis.imshow(image, cmap="gray")
+        axis.set_title(int(label), fontsize=8)
+        axis.axis("off")
+    mlflow.log_figure(fig, "mnist/samples.png")
+    plt.close(fig)
+
+
+def run_mnist_suite(data: mnist.DigitSplits, epochs_scale: float = 1.0, team: str = "ml-platform", seed: int = 42) -> SuiteReport:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mlflow.log_params({"mnist_data_source": data.source, "mnist_train_size": len(data.x_train),
+                       "mnist_test_size": len(data.x_test)})
+    log_digit_samples(data)
+    scores, results = [], {}
+    for version in classifiers.MNIST_VERSIONS:
+        epochs = max(1, round(version.epochs * epochs_scale))
+        model, metrics, number = train_mnist_version(version, data, epochs, seed, device)
+        scores.append(registry.VersionScore(number, metrics["final_test_accuracy"], macro_f1(model, data.x_test, data.y_test)))
+        results[version.number] = {**metrics, "registered_version": number}
+    aliases = finish_registry(
+        MNIST_MODEL,
+        "Handwritten digits 0-9 from 28x28 grayscale images flattened to 784 inputs. Versions: ShallowNN "
+        "784-128-10, MediumDeepNN 784-256-128-10, DeepNNWithDropout 784-512-256-128-10 (dropout 0.2/0.2/0.1); "
+        "Adam, cross-entropy.",
+        {"task": "classification", "dataset": "mnist", "framework": "pytorch", "team": team},
+        scores,
+    )
+    predictions = champion_predictions(data)
+    table = mnist_table(results)
+    log_table(table, "mnist_versions")
+    print_aliases(MNIST_MODEL, aliases)
+    print(f"champion predictions on 20 test digits:\n{predictions.head(20).to_string(index=False)}")
+    return SuiteReport(MNIST_MODEL, table, aliases, scores, predictions)
+
+
+def champion_predictions(data: mnist.DigitSplits) -> pd.DataFrame:
+    """Load the champion by alias; predictions with confidence for 20 digits, accuracy on the whole test split."""
+    # pt2 models (MLflow's default, no pickle) load as an exported graph, traced in eval mode
+    champion = mlflow.pytorch.load_model(f"models:/{MNIST_MODEL}@champion", map_location="cpu")
+    with torch.no_grad():
+        probabilities = torch.softmax(champion(data.x_test), dim=1)
+    predicted = probabilities.argmax(1)
+    accuracy = (predicted == data.y_test).float().mean().item()
+    mlflow.log_metric("mnist_champion_test_accuracy", accuracy)
+    print(f"champion accuracy on the whole test split ({len(data.y_test)} digits): {accuracy:.4f}")
+    return pd.DataFrame({"predicted": predicted[:20].numpy(), "actual": data.y_test[:20].numpy(),
+                         "confidence": probabilities.max(1).values[:20].numpy().round(4)})
+
+
+def mnist_table(results: dict[int, dict]) -> pd.DataFrame:
+    """``| Metric | Version 1 | Version 2 | Version 3 |``."""
+    rows = [
+        ("Registered Version", "registered_version", "{}"), ("Accuracy", "final_test_accuracy", "{:.4f}"), ("Loss", "final_test_loss", "{:.4f}"),
+        ("Parameters", "num_parameters", "{:,}"), ("Training Time", "training_time_seconds", "{:.1f} s"),
+        ("Model Size", "model_size_mb", "{:.2f} MB"),
+    ]
+    return pd.DataFrame([{"Metric": label, **{f"Version {n}": fmt.format(results[n][key]) for n in sorted(results)}}
+                         for label, key, fmt in rows])
