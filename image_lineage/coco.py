@@ -33,11 +33,12 @@ class CocoSplit:
     name: str  # the layout's own name, e.g. train2017
     annotation_file: Path
     images_dir: Path
+    role: str | None = None  # set when a part of this file plays another split (a held-out validation part)
 
     @property
     def split(self) -> str:
         """Hugging Face split name: train*, val*, test* -> train, validation, test."""
-        return split_name(self.name)
+        return self.role or split_name(self.name)
 
 
 def split_name(name: str) -> str:
@@ -142,6 +143,25 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
     if not images:
         raise DatasetError(f"{split.annotation_file} lists no images: the dataset is empty.")
     return index
+
+
+def subset_index(index: CocoIndex, image_ids: set[int], role: str | None = None) -> CocoIndex:
+    """The part of ``index`` holding ``image_ids`` (same categories and labels)."""
+    split = CocoSplit(index.split.name, index.split.annotation_file, index.split.images_dir, role or index.split.role)
+    images = [image for image in index.images if image["id"] in image_ids]
+    by_image = {image["id"]: index.annotations_by_image[image["id"]] for image in images}
+    return CocoIndex(split, images, by_image, index.categories, index.label_of_category)
+
+
+def hold_out(index: CocoIndex, fraction: float = 0.2, seed: int = 42) -> tuple[CocoIndex, CocoIndex]:
+    """Split one COCO split into (train, validation) parts by image, seeded."""
+    import random
+
+    ids = [image["id"] for image in index.images]
+    if len(ids) < 2:
+        raise DatasetError(f"{index.split.annotation_file} has {len(ids)} image(s): too few to hold some out for validation.")
+    held = set(random.Random(seed).sample(ids, max(1, round(len(ids) * fraction))))
+    return subset_index(index, set(ids) - held, "train"), subset_index(index, held, "validation")
 
 
 def hash_files(paths: list[Path]) -> list[str]:

@@ -136,8 +136,9 @@ def load_folder_split(path: Path, split: str) -> LoadedSplit:
     return LoadedSplit(split, dataset, manifest.digest, counts, "rows", "label", source)
 
 
-def load_coco_split(coco_split: coco.CocoSplit) -> LoadedSplit:
-    index = coco.index_split(coco_split)
+def load_coco_split(coco_split: coco.CocoSplit, index: coco.CocoIndex | None = None) -> LoadedSplit:
+    """A COCO split (or the given ``index`` of it, e.g. a subset) in its Hugging Face form."""
+    index = index or coco.index_split(coco_split)
     dataset = coco.coco_to_hf(index)
     source = CocoDatasetSource.from_split(coco_split)
     return LoadedSplit(

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.utils.time import get_current_time_millis
 
 LOGGER = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ def resolve_experiment_id(experiment_name: str | None) -> str:
 
 @contextlib.contextmanager
 def start_run(
-    experiment_name: str | None = None, run_name: str | None = None, experiment_id: str | None = None
+    experiment_name: str | None = None, run_name: str | None = None, experiment_id: str | None = None,
+    log_system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, under ``mlflow run``) the run, named ``run_name``.
 
@@ -105,13 +108,13 @@ def start_run(
     ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
     """
     if in_project_run():
-        with mlflow.start_run() as run:
+        with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
             if run_name and run.info.run_name != run_name:
                 mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
             yield run
         return
     experiment_id = experiment_id or resolve_experiment_id(experiment_name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None, log_system_metrics=log_system_metrics) as run:
         yield run
 
 
@@ -143,3 +146,22 @@ def upload_folder(local_dir: str | Path, artifact_path: str | None = None, worke
         # list() re-raises the first failed upload, so the run ends FAILED rather than partial.
         list(pool.map(lambda job: repository.log_artifact(str(job[0]), job[1]), jobs))
     return len(jobs)
+
+
+class MetricBuffer:
+    """Metrics per step or epoch, sent with ``log_batch`` every ``flush_every`` steps (and on ``flush``),
+    not one request per value."""
+
+    def __init__(self, run_id: str, flush_every: int = 10):
+        self.run_id, self.flush_every, self.pending = run_id, flush_every, []
+
+    def add(self, step: int, metrics: dict) -> None:
+        now = get_current_time_millis()
+        self.pending.extend(Metric(key, float(value), now, step) for key, value in metrics.items())
+        if step % self.flush_every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for start in range(0, len(self.pending), 1000):  # log_batch takes at most 1000 metrics
+            mlflow.MlflowClient().log_batch(self.run_id, metrics=self.pending[start:start + 1000])
+        self.pending = []

@@ -18,13 +18,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.entities import Metric
 from mlflow.models import infer_signature
-from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import classifiers, mnist, registry
 from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST
-from image_lineage.tracking import schema_hints_silenced, start_run
+from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run
 
 LOGGER = logging.getLogger(__name__)
 
@@ -177,24 +175,6 @@ def run_wine_suite(team: str, seed: int = 42) -> SuiteReport:
 
 
 # ---------------------------------------------------------------- mnist
-
-
-class MetricBuffer:
-    """Per-epoch metrics, sent with ``log_batch`` every few epochs (and at the end)."""
-
-    def __init__(self, run_id: str):
-        self.run_id, self.pending = run_id, []
-
-    def add(self, epoch: int, metrics: dict) -> None:
-        now = get_current_time_millis()
-        self.pending.extend(Metric(key, float(value), now, epoch) for key, value in metrics.items())
-        if epoch % METRIC_FLUSH_EPOCHS == 0:
-            self.flush()
-
-    def flush(self) -> None:
-        for start in range(0, len(self.pending), 1000):  # log_batch takes at most 1000 metrics
-            mlflow.MlflowClient().log_batch(self.run_id, metrics=self.pending[start:start + 1000])
-        self.pending = []
 
 
 def version_params(version: classifiers.MnistVersion, epochs: int) -> dict:

@@ -3,7 +3,7 @@
 import mlflow
 import yaml
 
-from entrypoints import compare, log_folder_dataset, log_hf_dataset, train_registry
+from entrypoints import coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
 from tests_paths import PROJECT_ROOT
 
 
@@ -39,12 +39,15 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
 def test_mlproject_parameters_match_parsers():
     spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
     modules = {"log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
-               "train_registry": train_registry, "compare": compare}
+               "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare}
     assert set(spec["entry_points"]) == set(modules)
     for name, module in modules.items():
         entry = spec["entry_points"][name]
+        launcher, _, arguments = entry["command"].partition(f"-m entrypoints.{name} ")
+        assert launcher in ("python ", "torchrun --standalone --nproc_per_node {nproc_per_node} "), name
         flags = {a.dest for a in module.build_parser()._actions if a.dest != "help"}
-        assert set(entry["parameters"]) <= flags, name
         for parameter in entry["parameters"]:
+            # every parameter reaches the command; those after the module are the parser's flags
             assert f"{{{parameter}}}" in entry["command"], parameter
-        assert entry["command"].startswith(f"python -m entrypoints.{name} ")
+            if f"{{{parameter}}}" in arguments:
+                assert parameter in flags and f"--{parameter.replace('_', '-')} {{{parameter}}}" in arguments, parameter

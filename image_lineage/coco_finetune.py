@@ -1,0 +1,295 @@
+"""Fine-tune a torchvision Faster R-CNN on a COCO folder, with the dataset's lineage in the same run.
+
+The run holds the annotation files, the images (or one archive per split, plus previews), the class
+balance, a validation report, the dataset input (content digest over images and annotations), per-step
+loss components, per-epoch COCOeval bbox metrics, system metrics (GPU ones via pynvml when there is a
+GPU), a checkpoint per epoch (for ``resume_from``) and the final model, registered and tagged with the
+digest and the category mapping. Under ``torchrun`` every rank trains (DDP) and rank 0 alone talks to
+MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from image_lineage import coco, detection, hf_dataset
+from image_lineage.detection_data import (
+    CategoryMapping, CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, validation_report,
+)
+from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, without_logged_params
+from image_lineage.manifest import DatasetError
+from image_lineage.plots import plot_class_counts
+from image_lineage.sources import CocoDatasetSource
+from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run, upload_folder
+
+LOGGER = logging.getLogger(__name__)
+
+INPUTS = ("coco", "hf")
+CHECKPOINT_DIR = "checkpoints"
+STEP_FLUSH = 20  # loss components go up every 20 steps, in one request
+
+
+@dataclass
+class FinetuneRequest:
+    data_dir: str = "coco/sample"
+    train_split: str = "train"  # a split name (train, validation) or a layout name (train2017)
+    val_split: str = "validation"
+    input: str = "coco"
+    model: str = "fasterrcnn_resnet50_fpn"
+    weights: str = "DEFAULT"
+    epochs: int = 1
+    batch_size: int = 2
+    lr: float = 0.005
+    num_workers: int = 2
+    max_images: int = 0  # per split; 0 = all
+    image_size: int = 0  # 0 = the model's own resize
+    amp: str = "auto"  # auto (on with CUDA) | on | off
+    device: str = "auto"
+    seed: int = 42
+    resume_from: str = "none"  # run id whose last checkpoint to continue from; none
+    register_as: str = "fasterrcnn_resnet50_fpn_coco_2017_model"
+    eval_every: int = 1
+    image_artifacts_max: int = 200  # up to this many images per split are uploaded as files, else one archive
+    previews: int = 8
+    run_name: str = "coco_finetune"
+    experiment_name: str | None = None
+
+
+@dataclass
+class FinetuneResult:
+    run_id: str | None
+    model_version: str | None
+    metrics: dict
+    start_epoch: int
+
+
+# ---------------------------------------------------------------- data
+
+
+def find_split(splits: dict[str, coco.CocoSplit], wanted: str, data_dir: str) -> coco.CocoSplit | None:
+    for key, split in splits.items():
+        if wanted in (key, split.name):
+            return split
+    return None
+
+
+def resolve_data(request: FinetuneRequest) -> tuple[coco.CocoIndex, coco.CocoIndex]:
+    """(train, validation) indexes; a folder with one split gets 20% of its images held out."""
+    splits = coco.find_coco_splits(request.data_dir)
+    train = find_split(splits, request.train_split, request.data_dir)
+    if train is None:
+        raise DatasetError(f"train split {request.train_split!r} not in {request.data_dir}; splits: "
+                           f"{', '.join(f'{k} ({s.name})' for k, s in splits.items())}.")
+    val = find_split(splits, request.val_split, request.data_dir)
+    limit = request.max_images or None
+    if val is None or val.annotation_file == train.annotation_file:
+        LOGGER.info("no separate %s split in %s: holding out 20%% of %s", request.val_split, request.data_dir, train.name)
+        return coco.hold_out(coco.index_split(train, limit), seed=request.seed)
+    train_index, val_index = coco.index_split(train, limit), coco.index_split(val, limit)
+    if [c["id"] for c in train_index.categories] != [c["id"] for c in val_index.categories]:
+        raise DatasetError(f"{train.annotation_file} and {val.annotation_file} list different categories.")
+    return train_index, val_index
+
+
+def make_datasets(request, train_index, val_index, mapping):
+    if request.input not in INPUTS:
+        raise DatasetError(f"input must be coco or hf, got {request.input!r}.")
+    if request.input == "hf":  # the Hugging Face form, made by the one COCO -> HF conversion
+        return (HfDetectionDataset(coco.coco_to_hf(train_index), mapping),
+                HfDetectionDataset(coco.coco_to_hf(val_index), mapping))
+    return CocoDetectionDataset(train_index, mapping), CocoDetectionDataset(val_index, mapping)
+
+
+def make_loader(dataset, request, shuffle: bool, distributed: bool):
+    sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=request.seed) if distributed else None
+    generator = torch.Generator().manual_seed(request.seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=request.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=request.num_workers, collate_fn=collate, generator=generator,
+        pin_memory=torch.cuda.is_available(), persistent_workers=request.num_workers > 0,
+    )
+
+
+# ---------------------------------------------------------------- dataset lineage
+
+
+def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping) -> str:
+    """Everything about the data, before training; returns the combined content digest."""
+    digests = {}
+    with tempfile.TemporaryDirectory(prefix="coco_finetune_") as staging:
+        root = Path(staging)
+        for role, index in indexes.items():
+            digests[role] = log_split_input(request, role, index)
+            stage_split_files(request, role, index, root)
+        (root / "category_mapping.json").write_text(mapping.to_json())
+        upload_folder(root)
+    combined = hf_dataset.combined_digest([hf_dataset.LoadedSplit(r, None, d, {}, "", None, None) for r, d in digests.items()])
+    mlflow.set_tags({TAG_DIGEST: combined, **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
+    return combined
+
+
+def log_split_input(request, role: str, index: coco.CocoIndex) -> str:
+    """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco)."""
+    context = "training" if role == "train" else "validation"
+    if request.input == "hf":
+        loaded = hf_dataset.load_coco_split(index.split, index)
+        loaded.split = role
+        hf_dataset.log_split_input(loaded, "coco", context)
+        return loaded.digest
+    digest = coco.compute_coco_digest(index)
+    table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"], "height": i["height"],
+                           "annotations": len(index.annotations_by_image[i["id"]])} for i in index.images])
+    with schema_hints_silenced():
+        dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split), name=f"coco_{role}",
+                                          digest=digest[:DIGEST_PREFIX_LEN])
+        mlflow.log_input(dataset, context=context, tags={"split": role})
+    return digest
+
+
+def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> None:
+    """Annotation file, images (files or one archive), class balance, validation report, previews."""
+    folder = root / "coco" / role
+    folder.mkdir(parents=True)
+    (folder / index.split.annotation_file.name).write_bytes(index.split.annotation_file.read_bytes())
+    if len(index.images) <= request.image_artifacts_max:
+        for image in index.images:
+            target = folder / "images" / image["file_name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(index.image_path(image).read_bytes())
+    else:
+        with tarfile.open(folder / f"{index.split.name}_images.tar", "w") as archive:
+            for image in index.images:
+                archive.add(index.image_path(image), arcname=f"{index.split.name}/{image['file_name']}")
+    balance = {"instances": coco.instances_per_category(index), "images": coco.images_per_category(index)}
+    (folder / "class_balance.json").write_text(json.dumps(balance, indent=1))
+    plot_class_counts(balance["instances"], folder / "class_balance.png", f"{role}: instances per category")
+    (folder / "validation_report.json").write_text(json.dumps(validation_report(index), indent=1))
+    draw_previews(CocoDetectionDataset(index), folder / "previews", request.previews)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model, optimizer, scaler, epoch: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"epoch_{epoch:03d}.pt"
+        torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler else None}, path)
+        mlflow.log_artifact(str(path), CHECKPOINT_DIR)
+
+
+def load_checkpoint(run_id: str) -> dict:
+    """The latest checkpoint a run logged."""
+    client = mlflow.MlflowClient()
+    try:
+        files = sorted(f.path for f in client.list_artifacts(run_id, CHECKPOINT_DIR))
+    except mlflow.exceptions.MlflowException as exc:
+        raise DatasetError(f"resume_from={run_id!r}: no such run ({exc.message}).") from exc
+    if not files:
+        raise DatasetError(f"resume_from={run_id!r}: the run logged no {CHECKPOINT_DIR}/ to resume from.")
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=files[-1])
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_finetune(request: FinetuneRequest) -> FinetuneResult:
+    distributed = detection.init_distributed()
+    try:
+        torch.manual_seed(request.seed)
+        train_index, val_index = resolve_data(request)
+        mapping = CategoryMapping.from_index(train_index)
+        device = detection.resolve_device(request.device)
+        main = detection.is_main_process()
+        run_context = start_run(request.experiment_name, request.run_name, log_system_metrics=True) if main else contextlib.nullcontext()
+        with run_context as run:
+            return train_and_log(request, run, train_index, val_index, mapping, device, distributed)
+    finally:
+        detection.shutdown_distributed()
+
+
+def train_and_log(request, run, train_index, val_index, mapping, device, distributed) -> FinetuneResult:
+    main = run is not None
+    if main:
+        digest = log_dataset(request, {"train": train_index, "validation": val_index}, mapping)
+        log_params(run, request, train_index, val_index, mapping, device)
+    train_set, val_set = make_datasets(request, train_index, val_index, mapping)
+    model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=request.lr, momentum=0.9, weight_decay=1e-4)
+    use_amp = request.amp == "on" or (request.amp == "auto" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type) if use_amp else None
+    start_epoch = 1
+    if request.resume_from.lower() not in ("", "none"):
+        checkpoint = load_checkpoint(request.resume_from)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scaler and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch = checkpoint["epoch"] + 1
+        if main:
+            mlflow.set_tags({"resumed_from_run": request.resume_from, "resumed_at_epoch": str(start_epoch)})
+    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    train_loader = make_loader(train_set, request, shuffle=True, distributed=distributed)
+    val_loader = make_loader(val_set, request, shuffle=False, distributed=False)
+    ground_truth = detection.coco_ground_truth(val_index) if main else None
+    buffer = MetricBuffer(run.info.run_id, STEP_FLUSH) if main else None
+    metrics, step = {}, (start_epoch - 1) * len(train_loader)
+    for epoch in range(start_epoch, request.epochs + 1):
+        if distributed:
+            train_loader.sampler.set_epoch(epoch)
+        losses = detection.train_one_epoch(trained, optimizer, train_loader, device, epoch, scaler,
+                                           on_step=buffer.add if main else None, first_step=step)
+        step += len(train_loader)
+        if main:
+            buffer.flush()
+            metrics = {f"epoch_{k}": v for k, v in losses.items()}
+            if epoch % request.eval_every == 0 or epoch == request.epochs:
+                metrics.update(detection.evaluate(model, val_loader, device, ground_truth, mapping))
+            mlflow.log_metrics(metrics, step=epoch)
+            save_checkpoint(model, optimizer, scaler, epoch)
+        detection.barrier()
+    version = log_final_model(model, request, mapping, digest) if main and request.epochs >= start_epoch else None
+    return FinetuneResult(run.info.run_id if main else None, version, metrics, start_epoch)
+
+
+def log_params(run, request, train_index, val_index, mapping, device) -> None:
+    """The request's values (those `mlflow run` has not logged already) and what was derived from them."""
+    derived = {"num_train_images": len(train_index.images), "num_val_images": len(val_index.images),
+               "num_classes": len(mapping.names), "device_used": str(device),
+               "train_annotation_file": train_index.split.annotation_file.name,
+               "val_annotation_file": val_index.split.annotation_file.name}
+    given = {k: str(v) for k, v in asdict(request).items() if k not in ("experiment_name",)}
+    mlflow.log_params(without_logged_params(run.data.params, {**given, **{k: str(v) for k, v in derived.items()}}))
+
+
+def log_final_model(model, request, mapping: CategoryMapping, digest: str) -> str:
+    """Log and register the model; tag the version with the dataset digest and the category mapping.
+
+    Pickle, not MLflow's default pt2: torch.export does not trace torchvision's detection models (their
+    forward branches on data). The signature says what a detector takes: a batch of float images.
+    """
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]))
+    info = mlflow.pytorch.log_model(
+        model.cpu().eval(), name="model", serialization_format="pickle", signature=signature,
+        registered_model_name=request.register_as, pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in {TAG_DIGEST: digest, "category_mapping": mapping.to_json(), "model_arch": request.model}.items():
+        client.set_model_version_tag(request.register_as, version, key, value)
+    return version

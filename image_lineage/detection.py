@@ -1,0 +1,201 @@
+"""Faster R-CNN fine-tuning engine, after torchvision's ``references/detection/engine.py``.
+
+``build_model`` makes one of torchvision's Faster R-CNN variants with a box predictor for the dataset's
+classes; ``train_one_epoch`` and ``evaluate`` are the loop's two halves (COCOeval bbox metrics from
+pycocotools); the distributed helpers let the same loop run under ``torchrun`` with DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torchvision.models import detection as tv_detection
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from tqdm import tqdm
+
+from image_lineage.detection_data import CategoryMapping
+from image_lineage.manifest import DatasetError
+
+MODELS = {
+    "fasterrcnn_resnet50_fpn": (tv_detection.fasterrcnn_resnet50_fpn, tv_detection.FasterRCNN_ResNet50_FPN_Weights),
+    "fasterrcnn_resnet50_fpn_v2": (tv_detection.fasterrcnn_resnet50_fpn_v2, tv_detection.FasterRCNN_ResNet50_FPN_V2_Weights),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": (tv_detection.fasterrcnn_mobilenet_v3_large_320_fpn,
+                                              tv_detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights),
+}
+COCO_METRICS = ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large")
+
+
+def build_model(name: str, weights: str, num_classes: int, image_size: int = 0) -> torch.nn.Module:
+    """A Faster R-CNN with ``num_classes`` outputs (background included).
+
+    ``weights``: ``DEFAULT`` (torchvision's COCO weights, then a new box predictor), ``none`` (random
+    init, no backbone weights either: nothing is downloaded), or a path to a state dict.
+    """
+    if name not in MODELS:
+        raise DatasetError(f"model must be one of {', '.join(MODELS)}, got {name!r}.")
+    builder, weights_enum = MODELS[name]
+    size = {"min_size": image_size, "max_size": image_size} if image_size else {}
+    if weights.lower() == "none":
+        return builder(weights=None, weights_backbone=None, num_classes=num_classes, **size)
+    if weights == "DEFAULT":
+        try:
+            model = builder(weights=weights_enum.DEFAULT, **size)
+        except (OSError, RuntimeError) as exc:  # urllib errors are OSErrors; a partial file is a RuntimeError
+            raise DatasetError(
+                f"torchvision's pretrained weights for {name} could not be loaded ({exc}). Offline, run with "
+                f"-P weights=none, or put the weights file in $TORCH_HOME/hub/checkpoints (TORCH_HOME="
+                f"{os.environ.get('TORCH_HOME', '~/.cache/torch')}), or pass -P weights=<path to a state dict>."
+            ) from exc
+        replace_predictor(model, num_classes)
+        return model
+    return load_state_dict_model(builder, weights, num_classes, size)
+
+
+def load_state_dict_model(builder, path: str, num_classes: int, size: dict) -> torch.nn.Module:
+    if not os.path.isfile(path):
+        raise DatasetError(f"weights={path!r}: no such file. Use DEFAULT, none, or a path to a state dict.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    classes_in_file = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
+    model = builder(weights=None, weights_backbone=None, num_classes=classes_in_file, **size)
+    model.load_state_dict(state)
+    if classes_in_file != num_classes:
+        replace_predictor(model, num_classes)
+    return model
+
+
+def replace_predictor(model, num_classes: int) -> None:
+    in_features = model.roi_heads.box_predictor.cls_score.in_features
+    model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
+
+
+def train_one_epoch(model, optimizer, loader, device, epoch: int, scaler: torch.amp.GradScaler | None,
+                    on_step: Callable[[int, dict], None] | None = None, first_step: int = 0) -> dict[str, float]:
+    """One epoch; returns the mean of each loss component. ``on_step(step, losses)`` sees every step."""
+    model.train()
+    totals: dict[str, float] = {}
+    steps = 0
+    use_amp = scaler is not None
+    for images, targets in tqdm(loader, desc=f"epoch {epoch}", disable=not is_main_process(), leave=False):
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            loss_dict = model(images, targets)
+            loss = sum(loss_dict.values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: lower -P lr or check the boxes.")
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        values = {key: value.item() for key, value in loss_dict.items()} | {"loss": loss.item()}
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
+        steps += 1
+        if on_step:
+            on_step(first_step + steps, values)
+    return {key: total / max(steps, 1) for key, total in totals.items()}
+
+
+def coco_ground_truth(index):
+    """A pycocotools COCO object over the split's images (crowd annotations included, as COCOeval wants)."""
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {
+        "info": {}, "images": index.images, "categories": index.categories,
+        "annotations": [a for image in index.images for a in index.annotations_by_image[image["id"]]],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def outputs_to_coco_results(outputs, image_ids, mapping: CategoryMapping) -> list[dict]:
+    """Model outputs (``boxes`` xyxy, ``labels``, ``scores``) as COCO result rows (bbox xywh, COCO ids)."""
+    results = []
+    for output, image_id in zip(outputs, image_ids):
+        boxes_xyxy = output["boxes"].float().cpu()
+        boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)
+        for box, label, score in zip(boxes_xywh.tolist(), output["labels"].tolist(), output["scores"].tolist()):
+            results.append({"image_id": int(image_id), "category_id": mapping.coco_ids[label - 1],
+                            "bbox": [round(v, 2) for v in box], "score": float(score)})
+    return results
+
+
+def coco_bbox_metrics(gt, results: list[dict], image_ids: list[int]) -> dict[str, float]:
+    """COCOeval bbox: mAP (0.5:0.95), mAP_50, mAP_75, mAP_small/medium/large; zeros without detections."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return dict.fromkeys(COCO_METRICS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = gt.loadRes(results)
+        evaluator = COCOeval(gt, detections, iouType="bbox")
+        evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # COCOeval reports -1 where a size range has no ground truth: 0 reads better in plots
+    return {key: max(float(value), 0.0) for key, value in zip(COCO_METRICS, evaluator.stats[:6])}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, gt, mapping: CategoryMapping) -> dict[str, float]:
+    model.eval()
+    results, image_ids = [], []
+    for images, targets in tqdm(loader, desc="evaluate", disable=not is_main_process(), leave=False):
+        outputs = model([image.to(device) for image in images])
+        ids = [int(t["image_id"]) for t in targets]
+        results.extend(outputs_to_coco_results(outputs, ids, mapping))
+        image_ids.extend(ids)
+    return coco_bbox_metrics(gt, results, image_ids)
+
+
+# ---------------------------------------------------------------- distributed
+
+
+def init_distributed() -> bool:
+    """Join the process group ``torchrun`` describes (RANK/WORLD_SIZE); False when not under torchrun."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    return True
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise DatasetError("-P device=cuda, but no CUDA device is visible: use device=auto or cpu.")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if choice != "cpu":
+        raise DatasetError(f"device must be auto, cpu or cuda, got {choice!r}.")
+    return torch.device("cpu")

@@ -1,0 +1,178 @@
+"""COCO detection data for torchvision models: datasets, targets, validation report, previews.
+
+Targets follow torchvision's detection references (``references/detection/coco_utils.py``): crowd
+annotations are left out of training targets, boxes go from COCO ``xywh`` to ``boxes_xyxy`` clipped to
+the image, and degenerate boxes (zero width or height after clipping) are dropped. Labels are the
+contiguous category index + 1, since torchvision's detectors reserve 0 for the background.
+
+Images are decoded once, straight from the file bytes, with OpenCV (libjpeg-turbo), in the stored pixel
+orientation that COCO boxes refer to; there is no PIL round trip and no re-encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from image_lineage.coco import CocoIndex
+from image_lineage.manifest import DatasetError
+
+
+@dataclass(frozen=True)
+class CategoryMapping:
+    """Contiguous model labels (1..K; 0 = background) <-> COCO category ids and names."""
+
+    coco_ids: tuple[int, ...]  # label - 1 -> COCO id
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_index(cls, index: CocoIndex) -> "CategoryMapping":
+        return cls(tuple(c["id"] for c in index.categories), tuple(c["name"] for c in index.categories))
+
+    @property
+    def num_classes(self) -> int:
+        """Including the background class."""
+        return len(self.coco_ids) + 1
+
+    def label_of(self, coco_id: int) -> int:
+        return self.coco_ids.index(coco_id) + 1
+
+    def to_json(self) -> str:
+        return json.dumps({str(label): {"coco_id": coco_id, "name": name}
+                           for label, (coco_id, name) in enumerate(zip(self.coco_ids, self.names), start=1)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "CategoryMapping":
+        items = sorted(json.loads(text).items(), key=lambda item: int(item[0]))
+        return cls(tuple(v["coco_id"] for _, v in items), tuple(v["name"] for _, v in items))
+
+
+def coco_boxes_to_xyxy(boxes_xywh: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``, clipped to the image."""
+    boxes_xyxy = boxes_xywh.clone().reshape(-1, 4)
+    boxes_xyxy[:, 2:] += boxes_xyxy[:, :2]
+    boxes_xyxy[:, 0::2] = boxes_xyxy[:, 0::2].clamp(0, width)
+    boxes_xyxy[:, 1::2] = boxes_xyxy[:, 1::2].clamp(0, height)
+    return boxes_xyxy
+
+
+def build_target(image_id: int, width: int, height: int, boxes_xywh: list, labels: list[int],
+                 areas: list[float], iscrowd: list[bool]) -> dict[str, torch.Tensor]:
+    """One target dict per image (not per annotation), crowd and degenerate boxes removed."""
+    keep_crowd = torch.tensor([not c for c in iscrowd], dtype=torch.bool)
+    boxes_xyxy = coco_boxes_to_xyxy(torch.tensor(boxes_xywh, dtype=torch.float32), width, height)
+    valid = keep_crowd & (boxes_xyxy[:, 2] > boxes_xyxy[:, 0]) & (boxes_xyxy[:, 3] > boxes_xyxy[:, 1])
+    return {
+        "boxes": boxes_xyxy[valid],
+        "labels": torch.tensor(labels, dtype=torch.int64).reshape(-1)[valid],
+        "image_id": torch.tensor(image_id),
+        "area": torch.tensor(areas, dtype=torch.float32).reshape(-1)[valid],
+        "iscrowd": torch.zeros(int(valid.sum()), dtype=torch.int64),
+    }
+
+
+# RGB straight from the decoder; EXIF rotation ignored, as annotations refer to the stored pixels
+DECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def decode_rgb(data: bytes, name: str) -> torch.Tensor:
+    """uint8 CHW RGB tensor from encoded bytes; a clear error naming the file when they are not an image."""
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), DECODE_FLAGS) if data else None
+    if pixels is None:
+        raise DatasetError(f"corrupt image {name}: OpenCV cannot decode it. Replace or remove the file.")
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+class CocoDetectionDataset(torch.utils.data.Dataset):
+    """(image float tensor CHW in [0, 1], target) pairs from a checked COCO split."""
+
+    def __init__(self, index: CocoIndex, mapping: CategoryMapping | None = None):
+        self.index = index
+        self.mapping = mapping or CategoryMapping.from_index(index)
+
+    def __len__(self) -> int:
+        return len(self.index.images)
+
+    def __getitem__(self, position: int):
+        image = self.index.images[position]
+        path = self.index.image_path(image)
+        pixels = decode_rgb(Path(path).read_bytes(), str(path))
+        annotations = self.index.annotations_by_image[image["id"]]
+        target = build_target(
+            image["id"], pixels.shape[2], pixels.shape[1], [a["bbox"] for a in annotations],
+            [self.mapping.label_of(a["category_id"]) for a in annotations],
+            [a["area"] for a in annotations], [bool(a.get("iscrowd", 0)) for a in annotations],
+        )
+        return pixels.float().div_(255), target
+
+
+class HfDetectionDataset(torch.utils.data.Dataset):
+    """The same pairs from the Hugging Face form (``coco.coco_to_hf``): the ``input=hf`` path."""
+
+    def __init__(self, hf_dataset, mapping: CategoryMapping):
+        import datasets
+
+        # undecoded image cells ({"bytes", "path"}): bytes go to decode_image, no PIL in between
+        self.rows = hf_dataset.cast_column("image", datasets.Image(decode=False))
+        self.mapping = mapping
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, position: int):
+        row = self.rows[position]
+        cell = row["image"]
+        data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
+        pixels = decode_rgb(data, cell.get("path") or f"row {position}")
+        objects = row["objects"]
+        target = build_target(row["image_id"], pixels.shape[2], pixels.shape[1], objects["bbox"],
+                              [c + 1 for c in objects["category"]], objects["area"], objects["iscrowd"])
+        return pixels.float().div_(255), target
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in size."""
+    return tuple(zip(*batch))
+
+
+def validation_report(index: CocoIndex) -> dict:
+    """What is wrong or notable in a split beyond what :func:`coco.index_split` refuses outright."""
+    report = {"images": len(index.images), "annotations": 0, "out_of_bounds_boxes": [], "zero_area_boxes": [],
+              "crowd_annotations": 0, "images_without_annotations": []}
+    for image in index.images:
+        annotations = index.annotations_by_image[image["id"]]
+        if not annotations:
+            report["images_without_annotations"].append(image["id"])
+        for a in annotations:
+            report["annotations"] += 1
+            report["crowd_annotations"] += int(bool(a.get("iscrowd", 0)))
+            x, y, w, h = a["bbox"]
+            if w <= 0 or h <= 0:
+                report["zero_area_boxes"].append(a["id"])
+            elif x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
+                report["out_of_bounds_boxes"].append(a["id"])
+    return report
+
+
+def draw_previews(dataset: CocoDetectionDataset, folder: Path, count: int) -> list[Path]:
+    """Annotated previews (boxes and names drawn with OpenCV) of the first ``count`` images."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for position in range(min(count, len(dataset))):
+        pixels, target = dataset[position]
+        canvas = cv2.cvtColor((pixels * 255).byte().permute(1, 2, 0).contiguous().numpy(), cv2.COLOR_RGB2BGR)
+        for box, label in zip(target["boxes"].round().int().tolist(), target["labels"].tolist()):
+            cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), (0, 0, 255), 2)
+            cv2.putText(canvas, dataset.mapping.names[label - 1], (box[0], max(box[1] - 4, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
+        path = folder / f"{int(target['image_id'])}.png"
+        cv2.imwrite(str(path), canvas)
+        written.append(path)
+    return written

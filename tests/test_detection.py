@@ -1,0 +1,232 @@
+"""Detection data, evaluator and fine-tuning runs (CPU, seconds each: weights=none, mobilenet 320, tiny images)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from image_lineage import coco, detection
+from image_lineage.coco_finetune import FinetuneRequest, run_finetune
+from image_lineage.detection_data import (
+    CategoryMapping, CocoDetectionDataset, HfDetectionDataset, coco_boxes_to_xyxy, validation_report,
+)
+from image_lineage.manifest import DatasetError
+from tests_paths import PROJECT_ROOT
+
+SMALL = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": "none", "image_size": 128, "num_workers": 0,
+         "batch_size": 2, "max_images": 2, "previews": 1}
+
+
+def split_index(folder, split="validation", max_images=None):
+    return coco.index_split(coco.find_coco_splits(folder)[split], max_images)
+
+
+def test_targets_equal_pycocotools_boxes_in_xyxy(coco_tiny_dir):
+    index = split_index(coco_tiny_dir, max_images=20)
+    dataset = CocoDetectionDataset(index)
+    reference = COCO(str(index.split.annotation_file))
+    for position in range(len(dataset)):
+        image, target = dataset[position]
+        info = reference.imgs[int(target["image_id"])]
+        assert image.shape == (3, info["height"], info["width"]) and image.dtype == torch.float32
+        anns = [a for a in reference.loadAnns(reference.getAnnIds(imgIds=info["id"], iscrowd=False))
+                if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        anns.sort(key=lambda a: a["id"])
+        expected = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+        expected[:, 0::2] = expected[:, 0::2].clamp(0, info["width"])
+        expected[:, 1::2] = expected[:, 1::2].clamp(0, info["height"])
+        assert torch.allclose(target["boxes"], expected, atol=1e-3)
+        names = [dataset.mapping.names[label - 1] for label in target["labels"].tolist()]
+        assert names == [reference.cats[a["category_id"]]["name"] for a in anns]
+
+
+def test_hf_input_gives_the_same_targets(bundled_coco):
+    index = split_index(bundled_coco, "train")
+    mapping = CategoryMapping.from_index(index)
+    from_coco, from_hf = CocoDetectionDataset(index, mapping), HfDetectionDataset(coco.coco_to_hf(index), mapping)
+    for position in range(len(from_coco)):
+        (image_a, target_a), (image_b, target_b) = from_coco[position], from_hf[position]
+        assert torch.equal(image_a, image_b)
+        for key in ("boxes", "labels", "image_id", "area"):
+            assert torch.allclose(target_a[key].float(), target_b[key].float(), atol=1e-3), key
+
+
+def test_category_mapping_round_trips(bundled_coco):
+    mapping = CategoryMapping.from_index(split_index(bundled_coco))
+    assert mapping.coco_ids == (1, 3, 7) and mapping.num_classes == 4
+    assert [mapping.label_of(i) for i in (1, 3, 7)] == [1, 2, 3]
+    assert CategoryMapping.from_json(mapping.to_json()) == mapping
+    assert json.loads(mapping.to_json())["2"] == {"coco_id": 3, "name": "square"}
+
+
+def test_crowd_and_degenerate_boxes_left_out():
+    boxes = coco_boxes_to_xyxy(torch.tensor([[10.0, 10, 5, 5], [90, 5, 20, 10]]), width=100, height=50)
+    assert boxes.tolist() == [[10, 10, 15, 15], [90, 5, 100, 15]]
+    from image_lineage.detection_data import build_target
+
+    target = build_target(1, 100, 50, [[1, 1, 5, 5], [2, 2, 0, 4], [3, 3, 4, 4]], [1, 2, 3], [25, 0, 16], [False, False, True])
+    assert target["labels"].tolist() == [1] and target["boxes"].shape == (1, 4)
+
+
+def test_evaluator_gives_map_one_for_ground_truth(bundled_coco):
+    index = split_index(bundled_coco, "train")
+    mapping = CategoryMapping.from_index(index)
+    dataset = CocoDetectionDataset(index, mapping)
+    outputs, ids = [], []
+    for position in range(len(dataset)):
+        _, target = dataset[position]
+        outputs.append({"boxes": target["boxes"], "labels": target["labels"], "scores": torch.ones(len(target["labels"]))})
+        ids.append(int(target["image_id"]))
+    results = detection.outputs_to_coco_results(outputs, ids, mapping)
+    metrics = detection.coco_bbox_metrics(detection.coco_ground_truth(index), results, ids)
+    assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP_50"] == pytest.approx(1.0)
+    shifted = [dict(r, bbox=[r["bbox"][0] + 30, *r["bbox"][1:]]) for r in results]
+    assert detection.coco_bbox_metrics(detection.coco_ground_truth(index), shifted, ids)["mAP"] < 0.5
+
+
+def test_validation_report_flags_boxes_and_empty_images(bundled_coco, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(bundled_coco, root)
+    path = root / "annotations/instances_val2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["bbox"][2] = 0  # zero width
+    data["annotations"][1]["bbox"][0] = 155  # runs past the 160-pixel edge
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 503]
+    path.write_text(json.dumps(data))
+    index = split_index(root)
+    report = validation_report(index)
+    assert report["zero_area_boxes"] == [data["annotations"][0]["id"]]
+    assert report["out_of_bounds_boxes"] == [data["annotations"][1]["id"]]
+    assert report["images_without_annotations"] == [503]
+    _, target = CocoDetectionDataset(index)[0]  # the zero-width box is not a training target
+    assert data["annotations"][0]["image_id"] == 500 and (target["boxes"][:, 2] > target["boxes"][:, 0]).all()
+
+
+def test_corrupt_image_error_names_the_file(bundled_coco, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(bundled_coco, root)
+    (root / "val2017/000000000501.jpg").write_bytes(b"not a jpeg")
+    dataset = CocoDetectionDataset(split_index(root))
+    with pytest.raises(DatasetError, match="corrupt image .*000000000501.jpg"):
+        dataset[1]
+
+
+def test_weights_default_offline_names_the_way_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DatasetError, match="-P weights=none.*TORCH_HOME"):
+        detection.build_model("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT", 4)
+
+
+@pytest.fixture(autouse=True)
+def fast_system_metrics(monkeypatch):
+    """MLflow samples system metrics every 10 s: these runs last seconds."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+
+
+def run(experiment_name, data_dir, **overrides):
+    return run_finetune(FinetuneRequest(data_dir=str(data_dir), experiment_name=experiment_name,
+                                        register_as=f"det_{experiment_name}", **{**SMALL, **overrides}))
+
+
+def artifact_paths(run_id, path=None):
+    client, found = mlflow.MlflowClient(), []
+    for info in client.list_artifacts(run_id, path):
+        found.extend(artifact_paths(run_id, info.path) if info.is_dir else [info.path])
+    return found
+
+
+@pytest.mark.parametrize("input_kind", ["coco", "hf"])
+def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, input_kind):
+    result = run(experiment_name, bundled_coco, input=input_kind, epochs=1)
+    finished = mlflow.get_run(result.run_id)
+    assert finished.info.status == "FINISHED"
+    metrics = finished.data.metrics
+    assert {"mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "epoch_loss"} <= set(metrics)
+    assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(metrics)
+    assert any(key.startswith("system/") for key in metrics)
+    paths = set(artifact_paths(result.run_id))
+    assert {"category_mapping.json", "checkpoints/epoch_001.pt", "coco/train/instances_train2017.json",
+            "coco/validation/validation_report.json", "coco/train/class_balance.png", "coco/train/previews/100.png"} <= paths
+    inputs = {i.dataset.name: i for i in finished.inputs.dataset_inputs}
+    digest_tag = finished.data.tags["dataset.digest.train"]
+    expected_name = "coco_train"
+    assert inputs[expected_name].dataset.digest == digest_tag[:32]
+    version = mlflow.MlflowClient().get_model_version(f"det_{experiment_name}", result.model_version)
+    assert version.tags["dataset.digest"] == finished.data.tags["dataset.digest"]
+    assert CategoryMapping.from_json(version.tags["category_mapping"]).names == ("circle", "square", "triangle")
+    model = mlflow.pytorch.load_model(f"models:/det_{experiment_name}/{result.model_version}")
+    model.eval()
+    with torch.no_grad():
+        (output,) = model([torch.rand(3, 120, 160)])
+    assert output["boxes"].shape[1] == 4 and len(output["boxes"]) == len(output["scores"])
+
+
+def test_finetune_coco_tiny_and_resume(coco_tiny_dir, experiment_name, server_uri):
+    first = run(experiment_name, coco_tiny_dir, epochs=1)
+    assert mlflow.get_run(first.run_id).data.params["num_classes"] == "80"
+    resumed = run(experiment_name, coco_tiny_dir, epochs=2, resume_from=first.run_id)
+    assert resumed.start_epoch == 2
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(resumed.run_id, "mAP")] == [2]
+    assert "checkpoints/epoch_002.pt" in artifact_paths(resumed.run_id)
+    assert mlflow.get_run(resumed.run_id).data.tags["resumed_from_run"] == first.run_id
+
+
+def test_single_split_is_held_out_for_validation(bundled_coco, tmp_path, experiment_name, sqlite_uri):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copy(bundled_coco / "annotations/instances_train2017.json", root / "annotations")
+    shutil.copytree(bundled_coco / "train2017", root / "train2017")
+    result = run(experiment_name, root, epochs=1, max_images=0)
+    params = mlflow.get_run(result.run_id).data.params
+    assert (params["num_train_images"], params["num_val_images"]) == ("10", "2")
+
+
+def test_bad_inputs(bundled_coco, tmp_path, experiment_name, sqlite_uri):
+    with pytest.raises(DatasetError, match="not a COCO folder"):
+        run(experiment_name, tmp_path / "nowhere")
+    root = tmp_path / "coco"
+    shutil.copytree(bundled_coco, root)
+    with pytest.raises(DatasetError, match="train split 'nothing' not in .*train \\(train2017\\)"):
+        run(experiment_name, root, train_split="nothing")
+    val = root / "annotations/instances_val2017.json"
+    original = val.read_text()
+    val.write_text(json.dumps({"images": []}))
+    with pytest.raises(DatasetError, match="missing top-level annotations, categories"):
+        run(experiment_name, root)
+    data = json.loads(original)
+    data["annotations"][0]["category_id"] = 42
+    val.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="category_id 42, which is not in 'categories'"):
+        run(experiment_name, root)
+    val.write_text(json.dumps({"images": [], "annotations": [], "categories": data["categories"]}))
+    with pytest.raises(DatasetError, match="lists no images: the dataset is empty"):
+        run(experiment_name, root)
+    (root / "val2017/000000000500.jpg").unlink()
+    val.write_text(original)
+    with pytest.raises(DatasetError, match="missing, e.g. .*000000000500.jpg"):
+        run(experiment_name, root)
+    for annotation_file in (root / "annotations").iterdir():
+        annotation_file.unlink()
+    with pytest.raises(DatasetError, match="no annotations/instances_<name>.json"):
+        run(experiment_name, root)
+    assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")  # failed before any run
+
+
+def test_torchrun_one_cpu_process(bundled_coco, experiment_name, server_uri, tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=server_uri, PYTHONPATH=str(PROJECT_ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "entrypoints.coco_finetune", "--data-dir", str(bundled_coco), "--experiment-name", experiment_name,
+               "--register-as", f"det_{experiment_name}", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (finished,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert finished.info.status == "FINISHED" and "mAP" in finished.data.metrics
