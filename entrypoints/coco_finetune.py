@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--epochs", type=parse_count, default=1)
     add("--batch-size", type=parse_count, default=2)
     add("--lr", type=float, default=0.005)
-    add("--num-workers", type=parse_count, default=2)
+    add("--num-workers", type=parse_count, default=0,
+        help="DataLoader processes; 0 is usually fastest: each batch's images decode on threads in this process")
     add("--max-images", type=parse_count, default=0, help="images per split, 0 = all")
     add("--image-size", type=parse_count, default=0, help="resize so both sides fit this; 0 = the model's default")
     add("--amp", choices=("auto", "on", "off"), default="auto", help="mixed precision; auto = on with CUDA")

@@ -53,7 +53,7 @@ class FinetuneRequest:
     epochs: int = 1
     batch_size: int = 2
     lr: float = 0.005
-    num_workers: int = 2
+    num_workers: int = 0  # batches already decode on threads (__getitems__); workers pay pickling
     max_images: int = 0  # per split; 0 = all
     image_size: int = 0  # 0 = the model's own resize
     amp: str = "auto"  # auto (on with CUDA) | on | off

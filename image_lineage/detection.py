@@ -19,7 +19,7 @@ from torchvision.models import detection as tv_detection
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from tqdm import tqdm
 
-from image_lineage.detection_data import CategoryMapping
+from image_lineage.detection_data import CategoryMapping, to_model_input
 from image_lineage.manifest import DatasetError
 
 MODELS = {
@@ -82,7 +82,7 @@ def train_one_epoch(model, optimizer, loader, device, epoch: int, scaler: torch.
     steps = 0
     use_amp = scaler is not None
     for images, targets in tqdm(loader, desc=f"epoch {epoch}", disable=not is_main_process(), leave=False):
-        images = [image.to(device, non_blocking=True) for image in images]
+        images = [to_model_input(image, device) for image in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
         with torch.autocast(device_type=device.type, enabled=use_amp):
             loss_dict = model(images, targets)
@@ -154,7 +154,7 @@ def evaluate(model, loader, device, gt, mapping: CategoryMapping) -> dict[str, f
     model.eval()
     results, image_ids = [], []
     for images, targets in tqdm(loader, desc="evaluate", disable=not is_main_process(), leave=False):
-        outputs = model([image.to(device) for image in images])
+        outputs = model([to_model_input(image, device) for image in images])
         ids = [int(t["image_id"]) for t in targets]
         results.extend(outputs_to_coco_results(outputs, ids, mapping))
         image_ids.extend(ids)

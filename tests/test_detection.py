@@ -35,7 +35,7 @@ def test_targets_equal_pycocotools_boxes_in_xyxy(coco_tiny_dir):
     for position in range(len(dataset)):
         image, target = dataset[position]
         info = reference.imgs[int(target["image_id"])]
-        assert image.shape == (3, info["height"], info["width"]) and image.dtype == torch.float32
+        assert image.shape == (3, info["height"], info["width"]) and image.dtype == torch.uint8
         anns = [a for a in reference.loadAnns(reference.getAnnIds(imgIds=info["id"], iscrowd=False))
                 if a["bbox"][2] > 0 and a["bbox"][3] > 0]
         anns.sort(key=lambda a: a["id"])
