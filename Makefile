@@ -17,10 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# the whole workflow (entry point main): image_dataset v1/v2, HF forms, a tiny detector, the registry, compare
 demo: $(STAMP)
-	$(RUN_ENV) $(BIN)/mlflow run . -e log_folder_dataset -P version=v1 --experiment-name $(DEMO_EXPERIMENT) --env-manager local
-	$(RUN_ENV) $(BIN)/mlflow run . -e log_folder_dataset -P version=v2 --experiment-name $(DEMO_EXPERIMENT) --env-manager local
-	$(RUN_ENV) $(BIN)/mlflow run . -e compare -P experiment=$(DEMO_EXPERIMENT) --experiment-name $(DEMO_EXPERIMENT) --env-manager local
+	$(RUN_ENV) $(BIN)/mlflow run . --experiment-name $(DEMO_EXPERIMENT) --env-manager local
 	@echo
 	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI)"
 	@echo "then browse http://127.0.0.1:5000 (experiment $(DEMO_EXPERIMENT))."

@@ -1,6 +1,7 @@
-"""Compare what an experiment logged: the dataset-version table (printed, CSV, Markdown, logged).
+"""Compare what an experiment logged: dataset versions, model versions, lineage (printed, CSV/MD/HTML, plots).
 
     mlflow run . -e compare -P experiment=HW_Image_Dataset_<id> --env-manager local
+    mlflow run . -e compare -P experiment=<name> -P models=wine-quality-classifier --env-manager local
 """
 
 from __future__ import annotations
@@ -8,17 +9,21 @@ from __future__ import annotations
 import argparse
 
 from image_lineage.cli import exit_with, run_entry_point
-from image_lineage.compare import compare_datasets, find_experiment
+from image_lineage.compare import compare_experiment, find_experiment
 from image_lineage.tracking import start_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Print one row per dataset version of an experiment (run name, version, total images, "
-        "one column per class, num classes, digest, diff) and log it as compare/dataset_versions.csv and .md."
+        "one column per class, num classes, digest, diff), a table per registered model (version, algorithm, "
+        "metrics, aliases, dataset digest, run id) and the lineage (datasets each model version used); log them "
+        "under compare/ as CSV, Markdown and HTML with PNG plots (class counts per version, metrics per version)."
     )
     parser.add_argument("--experiment", required=True, help="experiment whose dataset versions are compared")
-    parser.add_argument("--output-dir", default="compare_output", help="local folder for the CSV and Markdown")
+    parser.add_argument("--models", default="auto",
+                        help="comma-separated registered model names; auto: those with versions from this experiment")
+    parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots")
     parser.add_argument("--run-name", default="compare")
     return parser
 
@@ -28,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         find_experiment(args.experiment)  # fail before opening a run when the name is wrong
+        models = None if args.models == "auto" else [m.strip() for m in args.models.split(",") if m.strip()]
         with start_run(args.experiment, args.run_name):
-            compare_datasets(args.experiment, args.output_dir)
+            compare_experiment(args.experiment, args.output_dir, models)
 
     return run_entry_point(work)
 

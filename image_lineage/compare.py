@@ -1,4 +1,6 @@
-"""Side-by-side tables of what an experiment logged: one row per dataset version."""
+"""Side-by-side tables of what an experiment logged: dataset versions, model versions, and the lineage
+between them ("which model versions were trained on dataset digest X", "which datasets did version N use").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pandas as pd
 from mlflow.entities import Experiment
 
 from image_lineage.folder_dataset import TAG_DIFF, TAG_DIGEST
+from image_lineage.registry import find_model
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,19 +59,149 @@ def dataset_versions_table(experiment_name: str) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, output_dir: str | Path, stem: str) -> list[Path]:
-    """Write ``<stem>.csv`` and ``<stem>.md``; return both paths."""
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.html``; return the paths."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(table.to_markdown(index=False) + "\n")
-    return [csv_path, md_path]
+    paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.html"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(table.to_markdown(index=False) + "\n")
+    paths[2].write_text(table.to_html(index=False, border=0) + "\n")
+    return paths
 
 
 def compare_datasets(experiment_name: str, output_dir: str | Path) -> pd.DataFrame:
-    """Print the dataset-version table, write it as CSV and Markdown, and log both in the active run."""
+    """Print the dataset-version table, write it as CSV, Markdown and HTML, and log them in the active run."""
     table = dataset_versions_table(experiment_name)
     print(table.drop(columns=["Run ID"]).to_string(index=False))
     for path in write_table(table, output_dir, "dataset_versions"):
         mlflow.log_artifact(str(path), "compare")
     return table
+
+
+# ---------------------------------------------------------------- models and lineage
+
+MODEL_METRICS = ("accuracy", "f1_score", "final_test_accuracy", "final_test_loss", "mAP", "mAP_50")
+
+
+def model_versions_table(model_name: str) -> pd.DataFrame:
+    """One row per version: algorithm, the metrics its run logged, aliases, dataset digest, run id."""
+    model = find_model(model_name)
+    client = mlflow.MlflowClient()
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for version in sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version)):
+        metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+        rows.append({
+            "Version": int(version.version),
+            "Algorithm": version.tags.get("model_type") or version.tags.get("model_arch", ""),
+            **{name: round(metrics[name], 4) for name in MODEL_METRICS if name in metrics},
+            "Aliases": ", ".join(sorted(aliases.get(str(version.version), []))),
+            "Dataset Digest": version.tags.get(TAG_DIGEST, "")[:12],
+            "Run ID": version.run_id,
+        })
+    return pd.DataFrame(rows)
+
+
+def models_of_experiment(experiment_id: str) -> list[str]:
+    """Registered models with at least one version logged by a run of the experiment."""
+    run_ids = set(mlflow.search_runs([experiment_id], output_format="pandas")["run_id"]) if experiment_id else set()
+    versions = mlflow.MlflowClient().search_model_versions(max_results=10000)
+    return sorted({v.name for v in versions if v.run_id in run_ids})
+
+
+def datasets_of_version(model_name: str, version: str) -> pd.DataFrame:
+    """Which datasets did model version N use: the dataset inputs of the run that logged it."""
+    model_version = mlflow.MlflowClient().get_model_version(model_name, str(version))
+    run = mlflow.get_run(model_version.run_id)
+    return pd.DataFrame([{
+        "Model": model_name, "Version": int(version), "Dataset": i.dataset.name, "Digest": i.dataset.digest,
+        "Context": {t.key: t.value for t in i.tags}.get("mlflow.data.context", ""), "Source Type": i.dataset.source_type,
+    } for i in run.inputs.dataset_inputs])
+
+
+def versions_trained_on(digest: str) -> pd.DataFrame:
+    """Which model versions were trained on dataset digest X (full sha256 or its 32-digit prefix):
+    versions tagged with it, and versions whose run logged a dataset input with it."""
+    client = mlflow.MlflowClient()
+    found = {(v.name, int(v.version)): v for v in client.search_model_versions(f"tags.`{TAG_DIGEST}` = '{digest}'")}
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{digest[:32]}'",
+                              output_format="list")
+    for run in runs:
+        for v in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            found[(v.name, int(v.version))] = v
+    return pd.DataFrame([{"Model": name, "Version": number, "Run ID": v.run_id} for (name, number), v in sorted(found.items())],
+                        columns=["Model", "Version", "Run ID"])
+
+
+def lineage_table(model_names: list[str]) -> pd.DataFrame:
+    frames = [datasets_of_version(name, v.version) for name in model_names
+              for v in mlflow.MlflowClient().search_model_versions(f"name = '{name}'")]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True).sort_values(["Model", "Version"]) if frames else pd.DataFrame()
+
+
+def plot_dataset_classes(table: pd.DataFrame, path: Path) -> Path:
+    """Class counts per dataset version, grouped bars."""
+    import matplotlib.pyplot as plt
+
+    classes = [c for c in table.columns[3:] if c not in ("Num Classes", "Digest", "Diff", "Run ID")]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(table) * max(1, len(classes)) / 2), 3.2))
+    table.set_index("Version")[classes].plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("images")
+    ax.set_title("class counts per dataset version")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_model_metrics(name: str, table: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy (or mAP) and loss per model version, side by side."""
+    import matplotlib.pyplot as plt
+
+    score = next((m for m in ("accuracy", "final_test_accuracy", "mAP") if m in table), None)
+    if score is None:
+        return None
+    loss = "final_test_loss" if "final_test_loss" in table else None
+    fig, axes = plt.subplots(1, 2 if loss else 1, figsize=(8 if loss else 4, 3), squeeze=False)
+    for axis, metric in zip(axes[0], [score] + ([loss] if loss else [])):
+        axis.bar(table["Version"].astype(str), table[metric], color="#4c72b0")
+        axis.set_xlabel("version")
+        axis.set_title(metric)
+    fig.suptitle(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def compare_experiment(experiment_name: str, output_dir: str | Path, model_names: list[str] | None = None) -> dict:
+    """Dataset versions, each registered model's versions, lineage, and plots: printed, written, logged."""
+    experiment = find_experiment(experiment_name)
+    out = Path(output_dir)
+    tables = {}
+    try:
+        tables["dataset_versions"] = compare_datasets(experiment_name, out)
+        log_files(plot_dataset_classes(tables["dataset_versions"], out / "class_counts_per_version.png"))
+    except LookupError as exc:
+        LOGGER.info("%s", exc)
+    names = model_names or models_of_experiment(experiment.experiment_id)
+    for name in names:
+        table = model_versions_table(name)
+        tables[f"model_{name}"] = table
+        print(f"\n{name}\n{table.drop(columns=['Run ID']).to_string(index=False)}")
+        log_files(*write_table(table, out, f"model_{name}"), plot_model_metrics(name, table, out / f"model_{name}.png"))
+    lineage = lineage_table(names)
+    if not lineage.empty:
+        tables["lineage"] = lineage
+        print(f"\nlineage: datasets each model version used\n{lineage.to_string(index=False)}")
+        log_files(*write_table(lineage, out, "lineage"))
+    return tables
+
+
+def log_files(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            mlflow.log_artifact(str(path), "compare")

@@ -39,7 +39,9 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
 
     compare_run = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.run_name = 'compare'", output_format="list")[0]
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(compare_run.info.run_id, "compare")}
-    assert logged == {"compare/dataset_versions.csv", "compare/dataset_versions.md"}
+    assert logged == {"compare/dataset_versions.csv", "compare/dataset_versions.md", "compare/dataset_versions.html",
+                      "compare/class_counts_per_version.png"}
+    assert "<table" in (tmp_path / "dataset_versions.html").read_text()
 
 
 def test_one_column_per_class_metric(tmp_path, experiment_name, sqlite_uri):
@@ -58,3 +60,13 @@ def test_unknown_experiment_lists_existing(experiment_name, sqlite_uri, bundled_
     with pytest.raises(LookupError, match="no FINISHED dataset-version runs"):
         mlflow.set_experiment("empty_one")
         dataset_versions_table("empty_one")
+
+
+def test_unknown_model_lists_registered_models(sqlite_uri, experiment_name, caplog):
+    from image_lineage.compare import model_versions_table
+
+    with pytest.raises(LookupError, match="registered model 'no-such-model' not found; registered models: none"):
+        model_versions_table("no-such-model")
+    mlflow.set_experiment(experiment_name)
+    assert compare_cli.main(["--experiment", experiment_name, "--models", "no-such-model"]) == 2
+    assert "registered model 'no-such-model' not found" in caplog.text

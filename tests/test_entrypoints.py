@@ -4,6 +4,7 @@ import mlflow
 import yaml
 
 from entrypoints import coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
+from entrypoints import main as main_entry
 from tests_paths import PROJECT_ROOT
 
 
@@ -38,7 +39,7 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
 
 def test_mlproject_parameters_match_parsers():
     spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-    modules = {"log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
+    modules = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
                "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare}
     assert set(spec["entry_points"]) == set(modules)
     for name, module in modules.items():

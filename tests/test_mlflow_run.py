@@ -52,3 +52,58 @@ def test_mlflow_run_bad_version_ends_failed(project_clone, server_uri, experimen
     assert "versions found: v1, v2" in done.stderr
     (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
     assert run.info.status == "FAILED"
+
+
+def test_mlflow_run_git_url_with_version(project_clone, server_uri, experiment_name, tmp_path):
+    clone, commit = project_clone
+    done = mlflow_run(
+        [f"file://{clone}", "-e", "log_folder_dataset", "--version", commit, "-P", "version=v1",
+         "--experiment-name", experiment_name, "--env-manager", "local"],
+        server_uri, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert run.data.tags["mlflow.source.git.commit"] == commit and run.info.run_name == "image_v1"
+
+
+def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, experiment_name, tmp_path):
+    import time
+
+    from image_lineage.compare import datasets_of_version, model_versions_table, versions_trained_on
+    from image_lineage.workflow import TAG_STEP_KEY
+
+    clone, commit = project_clone
+    args = [f"file://{clone}", "--experiment-name", experiment_name, "--env-manager", "local"]
+    started = time.monotonic()
+    first = mlflow_run(args, server_uri, cwd=tmp_path)
+    first_seconds = time.monotonic() - started
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main"]
+    steps = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["mlflow.project.entryPoint"] for r in steps) == sorted(
+        ["log_folder_dataset", "log_folder_dataset", "log_hf_dataset", "log_hf_dataset", "coco_finetune",
+         "train_registry", "compare"])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in steps)
+
+    started = time.monotonic()
+    second = mlflow_run(args, server_uri, cwd=tmp_path)
+    second_seconds = time.monotonic() - started
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    new_steps = [r for r in again if r.info.run_id not in {x.info.run_id for x in runs}
+                 and r.data.tags.get("mlflow.project.entryPoint") != "main"]
+    assert [r.data.tags["mlflow.project.entryPoint"] for r in new_steps] == ["compare"]  # all others reused
+    assert second_seconds < first_seconds / 2
+
+    # compare's tables match the runs; lineage answers both questions on these known runs
+    detector = [r for r in steps if r.data.tags["mlflow.project.entryPoint"] == "coco_finetune"][0]
+    table = model_versions_table("coco_sample_detector")
+    row = table[table["Run ID"] == detector.info.run_id].iloc[0]
+    assert row["mAP"] == round(detector.data.metrics["mAP"], 4)
+    trained = versions_trained_on(detector.data.tags["dataset.digest.train"])
+    assert ("coco_sample_detector", int(row["Version"])) in set(zip(trained["Model"], trained["Version"]))
+    used = datasets_of_version("coco_sample_detector", str(row["Version"]))
+    assert set(used["Dataset"]) == {"coco_train", "coco_validation"}
+    assert all(TAG_STEP_KEY in r.data.tags for r in steps if r.data.tags["mlflow.project.entryPoint"] != "compare")
