@@ -79,7 +79,7 @@ class FinetuneResult:
 # ---------------------------------------------------------------- data
 
 
-def find_split(splits: dict[str, coco.CocoSplit], wanted: str, data_dir: str) -> coco.CocoSplit | None:
+def find_split(splits: dict[str, coco.CocoSplit], wanted: str) -> coco.CocoSplit | None:
     for key, split in splits.items():
         if wanted in (key, split.name):
             return split
@@ -89,11 +89,11 @@ def find_split(splits: dict[str, coco.CocoSplit], wanted: str, data_dir: str) ->
 def resolve_data(request: FinetuneRequest) -> tuple[coco.CocoIndex, coco.CocoIndex]:
     """(train, validation) indexes; a folder with one split gets 20% of its images held out."""
     splits = coco.find_coco_splits(request.data_dir)
-    train = find_split(splits, request.train_split, request.data_dir)
+    train = find_split(splits, request.train_split)
     if train is None:
         raise DatasetError(f"train split {request.train_split!r} not in {request.data_dir}; splits: "
                            f"{', '.join(f'{k} ({s.name})' for k, s in splits.items())}.")
-    val = find_split(splits, request.val_split, request.data_dir)
+    val = find_split(splits, request.val_split)
     limit = request.max_images or None
     if val is None or val.annotation_file == train.annotation_file:
         LOGGER.info("no separate %s split in %s: holding out 20%% of %s", request.val_split, request.data_dir, train.name)
@@ -136,7 +136,7 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
             stage_split_files(request, role, index, root)
         (root / "category_mapping.json").write_text(mapping.to_json())
         upload_folder(root)
-    combined = hf_dataset.combined_digest([hf_dataset.LoadedSplit(r, None, d, {}, "", None, None) for r, d in digests.items()])
+    combined = hf_dataset.combined_digest(digests)
     mlflow.set_tags({TAG_DIGEST: combined, **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
     return combined
 

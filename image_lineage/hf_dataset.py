@@ -35,7 +35,7 @@ from mlflow.types.utils import _infer_schema as infer_schema
 from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import coco
-from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, is_auto
+from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, is_auto, without_logged_params
 from image_lineage.manifest import DatasetError, scan_version
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import CocoDatasetSource
@@ -236,10 +236,11 @@ def paths_without_bytes(column: pa.ChunkedArray) -> list[str]:
     return pa.compute.filter(pa.compute.struct_field(column, "path"), missing).to_pylist()
 
 
-def combined_digest(splits: list[LoadedSplit]) -> str:
-    if len(splits) == 1:
-        return splits[0].digest
-    return hashlib.sha256("".join(f"{s.split}:{s.digest}\n" for s in splits).encode()).hexdigest()
+def combined_digest(digests: dict[str, str]) -> str:
+    """One digest for several splits ({split: digest}); a single split keeps its own."""
+    if len(digests) == 1:
+        return next(iter(digests.values()))
+    return hashlib.sha256("".join(f"{split}:{digest}\n" for split, digest in digests.items()).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- logging
@@ -316,13 +317,13 @@ def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: 
     for s in splits:
         metrics[f"{s.split}/num_rows"] = len(s.dataset)
         metrics.update({metric_key(s.split, s.count_kind, n): c for n, c in s.class_counts.items()})
-    tags = {TAG_DIGEST: combined_digest(splits), "dataset.source_kind": source_kind(source)}
+    tags = {TAG_DIGEST: combined_digest({s.split: s.digest for s in splits}), "dataset.source_kind": source_kind(source)}
     tags.update({f"{TAG_DIGEST}.{s.split}": s.digest for s in splits})
     now = get_current_time_millis()
     mlflow.MlflowClient().log_batch(
         run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in params.items() if run.data.params.get(k) is None],
+        params=[Param(k, v) for k, v in without_logged_params(run.data.params, params).items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
 
