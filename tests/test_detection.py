@@ -169,6 +169,14 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert output["boxes"].shape[1] == 4 and len(output["boxes"]) == len(output["scores"])
 
 
+def test_finetune_coco_tiny_hf_input(coco_tiny_dir, experiment_name, server_uri):
+    result = run(experiment_name, coco_tiny_dir, input="hf", epochs=1)
+    finished = mlflow.get_run(result.run_id)
+    assert finished.info.status == "FINISHED" and "mAP" in finished.data.metrics
+    assert {i.dataset.source_type for i in finished.inputs.dataset_inputs} == {"coco"}
+    assert {i.dataset.name for i in finished.inputs.dataset_inputs} == {"coco_train", "coco_validation"}
+
+
 def test_finetune_coco_tiny_and_resume(coco_tiny_dir, experiment_name, server_uri):
     first = run(experiment_name, coco_tiny_dir, epochs=1)
     assert mlflow.get_run(first.run_id).data.params["num_classes"] == "80"
