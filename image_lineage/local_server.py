@@ -19,19 +19,22 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """``mlflow server`` with a sqlite backend and proxied artifacts under ``root``.
+    """``mlflow server`` with a sqlite backend (or ``backend_store_uri``) and proxied artifacts under ``root``.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`. ``extra_args`` go to the server
     command (e.g. ``("--app-name", "basic-auth")``). ``workers=None`` keeps MLflow's default (4), as
-    a user's plain ``mlflow server`` has; tests use 1 to start faster and spare memory.
+    a user's plain ``mlflow server`` has; tests use 1 to start faster and spare memory. ``port`` lets a
+    restarted server come back where its clients expect it.
     """
 
-    def __init__(self, root: str | Path, extra_args: tuple[str, ...] = (), env: dict | None = None, workers: int | None = 1):
+    def __init__(self, root: str | Path, extra_args: tuple[str, ...] = (), env: dict | None = None, workers: int | None = 1,
+                 backend_store_uri: str | None = None, port: int | None = None):
         self.root = Path(root)
         self.extra_args = extra_args
         self.workers = workers
         self.env = env
-        self.port = free_port()
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = self.root / "server.log"
         self.process: subprocess.Popen | None = None
@@ -39,7 +42,7 @@ class LocalServer:
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.root / "artifacts"),
             *(("--workers", str(self.workers)) if self.workers else ()), *self.extra_args,
         ]
