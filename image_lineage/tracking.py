@@ -14,6 +14,7 @@ Every entry point opens its run through :func:`start_run`, so the rules live in 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -49,6 +50,10 @@ class TrackingServerUnreachable(RuntimeError):
     """The tracking URI names an HTTP server that does not answer."""
 
 
+class TrackingCredentialsRejected(RuntimeError):
+    """The tracking server answers, but refuses the credentials (or their absence)."""
+
+
 def configure_tracking(tracking_uri: str | None = None) -> str:
     """Set HTTP limits and the tracking URI; return the URI in use.
 
@@ -69,16 +74,43 @@ def check_server(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     url = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 (http(s) only, checked above)
-            return
+            pass
     except urllib.error.HTTPError:
-        # The server answered (an auth proxy may refuse /health): it is reachable.
-        return
+        pass  # the server answered (an auth proxy may refuse /health): it is reachable
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingServerUnreachable(
             f"MLflow tracking server {uri} is not reachable ({exc}). Start it with "
             f"`mlflow server --host 127.0.0.1 --port 5000`, or set MLFLOW_TRACKING_URI to a "
             f"reachable server, or unset it to use the embedded {DEFAULT_TRACKING_URI}."
         ) from exc
+    check_credentials(uri, timeout_s)
+
+
+def check_credentials(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    """One cheap authenticated request, so a wrong password is one clear line, not a failed run later.
+
+    The message names the variables, never their values."""
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {credentials}")
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (http(s) only)
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            given = "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD" if user else "no credentials"
+            raise TrackingCredentialsRejected(
+                f"MLflow tracking server {uri} refused the request (HTTP {exc.code}, with {given}). Set "
+                f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account "
+                f"of that server."
+            ) from None
+    except (urllib.error.URLError, OSError):
+        return  # reachability was checked just before; MLflow's own retries handle a blip
 
 
 def in_project_run() -> bool:
