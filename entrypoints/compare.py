@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, run_entry_point
+from image_lineage.cli import exit_with, parse_bool, run_entry_point
 from image_lineage.compare import compare_experiment, find_experiment
 from image_lineage.tracking import start_run
 
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default="auto",
                         help="comma-separated registered model names; auto: those with versions from this experiment")
     parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots")
+    parser.add_argument("--screenshots", type=parse_bool, default=False,
+                        help="true: PNGs of the MLflow UI (experiment, a run's datasets, a model) with headless Chromium")
     parser.add_argument("--run-name", default="compare")
     return parser
 
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         find_experiment(args.experiment)  # fail before opening a run when the name is wrong
         models = None if args.models == "auto" else [m.strip() for m in args.models.split(",") if m.strip()]
         with start_run(args.experiment, args.run_name):
-            compare_experiment(args.experiment, args.output_dir, models)
+            compare_experiment(args.experiment, args.output_dir, models, args.screenshots)
 
     return run_entry_point(work)
 

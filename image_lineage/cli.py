@@ -9,11 +9,13 @@ from typing import Callable
 from mlflow.exceptions import MlflowException
 
 from image_lineage.manifest import DatasetError
+from image_lineage.screenshots import ScreenshotError
 from image_lineage.tracking import TrackingCredentialsRejected, TrackingServerUnreachable, configure_tracking
 
 LOGGER = logging.getLogger("image_lineage")
 # Errors whose message already says what to do: print it, no traceback.
-USER_ERRORS = (DatasetError, TrackingServerUnreachable, TrackingCredentialsRejected, LookupError, FileNotFoundError)
+USER_ERRORS = (DatasetError, TrackingServerUnreachable, TrackingCredentialsRejected, ScreenshotError, LookupError,
+               FileNotFoundError)
 
 
 def parse_bool(text: str) -> bool:

@@ -177,8 +177,10 @@ def plot_model_metrics(name: str, table: pd.DataFrame, path: Path) -> Path | Non
     return path
 
 
-def compare_experiment(experiment_name: str, output_dir: str | Path, model_names: list[str] | None = None) -> dict:
-    """Dataset versions, each registered model's versions, lineage, and plots: printed, written, logged."""
+def compare_experiment(experiment_name: str, output_dir: str | Path, model_names: list[str] | None = None,
+                       screenshots: bool = False) -> dict:
+    """Dataset versions, each registered model's versions, lineage, and plots: printed, written, logged;
+    with ``screenshots``, PNGs of the MLflow UI too (``compare/screenshots/``)."""
     experiment = find_experiment(experiment_name)
     out = Path(output_dir)
     tables = {}
@@ -198,7 +200,21 @@ def compare_experiment(experiment_name: str, output_dir: str | Path, model_names
         tables["lineage"] = lineage
         print(f"\nlineage: datasets each model version used\n{lineage.to_string(index=False)}")
         log_files(*write_table(lineage, out, "lineage"))
+    if screenshots:
+        tables["screenshots"] = log_screenshots(experiment, tables, names, out / "screenshots")
     return tables
+
+
+def log_screenshots(experiment: Experiment, tables: dict, model_names: list[str], folder: Path) -> dict:
+    """The experiment page, a dataset run's page and the first model's page, as PNGs in ``compare/screenshots``."""
+    from image_lineage.screenshots import capture_ui
+
+    datasets = tables.get("dataset_versions")
+    run_id = datasets["Run ID"].iloc[-1] if datasets is not None and len(datasets) else None
+    pages = capture_ui(mlflow.get_tracking_uri(), experiment.experiment_id, run_id,
+                       model_names[0] if model_names else None, folder)
+    mlflow.log_artifacts(str(folder), "compare/screenshots")
+    return pages
 
 
 def log_files(*paths: Path | None) -> None:
