@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, parse_count, run_entry_point
+from image_lineage.cli import parse_count, run_entry_point
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
 from image_lineage.detection import MODELS
 
@@ -55,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, parse_bool, run_entry_point
+from image_lineage.cli import parse_bool, run_entry_point
 from image_lineage.compare import compare_experiment, find_experiment
 from image_lineage.tracking import start_run
 
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    raise SystemExit(main())

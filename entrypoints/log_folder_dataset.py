@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, parse_count, run_entry_point
+from image_lineage.cli import parse_count, run_entry_point
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 from image_lineage.manifest import ON_BAD_IMAGE_CHOICES
 
@@ -42,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    raise SystemExit(main())

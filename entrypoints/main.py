@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, run_entry_point
+from image_lineage.cli import run_entry_point
 from image_lineage.workflow import MainRequest, run_main
 
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import exit_with, parse_count, run_entry_point
+from image_lineage.cli import parse_count, run_entry_point
 from image_lineage.mnist import SOURCES
 from image_lineage.train_registry import SUITES, RegistryRequest, run_registry_workflow
 
@@ -41,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    raise SystemExit(main())

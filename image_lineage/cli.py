@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Callable
 
 from mlflow.exceptions import MlflowException
@@ -49,8 +48,3 @@ def run_entry_point(work: Callable[[], object]) -> int:
         LOGGER.error("MLflow refused the request: %s", exc.message)
         return 2
     return 0
-
-
-def exit_with(code: int) -> None:
-    if code:
-        sys.exit(code)

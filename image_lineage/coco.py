@@ -240,15 +240,15 @@ def coco_to_hf(index: CocoIndex):
 
 def instances_per_category(index: CocoIndex) -> dict[str, int]:
     counts = {name: 0 for name in index.category_names}
-    for annotations in index.annotations_by_image.values():
-        for a in annotations:
+    for image_annotations in index.annotations_by_image.values():
+        for a in image_annotations:
             counts[index.categories[index.label_of_category[a["category_id"]]]["name"]] += 1
     return counts
 
 
 def images_per_category(index: CocoIndex) -> dict[str, int]:
     counts = {name: 0 for name in index.category_names}
-    for annotations in index.annotations_by_image.values():
-        for label in {index.label_of_category[a["category_id"]] for a in annotations}:
+    for image_annotations in index.annotations_by_image.values():
+        for label in {index.label_of_category[a["category_id"]] for a in image_annotations}:
             counts[index.categories[label]["name"]] += 1
     return counts

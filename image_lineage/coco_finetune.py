@@ -29,11 +29,11 @@ from image_lineage import coco, detection, hf_dataset
 from image_lineage.detection_data import (
     CategoryMapping, CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, validation_report,
 )
-from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, without_logged_params
+from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST
 from image_lineage.manifest import DatasetError
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import CocoDatasetSource
-from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run, upload_folder
+from image_lineage.tracking import MetricBuffer, log_values, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -273,8 +273,8 @@ def log_params(run, request, train_index, val_index, mapping, device) -> None:
                "num_classes": len(mapping.names), "device_used": str(device),
                "train_annotation_file": train_index.split.annotation_file.name,
                "val_annotation_file": val_index.split.annotation_file.name}
-    given = {k: str(v) for k, v in asdict(request).items() if k not in ("experiment_name",)}
-    mlflow.log_params(without_logged_params(run.data.params, {**given, **{k: str(v) for k, v in derived.items()}}))
+    given = {k: v for k, v in asdict(request).items() if k != "experiment_name"}
+    log_values(run, params={**given, **derived})
 
 
 def log_final_model(model, request, mapping: CategoryMapping, digest: str) -> str:

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import tarfile
 import tempfile
@@ -28,14 +27,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import manifest as mf
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import FolderDatasetSource
-from image_lineage.tracking import resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
+from image_lineage.tracking import log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
                 log_version_files(manifest, diff, request, dataset_version)
             summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir)
-            log_summary(run, *summary)
+            log_values(run, *summary)
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
@@ -156,27 +154,6 @@ def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, 
     if snapshot:
         tags[TAG_SNAPSHOT] = snapshot
     return params, metrics, tags
-
-
-def log_summary(run: mlflow.ActiveRun, params: dict, metrics: dict, tags: dict) -> None:
-    """Params, metrics and tags in one request (one ``log_batch`` instead of one call per value)."""
-    now = get_current_time_millis()
-    params = without_logged_params(run.data.params, params)
-    mlflow.MlflowClient().log_batch(
-        run.info.run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-
-
-def without_logged_params(logged: dict[str, str], params: dict[str, str]) -> dict[str, str]:
-    """Drop params ``mlflow run`` already logged with the same value (it logs them shell-quoted).
-
-    A param cannot be changed once logged, so re-sending an equal one is pointless and a different
-    one is an error MLflow reports by name.
-    """
-    return {k: v for k, v in params.items() if logged.get(k) not in (v, shlex.quote(v))}
 
 
 def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, version_dir: Path) -> None:

@@ -30,16 +30,14 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.huggingface_dataset import HuggingFaceDataset
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.types.utils import _infer_schema as infer_schema
-from mlflow.utils.time import get_current_time_millis
 
 from image_lineage import coco
-from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, is_auto, without_logged_params
+from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST, is_auto
 from image_lineage.manifest import DatasetError, scan_version
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import CocoDatasetSource
-from image_lineage.tracking import schema_hints_silenced, start_run, upload_folder
+from image_lineage.tracking import log_values, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -319,13 +317,7 @@ def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: 
         metrics.update({metric_key(s.split, s.count_kind, n): c for n, c in s.class_counts.items()})
     tags = {TAG_DIGEST: combined_digest({s.split: s.digest for s in splits}), "dataset.source_kind": source_kind(source)}
     tags.update({f"{TAG_DIGEST}.{s.split}": s.digest for s in splits})
-    now = get_current_time_millis()
-    mlflow.MlflowClient().log_batch(
-        run.info.run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in without_logged_params(run.data.params, params).items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
+    log_values(run, params, metrics, tags)
 
 
 def log_split_files(splits: list[LoadedSplit]) -> None:

@@ -8,7 +8,6 @@ torchvision download is tried; without internet that fails naming ``mnist_dir``.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +34,6 @@ class DigitSplits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str  # "mnist-idx:<pairs>" or "sklearn-digits"
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        return (28, 28)
-
-    def digest(self, part: str) -> str:
-        """sha256 of one part's arrays (``train`` or ``test``): the data's content identity."""
-        x, y = (self.x_train, self.y_train) if part == "train" else (self.x_test, self.y_test)
-        digest = hashlib.sha256(x.numpy().tobytes())
-        digest.update(y.numpy().tobytes())
-        return digest.hexdigest()
 
 
 def find_idx_file(folder: Path, stem: str) -> Path | None:

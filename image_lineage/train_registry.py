@@ -9,6 +9,7 @@ then loaded by alias and predicts. Re-running registers three new versions and m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ LOGGER = logging.getLogger(__name__)
 WINE_MODEL = "wine-quality-classifier"
 MNIST_MODEL = "mnist-digit-classifier"
 SUITES = ("wine", "mnist", "both")
-METRIC_FLUSH_EPOCHS = 10
 # Explicit pip requirements: MLflow otherwise infers them in a subprocess that imports the model
 # (~8 s per logged model on a 2-core machine). The flavors' defaults pin the installed versions.
 # MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the
@@ -88,8 +88,7 @@ def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> str:
 
 
 def array_digest(x, y) -> str:
-    import hashlib
-
+    """sha256 of a features array and its labels: the data's content identity."""
     digest = hashlib.sha256(np.ascontiguousarray(np.asarray(x)).tobytes())
     digest.update(np.ascontiguousarray(np.asarray(y)).tobytes())
     return digest.hexdigest()

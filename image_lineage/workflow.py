@@ -81,12 +81,12 @@ def git_commit(project_dir: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def step_key(step: Step, commit: str, project_dir: Path) -> str:
+def step_key(step: Step, commit: str, data_digests: dict[str, str]) -> str:
     identity = {
         "entry_point": step.entry_point,
         "parameters": {k: str(v) for k, v in sorted(step.parameters.items())},
         "git_commit": commit,
-        "data": {path: data_digest(project_dir / path) for path in step.data},
+        "data": {path: data_digests[path] for path in step.data},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -97,9 +97,9 @@ def find_finished_step(experiment_id: str, key: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def run_step(step: Step, experiment_id: str, project_dir: Path, commit: str) -> tuple[str, bool]:
+def run_step(step: Step, experiment_id: str, project_dir: Path, commit: str, data_digests: dict[str, str]) -> tuple[str, bool]:
     """(run id, reused?) for one step; a failed step raises, which fails the parent run."""
-    key = step_key(step, commit, project_dir) if step.cache else None
+    key = step_key(step, commit, data_digests) if step.cache else None
     reused = find_finished_step(experiment_id, key) if key else None
     if reused:
         LOGGER.info("step %s %s: reusing FINISHED run %s", step.entry_point, step.parameters, reused)
@@ -119,9 +119,12 @@ def run_main(request: MainRequest) -> list[dict]:
     rows = []
     with start_run(request.experiment_name, request.run_name) as parent:
         experiment = mlflow.get_experiment(parent.info.experiment_id).name
-        for step in workflow_steps(request, experiment):
+        steps = workflow_steps(request, experiment)
+        # each data folder is hashed once, though several steps read it
+        data_digests = {path: data_digest(project_dir / path) for path in {p for step in steps for p in step.data}}
+        for step in steps:
             started = time.perf_counter()
-            run_id, reused = run_step(step, parent.info.experiment_id, project_dir, commit)
+            run_id, reused = run_step(step, parent.info.experiment_id, project_dir, commit, data_digests)
             if reused:  # record the reuse on the parent, and keep the reused run findable from here
                 mlflow.set_tag(f"{TAG_REUSED}.{len(rows) + 1}", run_id)
             rows.append({"step": len(rows) + 1, "entry_point": step.entry_point,

@@ -39,3 +39,13 @@ def build_real_versions(catsdogs: Path, root: Path, v1_cats: int = 6, v2_cats: i
             for file in files:
                 shutil.copyfile(file, folder / file.name)
     return root
+
+
+def artifact_paths(run_id: str, path: str | None = None) -> list[str]:
+    """Every artifact file of a run, recursively, sorted."""
+    import mlflow
+
+    found = []
+    for info in mlflow.MlflowClient().list_artifacts(run_id, path):
+        found.extend(artifact_paths(run_id, info.path) if info.is_dir else [info.path])
+    return sorted(found)

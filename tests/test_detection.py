@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,6 +17,7 @@ from image_lineage.detection_data import (
     CategoryMapping, CocoDetectionDataset, HfDetectionDataset, coco_boxes_to_xyxy, validation_report,
 )
 from image_lineage.manifest import DatasetError
+from helpers import artifact_paths
 from tests_paths import PROJECT_ROOT
 
 SMALL = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": "none", "image_size": 128, "num_workers": 0,
@@ -134,13 +134,6 @@ def fast_system_metrics(monkeypatch):
 def run(experiment_name, data_dir, **overrides):
     return run_finetune(FinetuneRequest(data_dir=str(data_dir), experiment_name=experiment_name,
                                         register_as=f"det_{experiment_name}", **{**SMALL, **overrides}))
-
-
-def artifact_paths(run_id, path=None):
-    client, found = mlflow.MlflowClient(), []
-    for info in client.list_artifacts(run_id, path):
-        found.extend(artifact_paths(run_id, info.path) if info.is_dir else [info.path])
-    return found
 
 
 @pytest.mark.parametrize("input_kind", ["coco", "hf"])

@@ -3,7 +3,7 @@ import tarfile
 
 import mlflow
 import pytest
-from helpers import build_real_versions, build_tree
+from helpers import artifact_paths, build_real_versions, build_tree
 
 from image_lineage.folder_dataset import (
     TAG_DIGEST,
@@ -17,15 +17,6 @@ from image_lineage.manifest import DatasetError
 
 def log(data_dir, version, experiment_name, **kwargs):
     return log_folder_version(FolderVersionRequest(data_dir=str(data_dir), version=version, experiment_name=experiment_name, **kwargs))
-
-
-def artifact_paths(run_id, path=None):
-    """Every artifact file of a run, recursively."""
-    client = mlflow.MlflowClient()
-    found = []
-    for info in client.list_artifacts(run_id, path):
-        found.extend(artifact_paths(run_id, info.path) if info.is_dir else [info.path])
-    return sorted(found)
 
 
 def test_derive_dataset_version():
