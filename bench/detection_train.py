@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from image_lineage import coco, detection  # noqa: E402
-from image_lineage.detection_data import CategoryMapping, CocoDetectionDataset, collate  # noqa: E402
+from image_lineage.cli import optional  # noqa: E402
+from image_lineage.coco import CategoryMapping  # noqa: E402
+from image_lineage.detection_data import CocoDetectionDataset, collate  # noqa: E402
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
 
@@ -52,10 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=COCO_TINY)
     parser.add_argument("--model", default="fasterrcnn_resnet50_fpn", choices=sorted(detection.MODELS))
-    parser.add_argument("--weights", default="none", help="none (random init) or DEFAULT (torchvision's, needs them cached)")
+    parser.add_argument("--weights", type=optional, default="none", help="none (random init) or DEFAULT (torchvision's, needs them cached)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--amp", choices=("on", "off"), default="on")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", type=optional, default="auto", help="auto, cpu or cuda")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=0, help="0: the model's default resize")
     parser.add_argument("--skip-baseline", action="store_true", help="only the given configuration")

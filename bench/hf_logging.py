@@ -97,7 +97,7 @@ def child(form: str, variant: str, data: Path, tracking_uri: str) -> None:
             # imagefolder rows are file paths: the manifest digest (cold, no hash cache) reads every file
             digest = (hf_dataset.compute_arrow_digest(dataset) if form == "arrow_embedded"
                       else scan_version(data / "v1", use_cache=variant == "ours_warm").digest)
-            logged = hf_dataset.SampledSchemaDataset(
+            logged = hf_dataset.ContentDigestDataset(
                 ds=dataset, targets="label", name=form, digest=digest[:32],
                 source=mlflow.data.huggingface_dataset_source.HuggingFaceDatasetSource(path=form),
             )

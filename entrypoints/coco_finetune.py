@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import parse_count, run_entry_point
+from image_lineage.cli import optional, parse_count, run_entry_point
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
-from image_lineage.detection import MODELS
+from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES
+from image_lineage.detection import EVALUATORS, MODELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-split", default="validation", help="held out from the train split when absent")
     add("--input", choices=INPUTS, default="coco", help="coco: pycocotools-style reader; hf: the Hugging Face form")
     add("--model", choices=sorted(MODELS), default="fasterrcnn_resnet50_fpn")
-    add("--weights", default="DEFAULT", help="DEFAULT (torchvision COCO weights), none, or a state-dict path")
+    add("--weights", type=optional, default="DEFAULT", help="DEFAULT (torchvision COCO weights), none, or a state-dict path")
     add("--epochs", type=parse_count, default=1)
     add("--batch-size", type=parse_count, default=2)
     add("--lr", type=float, default=0.005)
@@ -34,15 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="DataLoader processes; 0 is usually fastest: each batch's images decode on threads in this process")
     add("--max-images", type=parse_count, default=0, help="images per split, 0 = all")
     add("--image-size", type=parse_count, default=0, help="resize so both sides fit this; 0 = the model's default")
-    add("--amp", choices=("auto", "on", "off"), default="auto", help="mixed precision; auto = on with CUDA")
-    add("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add("--amp", type=optional, default="auto", help="mixed precision: on, off, or auto (on with CUDA)")
+    add("--device", type=optional, default="auto", help="cpu, cuda, or auto (cuda when there is one)")
     add("--seed", type=parse_count, default=42)
-    add("--resume-from", default="none", help="run id whose last checkpoint to continue from (next epoch); none")
+    add("--resume-from", type=optional, default="none", help="run id whose last checkpoint to continue from (next epoch); none")
     add("--register-as", default="fasterrcnn_resnet50_fpn_coco_2017_model", help="registered model name")
     add("--eval-every", type=parse_count, default=1, help="COCOeval every N epochs (and after the last)")
+    add("--evaluator", choices=EVALUATORS, default=EVALUATORS[0],
+        help="COCOeval implementation: faster-coco-eval (C++, same numbers) or pycocotools")
     add("--image-artifacts-max", type=parse_count, default=200,
         help="up to this many images per split are uploaded as files; more go into one archive")
     add("--previews", type=parse_count, default=8, help="annotated preview images per split")
+    add("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
+        help="structure (whole files), decode (every image decodes) or none")
+    add("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
+        help="fail on an image the check rejects, or leave it and its annotations out (listed in the run)")
     add("--run-name", default="coco_finetune")
     add("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import parse_bool, run_entry_point
+from image_lineage.cli import optional_list, parse_bool, run_entry_point
 from image_lineage.compare import compare_experiment, find_experiment
 from image_lineage.tracking import start_run
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under compare/ as CSV, Markdown and HTML with PNG plots (class counts per version, metrics per version)."
     )
     parser.add_argument("--experiment", required=True, help="experiment whose dataset versions are compared")
-    parser.add_argument("--models", default="auto",
+    parser.add_argument("--models", type=optional_list, default="auto",
                         help="comma-separated registered model names; auto: those with versions from this experiment")
     parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots")
     parser.add_argument("--screenshots", type=parse_bool, default=False,
@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         find_experiment(args.experiment)  # fail before opening a run when the name is wrong
-        models = None if args.models == "auto" else [m.strip() for m in args.models.split(",") if m.strip()]
         with start_run(args.experiment, args.run_name):
-            compare_experiment(args.experiment, args.output_dir, models, args.screenshots)
+            compare_experiment(args.experiment, args.output_dir, args.models, args.screenshots)
 
     return run_entry_point(work)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import parse_count, run_entry_point
+from image_lineage.cli import optional, parse_count, run_entry_point
+from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.manifest import ON_BAD_IMAGE_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="image_dataset", help="folder holding the version folders")
     parser.add_argument("--version", default="v1", help="version folder to log, e.g. v1")
     parser.add_argument("--dataset-name", default="cat_dog_dataset")
-    parser.add_argument("--dataset-semver", default="auto",
+    parser.add_argument("--dataset-semver", type=optional, default="auto",
                         help="logged as param dataset_version; auto derives it from --version (v1 -> 1.0.0)")
-    parser.add_argument("--run-name", default="auto", help="run name; auto gives image_<version>")
+    parser.add_argument("--run-name", type=optional, default="auto", help="run name; auto gives image_<version>")
     parser.add_argument("--max-samples-per-class", type=parse_count, default=50,
                         help="images per class uploaded as samples/; larger classes also go into one archive")
+    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
+                        help="structure: every file must be whole (checked while hashing); decode: also decode "
+                        "every image; none: header only")
     parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
-                        help="fail on a corrupt or empty image, or skip it and list it in the run")
+                        help="fail on an image the check rejects, or skip it and list it in ignored_files.json")
     parser.add_argument("--experiment-name", default=None,
                         help="experiment to log into when not started by `mlflow run`")
     return parser

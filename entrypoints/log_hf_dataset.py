@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import run_entry_point
+from image_lineage.cli import optional, run_entry_point
+from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES
 from image_lineage.hf_dataset import CONTEXT_CHOICES, SPLIT_CHOICES, HfRequest, log_hf_dataset
 
 
@@ -20,14 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
         "num_rows, num_classes, class_names, features, splits; metrics <split>/rows_<class> or "
         "<split>/instances_<category>; artifacts hf/<split>/features.json and class_balance.png; tag dataset.digest."
     )
-    parser.add_argument("--source", required=True, help="image folder, COCO folder, or hub:<name>")
+    parser.add_argument("--source", default="image_dataset/v2", help="image folder, COCO folder, or hub:<name>")
     parser.add_argument("--split", choices=SPLIT_CHOICES, default="all",
                         help="split to log; all logs every split found (train*/val*/test* folders or annotation files)")
-    parser.add_argument("--name", default="auto", help="dataset name in the Datasets panel (auto: from the source)")
-    parser.add_argument("--targets", default="auto", help="label column (auto: 'label' when present)")
+    parser.add_argument("--name", type=optional, default="auto", help="dataset name in the Datasets panel (auto: from the source)")
+    parser.add_argument("--targets", type=optional, default="auto", help="label column (auto: 'label' when present)")
     parser.add_argument("--context", choices=CONTEXT_CHOICES, default="training")
     parser.add_argument("--revision", default="main", help="hub datasets only: branch, tag or commit")
-    parser.add_argument("--run-name", default="auto", help="auto: hf_<name>")
+    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
+                        help="image files: structure (whole files), decode (every image decodes) or none")
+    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
+                        help="fail on an image the check rejects, or skip it and list it in ignored_files.json")
+    parser.add_argument("--run-name", type=optional, default="auto", help="auto: hf_<name>")
     parser.add_argument("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from image_lineage.cli import run_entry_point
+from image_lineage.core import IMAGE_CHECK_CHOICES
 from image_lineage.workflow import MainRequest, run_main
 
 
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-dir", default="image_dataset", help="cat/dog version folders")
     parser.add_argument("--coco-dir", default="coco/sample", help="COCO folder for the HF and detection steps")
+    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
+                        help="image check of every step that reads images: structure, decode or none")
     parser.add_argument("--project-dir", default=".", help="the project the steps run from")
     parser.add_argument("--run-name", default="main")
     parser.add_argument("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")

@@ -7,7 +7,7 @@ from typing import Callable
 
 from mlflow.exceptions import MlflowException
 
-from image_lineage.manifest import DatasetError
+from image_lineage.core import PLACEHOLDERS, DatasetError
 from image_lineage.screenshots import ScreenshotError
 from image_lineage.tracking import TrackingCredentialsRejected, TrackingServerUnreachable, configure_tracking
 
@@ -25,6 +25,16 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def optional(text: str) -> str | None:
+    """``auto``, ``none`` or an empty value (MLproject cannot pass "nothing") -> None; else the text."""
+    return None if str(text).strip().lower() in PLACEHOLDERS else str(text)
+
+
+def optional_list(text: str) -> list[str] | None:
+    """Comma-separated names, or None for a placeholder (``auto``)."""
+    return None if optional(text) is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_count(text: str) -> int:

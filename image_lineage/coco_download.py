@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from image_lineage.manifest import DatasetError
+from image_lineage.core import DatasetError
 
 LOGGER = logging.getLogger(__name__)
 

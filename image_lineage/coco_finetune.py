@@ -26,20 +26,20 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from image_lineage import coco, detection, hf_dataset
-from image_lineage.detection_data import (
-    CategoryMapping, CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, validation_report,
-)
-from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST
-from image_lineage.manifest import DatasetError
+from image_lineage.coco import CategoryMapping
+from image_lineage.core import TAG_DIGEST, TAG_IGNORED, DatasetError, digest_prefix
+from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
 from image_lineage.plots import plot_class_counts
+from image_lineage.source_kinds.coco_folder import load_index
 from image_lineage.sources import CocoDatasetSource
-from image_lineage.tracking import MetricBuffer, log_values, schema_hints_silenced, start_run, upload_folder
+from image_lineage.tracking import MetricBuffer, link_or_copy, log_values, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
 
 INPUTS = ("coco", "hf")
 CHECKPOINT_DIR = "checkpoints"
 STEP_FLUSH = 20  # loss components go up every 20 steps, in one request
+TAG_UNDEFINED_STATS = "eval.undefined_stats"  # COCOeval stats reported as -1 (no ground truth in that range)
 
 
 @dataclass
@@ -49,21 +49,24 @@ class FinetuneRequest:
     val_split: str = "validation"
     input: str = "coco"
     model: str = "fasterrcnn_resnet50_fpn"
-    weights: str = "DEFAULT"
+    weights: str | None = "DEFAULT"  # DEFAULT (torchvision's COCO weights), None (random init), or a state-dict path
     epochs: int = 1
     batch_size: int = 2
     lr: float = 0.005
     num_workers: int = 0  # batches already decode on threads (__getitems__); workers pay pickling
     max_images: int = 0  # per split; 0 = all
     image_size: int = 0  # 0 = the model's own resize
-    amp: str = "auto"  # auto (on with CUDA) | on | off
-    device: str = "auto"
+    amp: str | None = None  # on | off; None: on with CUDA
+    device: str | None = None  # cpu | cuda; None: cuda when there is one
     seed: int = 42
-    resume_from: str = "none"  # run id whose last checkpoint to continue from; none
+    resume_from: str | None = None  # run id whose last checkpoint to continue from
     register_as: str = "fasterrcnn_resnet50_fpn_coco_2017_model"
     eval_every: int = 1
+    evaluator: str = "faster-coco-eval"  # or pycocotools: the same 12 stats (bench/coco_eval.py checks it)
     image_artifacts_max: int = 200  # up to this many images per split are uploaded as files, else one archive
     previews: int = 8
+    image_check: str = "structure"
+    on_bad_image: str = "fail"
     run_name: str = "coco_finetune"
     experiment_name: str | None = None
 
@@ -94,11 +97,15 @@ def resolve_data(request: FinetuneRequest) -> tuple[coco.CocoIndex, coco.CocoInd
         raise DatasetError(f"train split {request.train_split!r} not in {request.data_dir}; splits: "
                            f"{', '.join(f'{k} ({s.name})' for k, s in splits.items())}.")
     val = find_split(splits, request.val_split)
-    limit = request.max_images or None
+
+    def read(split: coco.CocoSplit) -> coco.CocoIndex:  # the image pass checks every image, once
+        index = coco.index_split(split, request.max_images or None)
+        return coco.read_split_images(index, request.image_check, request.on_bad_image)
+
     if val is None or val.annotation_file == train.annotation_file:
         LOGGER.info("no separate %s split in %s: holding out 20%% of %s", request.val_split, request.data_dir, train.name)
-        return coco.hold_out(coco.index_split(train, limit), seed=request.seed)
-    train_index, val_index = coco.index_split(train, limit), coco.index_split(val, limit)
+        return coco.hold_out(read(train), seed=request.seed)
+    train_index, val_index = read(train), read(val)
     if [c["id"] for c in train_index.categories] != [c["id"] for c in val_index.categories]:
         raise DatasetError(f"{train.annotation_file} and {val.annotation_file} list different categories.")
     return train_index, val_index
@@ -137,7 +144,8 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
         (root / "category_mapping.json").write_text(mapping.to_json())
         upload_folder(root)
     combined = hf_dataset.combined_digest(digests)
-    mlflow.set_tags({TAG_DIGEST: combined, **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
+    ignored = sum(len(index.ignored) for index in indexes.values())
+    mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
     return combined
 
 
@@ -145,8 +153,7 @@ def log_split_input(request, role: str, index: coco.CocoIndex) -> str:
     """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco)."""
     context = "training" if role == "train" else "validation"
     if request.input == "hf":
-        loaded = hf_dataset.load_coco_split(index.split, index)
-        loaded.split = role
+        loaded = load_index(index, role)
         hf_dataset.log_split_input(loaded, "coco", context)
         return loaded.digest
     digest = coco.compute_coco_digest(index)
@@ -154,7 +161,7 @@ def log_split_input(request, role: str, index: coco.CocoIndex) -> str:
                            "annotations": len(index.annotations_by_image[i["id"]])} for i in index.images])
     with schema_hints_silenced():
         dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split), name=f"coco_{role}",
-                                          digest=digest[:DIGEST_PREFIX_LEN])
+                                          digest=digest_prefix(digest))
         mlflow.log_input(dataset, context=context, tags={"split": role})
     return digest
 
@@ -168,7 +175,7 @@ def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> 
         for image in index.images:
             target = folder / "images" / image["file_name"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(index.image_path(image).read_bytes())
+            link_or_copy(index.image_path(image), target)
     else:
         with tarfile.open(folder / f"{index.split.name}_images.tar", "w") as archive:
             for image in index.images:
@@ -176,7 +183,9 @@ def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> 
     balance = {"instances": coco.instances_per_category(index), "images": coco.images_per_category(index)}
     (folder / "class_balance.json").write_text(json.dumps(balance, indent=1))
     plot_class_counts(balance["instances"], folder / "class_balance.png", f"{role}: instances per category")
-    (folder / "validation_report.json").write_text(json.dumps(validation_report(index), indent=1))
+    (folder / "validation_report.json").write_text(json.dumps(coco.validation_report(index), indent=1))
+    if index.ignored:
+        (folder / "ignored_files.json").write_text(json.dumps(index.ignored, indent=1))
     draw_previews(CocoDetectionDataset(index), folder / "previews", request.previews)
 
 
@@ -208,6 +217,9 @@ def load_checkpoint(run_id: str) -> dict:
 
 
 def run_finetune(request: FinetuneRequest) -> FinetuneResult:
+    detection.coco_api(request.evaluator)  # an unknown evaluator fails before anything is read
+    if request.amp not in (None, "on", "off"):
+        raise DatasetError(f"amp must be on, off or auto, got {request.amp!r}.")
     distributed = detection.init_distributed()
     try:
         torch.manual_seed(request.seed)
@@ -231,10 +243,10 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
     model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=request.lr, momentum=0.9, weight_decay=1e-4)
-    use_amp = request.amp == "on" or (request.amp == "auto" and device.type == "cuda")
+    use_amp = request.amp == "on" or (request.amp is None and device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type) if use_amp else None
     start_epoch = 1
-    if request.resume_from.lower() not in ("", "none"):
+    if request.resume_from:
         checkpoint = load_checkpoint(request.resume_from)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -246,7 +258,7 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     train_loader = make_loader(train_set, request, shuffle=True, distributed=distributed)
     val_loader = make_loader(val_set, request, shuffle=False, distributed=False)
-    ground_truth = detection.coco_ground_truth(val_index) if main else None
+    ground_truth = detection.coco_ground_truth(val_index, request.evaluator) if main else None
     buffer = MetricBuffer(run.info.run_id, STEP_FLUSH) if main else None
     metrics, step = {}, (start_epoch - 1) * len(train_loader)
     for epoch in range(start_epoch, request.epochs + 1):
@@ -259,7 +271,10 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
             buffer.flush()
             metrics = {f"epoch_{k}": v for k, v in losses.items()}
             if epoch % request.eval_every == 0 or epoch == request.epochs:
-                metrics.update(detection.evaluate(model, val_loader, device, ground_truth, mapping))
+                stats = detection.evaluate(model, val_loader, device, ground_truth, mapping, request.evaluator)
+                defined, undefined = detection.split_undefined(stats)
+                metrics.update(defined)
+                mlflow.set_tag(TAG_UNDEFINED_STATS, ",".join(undefined) or "none")
             mlflow.log_metrics(metrics, step=epoch)
             save_checkpoint(model, optimizer, scaler, epoch)
         detection.barrier()
@@ -273,7 +288,8 @@ def log_params(run, request, train_index, val_index, mapping, device) -> None:
                "num_classes": len(mapping.names), "device_used": str(device),
                "train_annotation_file": train_index.split.annotation_file.name,
                "val_annotation_file": val_index.split.annotation_file.name}
-    given = {k: v for k, v in asdict(request).items() if k != "experiment_name"}
+    # None means "the default" (auto, none): left out, as `mlflow run` already logged the word the user typed
+    given = {k: v for k, v in asdict(request).items() if k != "experiment_name" and v is not None}
     log_values(run, params={**given, **derived})
 
 

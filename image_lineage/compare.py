@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Experiment
 
-from image_lineage.folder_dataset import TAG_DIFF, TAG_DIGEST
+from image_lineage.core import TAG_DIFF, TAG_DIGEST, digest_prefix
 from image_lineage.registry import find_model
 
 LOGGER = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def versions_trained_on(digest: str) -> pd.DataFrame:
     versions tagged with it, and versions whose run logged a dataset input with it."""
     client = mlflow.MlflowClient()
     found = {(v.name, int(v.version)): v for v in client.search_model_versions(f"tags.`{TAG_DIGEST}` = '{digest}'")}
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{digest[:32]}'",
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{digest_prefix(digest)}'",
                               output_format="list")
     for run in runs:
         for v in client.search_model_versions(f"run_id = '{run.info.run_id}'"):

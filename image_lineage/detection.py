@@ -19,8 +19,9 @@ from torchvision.models import detection as tv_detection
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from tqdm import tqdm
 
-from image_lineage.detection_data import CategoryMapping, to_model_input
-from image_lineage.manifest import DatasetError
+from image_lineage.coco import CategoryMapping
+from image_lineage.core import DatasetError
+from image_lineage.detection_data import to_model_input
 
 MODELS = {
     "fasterrcnn_resnet50_fpn": (tv_detection.fasterrcnn_resnet50_fpn, tv_detection.FasterRCNN_ResNet50_FPN_Weights),
@@ -28,20 +29,24 @@ MODELS = {
     "fasterrcnn_mobilenet_v3_large_320_fpn": (tv_detection.fasterrcnn_mobilenet_v3_large_320_fpn,
                                               tv_detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights),
 }
-COCO_METRICS = ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large")
+# COCOeval's 12 bbox stats, in its own order (``COCOeval.stats``)
+COCO_METRICS = ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large",
+                "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large")
+# faster-coco-eval: the same COCOeval in C++ (bench/coco_eval.py checks its 12 stats against pycocotools')
+EVALUATORS = ("faster-coco-eval", "pycocotools")
 
 
-def build_model(name: str, weights: str, num_classes: int, image_size: int = 0) -> torch.nn.Module:
+def build_model(name: str, weights: str | None, num_classes: int, image_size: int = 0) -> torch.nn.Module:
     """A Faster R-CNN with ``num_classes`` outputs (background included).
 
-    ``weights``: ``DEFAULT`` (torchvision's COCO weights, then a new box predictor), ``none`` (random
-    init, no backbone weights either: nothing is downloaded), or a path to a state dict.
+    ``weights``: ``DEFAULT`` (torchvision's COCO weights, then a new box predictor), None (random init,
+    no backbone weights either: nothing is downloaded), or a path to a state dict.
     """
     if name not in MODELS:
         raise DatasetError(f"model must be one of {', '.join(MODELS)}, got {name!r}.")
     builder, weights_enum = MODELS[name]
     size = {"min_size": image_size, "max_size": image_size} if image_size else {}
-    if weights.lower() == "none":
+    if weights is None:
         return builder(weights=None, weights_backbone=None, num_classes=num_classes, **size)
     if weights == "DEFAULT":
         try:
@@ -106,11 +111,22 @@ def train_one_epoch(model, optimizer, loader, device, epoch: int, scaler: torch.
     return {key: total / max(steps, 1) for key, total in totals.items()}
 
 
-def coco_ground_truth(index):
-    """A pycocotools COCO object over the split's images (crowd annotations included, as COCOeval wants)."""
-    from pycocotools.coco import COCO
+def coco_api(evaluator: str):
+    """(COCO, COCOeval) classes of ``evaluator``: pycocotools, or faster-coco-eval's drop-in pair."""
+    if evaluator == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    if evaluator == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+        return COCO, COCOeval_faster
+    raise DatasetError(f"evaluator must be one of {', '.join(EVALUATORS)}, got {evaluator!r}.")
 
-    gt = COCO()
+
+def coco_ground_truth(index, evaluator: str = EVALUATORS[0]):
+    """A COCO object over the split's images (crowd annotations included, as COCOeval wants)."""
+    coco_class, _ = coco_api(evaluator)
+    gt = coco_class()
     gt.dataset = {
         "info": {}, "images": index.images, "categories": index.categories,
         "annotations": [a for image in index.images for a in index.annotations_by_image[image["id"]]],
@@ -121,36 +137,46 @@ def coco_ground_truth(index):
 
 
 def outputs_to_coco_results(outputs, image_ids, mapping: CategoryMapping) -> list[dict]:
-    """Model outputs (``boxes`` xyxy, ``labels``, ``scores``) as COCO result rows (bbox xywh, COCO ids)."""
+    """Model outputs (``boxes`` xyxy, ``labels``, ``scores``) as COCO result rows (bbox xywh, COCO ids).
+
+    Boxes go to COCOeval as computed: rounding them (as result files often do) moved mAP by up to 2e-3."""
     results = []
     for output, image_id in zip(outputs, image_ids):
-        boxes_xyxy = output["boxes"].float().cpu()
+        boxes_xyxy = output["boxes"].double().cpu()
         boxes_xywh = torch.cat([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], dim=1)
         for box, label, score in zip(boxes_xywh.tolist(), output["labels"].tolist(), output["scores"].tolist()):
             results.append({"image_id": int(image_id), "category_id": mapping.coco_ids[label - 1],
-                            "bbox": [round(v, 2) for v in box], "score": float(score)})
+                            "bbox": box, "score": float(score)})
     return results
 
 
-def coco_bbox_metrics(gt, results: list[dict], image_ids: list[int]) -> dict[str, float]:
-    """COCOeval bbox: mAP (0.5:0.95), mAP_50, mAP_75, mAP_small/medium/large; zeros without detections."""
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return dict.fromkeys(COCO_METRICS, 0.0)
+def coco_bbox_stats(gt, results: list[dict], image_ids: list[int], evaluator: str = EVALUATORS[0]) -> dict[str, float]:
+    """COCOeval's 12 bbox stats by name; -1 marks a stat with no ground truth in its area range."""
+    coco_class, eval_class = coco_api(evaluator)
     with contextlib.redirect_stdout(io.StringIO()):
-        detections = gt.loadRes(results)
-        evaluator = COCOeval(gt, detections, iouType="bbox")
-        evaluator.params.imgIds = sorted(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    # COCOeval reports -1 where a size range has no ground truth: 0 reads better in plots
-    return {key: max(float(value), 0.0) for key, value in zip(COCO_METRICS, evaluator.stats[:6])}
+        if results:
+            detections = gt.loadRes(results)
+        else:  # loadRes refuses an empty list; no detections is a valid (all-zero) answer
+            detections = coco_class()
+            detections.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            detections.createIndex()
+        cocoeval = eval_class(gt, detections, iouType="bbox")
+        cocoeval.params.imgIds = sorted(image_ids)
+        cocoeval.evaluate()
+        cocoeval.accumulate()
+        cocoeval.summarize()
+    return {key: float(value) for key, value in zip(COCO_METRICS, cocoeval.stats[: len(COCO_METRICS)])}
+
+
+def split_undefined(stats: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """(the defined stats, the names of those COCOeval reports as -1): a -1 is "no ground truth in that
+    area range", not a score, so it is never logged as one."""
+    return {k: v for k, v in stats.items() if v != -1}, [k for k, v in stats.items() if v == -1]
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, gt, mapping: CategoryMapping) -> dict[str, float]:
+def evaluate(model, loader, device, gt, mapping: CategoryMapping, evaluator: str = EVALUATORS[0]) -> dict[str, float]:
+    """All 12 COCOeval bbox stats of ``model`` on ``loader``'s images (-1 where undefined)."""
     model.eval()
     results, image_ids = [], []
     for images, targets in tqdm(loader, desc="evaluate", disable=not is_main_process(), leave=False):
@@ -158,7 +184,7 @@ def evaluate(model, loader, device, gt, mapping: CategoryMapping) -> dict[str, f
         ids = [int(t["image_id"]) for t in targets]
         results.extend(outputs_to_coco_results(outputs, ids, mapping))
         image_ids.extend(ids)
-    return coco_bbox_metrics(gt, results, image_ids)
+    return coco_bbox_stats(gt, results, image_ids, evaluator)
 
 
 # ---------------------------------------------------------------- distributed
@@ -189,8 +215,9 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
+def resolve_device(choice: str | None) -> torch.device:
+    """``cpu`` or ``cuda`` (this process's GPU under torchrun); None picks CUDA when there is one."""
+    if choice is None:
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():

@@ -11,63 +11,30 @@ orientation that COCO boxes refer to; there is no PIL round trip and no re-encod
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from image_lineage.coco import CocoIndex
-from image_lineage.manifest import DatasetError
+from image_lineage.coco import CategoryMapping, CocoIndex, xywh_to_xyxy
+from image_lineage.core import DatasetError
 
 
-@dataclass(frozen=True)
-class CategoryMapping:
-    """Contiguous model labels (1..K; 0 = background) <-> COCO category ids and names."""
-
-    coco_ids: tuple[int, ...]  # label - 1 -> COCO id
-    names: tuple[str, ...]
-
-    @classmethod
-    def from_index(cls, index: CocoIndex) -> "CategoryMapping":
-        return cls(tuple(c["id"] for c in index.categories), tuple(c["name"] for c in index.categories))
-
-    @property
-    def num_classes(self) -> int:
-        """Including the background class."""
-        return len(self.coco_ids) + 1
-
-    def label_of(self, coco_id: int) -> int:
-        return self.coco_ids.index(coco_id) + 1
-
-    def to_json(self) -> str:
-        return json.dumps({str(label): {"coco_id": coco_id, "name": name}
-                           for label, (coco_id, name) in enumerate(zip(self.coco_ids, self.names), start=1)})
-
-    @classmethod
-    def from_json(cls, text: str) -> "CategoryMapping":
-        items = sorted(json.loads(text).items(), key=lambda item: int(item[0]))
-        return cls(tuple(v["coco_id"] for _, v in items), tuple(v["name"] for _, v in items))
-
-
-def coco_boxes_to_xyxy(boxes_xywh: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``, clipped to the image."""
-    boxes_xyxy = boxes_xywh.clone().reshape(-1, 4)
-    boxes_xyxy[:, 2:] += boxes_xyxy[:, :2]
+def clip_boxes_xyxy(boxes_xyxy: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    boxes_xyxy = boxes_xyxy.clone().reshape(-1, 4)
     boxes_xyxy[:, 0::2] = boxes_xyxy[:, 0::2].clamp(0, width)
     boxes_xyxy[:, 1::2] = boxes_xyxy[:, 1::2].clamp(0, height)
     return boxes_xyxy
 
 
-def build_target(image_id: int, width: int, height: int, boxes_xywh: list, labels: list[int],
+def build_target(image_id: int, width: int, height: int, boxes_xyxy: list, labels: list[int],
                  areas: list[float], iscrowd: list[bool]) -> dict[str, torch.Tensor]:
-    """One target dict per image (not per annotation), crowd and degenerate boxes removed."""
+    """One target dict per image (not per annotation): boxes clipped, crowd and degenerate boxes removed."""
     keep_crowd = torch.tensor([not c for c in iscrowd], dtype=torch.bool)
-    boxes_xyxy = coco_boxes_to_xyxy(torch.tensor(boxes_xywh, dtype=torch.float32), width, height)
+    boxes_xyxy = clip_boxes_xyxy(torch.tensor(boxes_xyxy, dtype=torch.float32), width, height)
     valid = keep_crowd & (boxes_xyxy[:, 2] > boxes_xyxy[:, 0]) & (boxes_xyxy[:, 3] > boxes_xyxy[:, 1])
     return {
         "boxes": boxes_xyxy[valid],
@@ -130,7 +97,7 @@ class CocoDetectionDataset(BatchDecoding, torch.utils.data.Dataset):
         pixels = decode_rgb(Path(path).read_bytes(), str(path))
         annotations = self.index.annotations_by_image[image["id"]]
         target = build_target(
-            image["id"], pixels.shape[2], pixels.shape[1], [a["bbox"] for a in annotations],
+            image["id"], pixels.shape[2], pixels.shape[1], [xywh_to_xyxy(a["bbox"]) for a in annotations],
             [self.mapping.label_of(a["category_id"]) for a in annotations],
             [a["area"] for a in annotations], [bool(a.get("iscrowd", 0)) for a in annotations],
         )
@@ -143,7 +110,7 @@ class HfDetectionDataset(BatchDecoding, torch.utils.data.Dataset):
     def __init__(self, hf_dataset, mapping: CategoryMapping):
         import datasets
 
-        # undecoded image cells ({"bytes", "path"}): bytes go to decode_image, no PIL in between
+        # undecoded image cells ({"bytes", "path"}): bytes go to decode_rgb, no PIL in between
         self.rows = hf_dataset.cast_column("image", datasets.Image(decode=False))
         self.mapping = mapping
 
@@ -156,7 +123,7 @@ class HfDetectionDataset(BatchDecoding, torch.utils.data.Dataset):
         data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
         pixels = decode_rgb(data, cell.get("path") or f"row {position}")
         objects = row["objects"]
-        target = build_target(row["image_id"], pixels.shape[2], pixels.shape[1], objects["bbox"],
+        target = build_target(row["image_id"], pixels.shape[2], pixels.shape[1], objects["bbox"],  # xyxy already
                               [c + 1 for c in objects["category"]], objects["area"], objects["iscrowd"])
         return pixels, target
 
@@ -171,29 +138,8 @@ def collate(batch):
     return tuple(zip(*batch))
 
 
-def validation_report(index: CocoIndex) -> dict:
-    """What is wrong or notable in a split beyond what :func:`coco.index_split` refuses outright."""
-    report = {"images": len(index.images), "annotations": 0, "out_of_bounds_boxes": [], "zero_area_boxes": [],
-              "crowd_annotations": 0, "images_without_annotations": []}
-    for image in index.images:
-        annotations = index.annotations_by_image[image["id"]]
-        if not annotations:
-            report["images_without_annotations"].append(image["id"])
-        for a in annotations:
-            report["annotations"] += 1
-            report["crowd_annotations"] += int(bool(a.get("iscrowd", 0)))
-            x, y, w, h = a["bbox"]
-            if w <= 0 or h <= 0:
-                report["zero_area_boxes"].append(a["id"])
-            elif x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
-                report["out_of_bounds_boxes"].append(a["id"])
-    return report
-
-
 def draw_previews(dataset: CocoDetectionDataset, folder: Path, count: int) -> list[Path]:
     """Annotated previews (boxes and names drawn with OpenCV) of the first ``count`` images."""
-    import cv2
-
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for position in range(min(count, len(dataset))):

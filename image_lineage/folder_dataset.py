@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -31,16 +29,12 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
+from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT, DatasetError, digest_prefix
 from image_lineage.plots import plot_class_counts
 from image_lineage.sources import FolderDatasetSource
-from image_lineage.tracking import log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
+from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
-
-DIGEST_PREFIX_LEN = 32  # MLflow refuses dataset digests over 36 characters; the full sha256 is a tag
-TAG_DIGEST = "dataset.digest"
-TAG_SNAPSHOT = "dataset.snapshot_run_id"
-TAG_DIFF = "dataset.diff_summary"
 
 
 @dataclass
@@ -48,13 +42,14 @@ class FolderVersionRequest:
     data_dir: str = "image_dataset"
     version: str = "v1"
     dataset_name: str = "cat_dog_dataset"
-    # Logged as param dataset_version; "auto" derives it from version (v1 -> 1.0.0). The MLproject names it
+    # Logged as param dataset_version; None derives it from version (v1 -> 1.0.0). The MLproject names it
     # dataset_semver because `mlflow run` logs every entry-point parameter itself, and a run's param
     # cannot change afterwards: a parameter called dataset_version would pin the value to "auto".
-    dataset_semver: str = "auto"
-    run_name: str = "auto"  # image_<version>
+    dataset_semver: str | None = None
+    run_name: str | None = None  # None: image_<version>
     max_samples_per_class: int = 50
     on_bad_image: str = "fail"
+    image_check: str = "structure"
     experiment_name: str | None = None  # only used outside `mlflow run`
 
 
@@ -67,15 +62,11 @@ class LoggedVersion:
     diff: dict
 
 
-def is_auto(value: str) -> bool:
-    return value in ("", "auto")
-
-
 def derive_dataset_version(version: str) -> str:
     """``v1`` -> ``1.0.0``, ``v2.1`` -> ``2.1.0``; anything else must be given explicitly."""
     match = re.fullmatch(r"[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
     if not match:
-        raise mf.DatasetError(
+        raise DatasetError(
             f"cannot derive a dataset_version from version folder {version!r}: pass -P dataset_semver=<x.y.z>."
         )
     return ".".join(part or "0" for part in match.groups())
@@ -84,16 +75,16 @@ def derive_dataset_version(version: str) -> str:
 def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     """Scan, diff and log one version folder; see the module docstring for what the run holds."""
     version_dir = mf.resolve_version_dir(request.data_dir, request.version)
-    dataset_version = derive_dataset_version(request.version) if is_auto(request.dataset_semver) else request.dataset_semver
+    dataset_version = request.dataset_semver or derive_dataset_version(request.version)
     if request.max_samples_per_class < 0:
-        raise mf.DatasetError("max_samples_per_class must be 0 or more.")
-    manifest = mf.scan_version(version_dir, request.on_bad_image)
+        raise DatasetError("max_samples_per_class must be 0 or more.")
+    manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check)
     previous = mf.previous_version(request.data_dir, request.version)
     old_manifest = mf.scan_version(Path(request.data_dir) / previous, "skip") if previous else None
     diff = mf.diff_manifests(old_manifest, manifest)
     all_classes = all_class_names(request.data_dir)
 
-    run_name = f"image_{request.version}" if is_auto(request.run_name) else request.run_name
+    run_name = request.run_name or f"image_{request.version}"
     experiment_id = resolve_experiment_id(request.experiment_name)
     # Requests to a tracking server cost ~50-250 ms each on a small machine: the snapshot search runs
     # while the run is created, and the dataset input while params and metrics are sent.
@@ -149,7 +140,7 @@ def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, 
     tags = {
         TAG_DIGEST: manifest.digest,
         TAG_DIFF: mf.summarize_diff(diff),
-        "dataset.ignored_files": str(len(manifest.ignored)),
+        TAG_IGNORED: str(len(manifest.ignored)),
     }
     if snapshot:
         tags[TAG_SNAPSHOT] = snapshot
@@ -167,7 +158,7 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, ver
             source=FolderDatasetSource.from_folder(version_dir),
             name=dataset_name,
             targets="label",
-            digest=manifest.digest[:DIGEST_PREFIX_LEN],
+            digest=digest_prefix(manifest.digest),
         )
         entity = dataset._to_mlflow_entity()
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("version", Path(version_dir).name)]
@@ -203,13 +194,6 @@ def stage_samples(manifest: mf.Manifest, target: Path, per_class: int) -> None:
         destination = target / record.path
         destination.parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(source_root / record.path, destination)
-
-
-def link_or_copy(source: Path, destination: Path) -> None:
-    try:
-        os.link(source.resolve(), destination)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copyfile(source, destination)
 
 
 def stage_archive(manifest: mf.Manifest, path: Path) -> None:

@@ -13,34 +13,22 @@ give the same digest, while one flipped byte, a file moved to another class or a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import re
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from image_lineage.core import ON_BAD_IMAGE_CHOICES, DatasetError
+from image_lineage.image_pass import ImageFacts, read_images
 
 LOGGER = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # A class name becomes an artifact folder (samples/<class>/) and a metric key (class_<name>_count).
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-ON_BAD_IMAGE_CHOICES = ("fail", "skip")
-# Reading and sha256 release the GIL, the header parse does not: a few workers on chunks of files
-# beat one task per file (thousands of tiny tasks spend their time on the pool's locks).
-HASH_WORKERS = os.cpu_count() or 2
-HASH_CHUNK = 64
-
-
-class DatasetError(ValueError):
-    """Input that cannot be logged; the message names the file or folder and what to do."""
 
 
 @dataclass(frozen=True)
@@ -122,14 +110,15 @@ def list_class_names(version_dir: str | Path) -> list[str]:
 
 
 def scan_version(
-    version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True
+    version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True,
+    image_check: str = "structure",
 ) -> Manifest:
-    """Hash and measure every image of a version folder.
+    """Hash, measure and check every image of a version folder (one :mod:`image_pass` read per file).
 
     ``root`` (default: the parent of ``version_dir``) bounds symlinks: a link that resolves outside it
     is refused, so a manifest never vouches for files the dataset does not contain. With ``use_cache``,
     files whose path, size, mtime and inode are unchanged since the last scan are not read again
-    (see :class:`RecordCache`).
+    (see :class:`image_lineage.image_pass.RecordCache`). ``image_check``: structure, decode or none.
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise DatasetError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}.")
@@ -141,11 +130,11 @@ def scan_version(
             f"version folder {str(version_dir)!r} has no class folders: put images in "
             f"{version_dir}/<class>/ (for example {version_dir}/cat/cat_01.jpg)."
         )
-    results = read_all_records(candidates, RecordCache.default() if use_cache else None)
+    results = read_images([file for _, file in candidates], image_check, cache=use_cache)
     records = []
     for (rel_path, _), result in zip(candidates, results):
-        if isinstance(result, ImageRecord):
-            records.append(result)
+        if isinstance(result, ImageFacts):
+            records.append(ImageRecord(rel_path, rel_path.split("/", 1)[0], result.size, result.sha256, result.width, result.height))
         elif on_bad_image == "skip":
             LOGGER.warning("skipping bad image %s: %s", rel_path, result)
             ignored.append({"path": rel_path, "reason": result})
@@ -229,152 +218,6 @@ def refuse_escaping_link(entry: os.DirEntry, root: Path) -> None:
                 f"{entry.path} is a symbolic link to {target}, outside data_dir {str(root)!r}: refused. "
                 f"Copy the file into the dataset folder instead."
             )
-
-
-def read_records(items: list[tuple[str, str]]) -> list[ImageRecord | str]:
-    return [read_record(item) for item in items]
-
-
-def read_all_records(candidates: list[tuple[str, str]], cache: "RecordCache | None") -> list[ImageRecord | str]:
-    """Records for every candidate, in order: from the cache where the file is unchanged, else read."""
-    keys, cached = [], {}
-    if cache:
-        # stat() follows links, so a link that now points elsewhere has another inode: a miss
-        stats = [os.stat(file) for _, file in candidates]
-        keys = [(os.path.abspath(file), st.st_size, st.st_mtime_ns, st.st_ino) for (_, file), st in zip(candidates, stats)]
-        cached = cache.lookup(keys)
-    results: list[ImageRecord | str | None] = [None] * len(candidates)
-    missing = []
-    for index, (rel_path, _) in enumerate(candidates):
-        hit = cached.get(keys[index]) if cached else None
-        if hit:
-            results[index] = ImageRecord(rel_path, rel_path.split("/", 1)[0], keys[index][1], *hit)
-        else:
-            missing.append(index)
-    chunks = [missing[i : i + HASH_CHUNK] for i in range(0, len(missing), HASH_CHUNK)]
-    with ThreadPoolExecutor(HASH_WORKERS) as pool:
-        for chunk, chunk_results in zip(chunks, pool.map(lambda c: read_records([candidates[i] for i in c]), chunks)):
-            for index, result in zip(chunk, chunk_results):
-                results[index] = result
-    if cache and missing:
-        cache.store([(keys[i], results[i]) for i in missing if isinstance(results[i], ImageRecord)])
-    return results
-
-
-class RecordCache:
-    """File hashes and image sizes keyed by (absolute path, size, mtime_ns, inode).
-
-    The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one
-    ``stat`` per file instead of reading every byte. Any write to a file changes its mtime (and usually
-    its size), so a changed file is always read again. Stored in sqlite under ``$IMAGE_LINEAGE_CACHE_DIR``
-    (default ``~/.cache/image_lineage``); set it to ``off`` to disable.
-    """
-
-    ENV = "IMAGE_LINEAGE_CACHE_DIR"
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
-                " inode INTEGER, sha256 TEXT, width INTEGER, height INTEGER)"
-            )
-
-    @classmethod
-    def default(cls) -> "RecordCache | None":
-        folder = os.environ.get(cls.ENV) or str(Path.home() / ".cache" / "image_lineage")
-        if folder.lower() == "off":
-            return None
-        try:
-            return cls(Path(folder) / "file_records.sqlite")
-        except (OSError, sqlite3.Error) as exc:  # a read-only home must not stop logging
-            LOGGER.warning("hash cache disabled (%s): %s", folder, exc)
-            return None
-
-    def connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
-
-    def lookup(self, keys: list[tuple[str, int, int, int]]) -> dict[tuple, tuple[str, int, int]]:
-        """{key: (sha256, width, height)} for the keys whose stored size, mtime and inode still match."""
-        wanted = set(keys)
-        found = {}
-        with contextlib.closing(self.connect()) as db:
-            for start in range(0, len(keys), 500):  # sqlite caps the number of bound parameters
-                paths = [key[0] for key in keys[start : start + 500]]
-                rows = db.execute(
-                    f"SELECT path, size, mtime_ns, inode, sha256, width, height FROM records WHERE path IN ({','.join('?' * len(paths))})",
-                    paths,
-                )
-                for path, size, mtime_ns, inode, sha256, width, height in rows:
-                    if (path, size, mtime_ns, inode) in wanted:
-                        found[(path, size, mtime_ns, inode)] = (sha256, width, height)
-        return found
-
-    def store(self, entries: list[tuple[tuple[str, int, int, int], ImageRecord]]) -> None:
-        rows = [(*key, r.sha256, r.width, r.height) for key, r in entries]
-        try:
-            with contextlib.closing(self.connect()) as db, db:
-                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:  # another process holding the lock too long: skip, never fail
-            LOGGER.warning("could not update the hash cache %s: %s", self.path, exc)
-
-
-def read_record(item: tuple[str, str]) -> ImageRecord | str:
-    """Hash one file and read its size from the header; a string says why it is not a usable image."""
-    rel_path, file = item
-    with open(file, "rb") as handle:
-        data = handle.read()
-    if not data:
-        return "zero-byte file"
-    size = jpeg_size(data)
-    if size is None:  # not a well-formed JPEG header: PIL decides, and names what is wrong
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                size = image.size
-                image.verify()  # checks structure (PNG CRCs, GIF/BMP/WebP headers) without a full decode
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            return f"not a readable image ({exc})"
-    label = rel_path.split("/", 1)[0]
-    return ImageRecord(rel_path, label, len(data), hashlib.sha256(data).hexdigest(), *size)
-
-
-# Start-of-frame markers carry the picture size; C4 (Huffman tables), C8 and CC (arithmetic coding) do not.
-JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's start-of-frame segment, or None when the header is not well formed.
-
-    Walking the marker segments takes microseconds; ``PIL.Image.open`` spends ~60 us per file parsing
-    every segment in Python, most of a cold scan's time, for the same answer (its ``verify`` checks
-    nothing more for JPEG).
-    """
-    if data[:2] != b"\xff\xd8":
-        return None
-    position, end = 2, len(data)
-    while position + 4 <= end:
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in JPEG_STANDALONE_MARKERS:
-            position += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in JPEG_SOF_MARKERS:
-            if position + 9 > end or length < 7:
-                return None
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            return (width, height) if width and height else None
-        position += 2 + length
-    return None
 
 
 def compute_digest(records: list[ImageRecord]) -> str:

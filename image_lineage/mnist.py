@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from image_lineage.manifest import DatasetError
+from image_lineage.core import DatasetError
 
 LOGGER = logging.getLogger(__name__)
 

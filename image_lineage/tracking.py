@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import urllib.error
 import urllib.request
 import warnings
@@ -179,6 +180,14 @@ def upload_folder(local_dir: str | Path, artifact_path: str | None = None, worke
         # list() re-raises the first failed upload, so the run ends FAILED rather than partial.
         list(pool.map(lambda job: repository.log_artifact(str(job[0]), job[1]), jobs))
     return len(jobs)
+
+
+def link_or_copy(source: str | Path, destination: str | Path) -> None:
+    """Stage a file for upload without reading it: a hard link, or a copy across filesystems."""
+    try:
+        os.link(Path(source).resolve(), destination)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copyfile(source, destination)
 
 
 def without_logged_params(logged: dict[str, str], params: dict[str, str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ import torch
 from mlflow.models import infer_signature
 
 from image_lineage import classifiers, mnist, registry
-from image_lineage.folder_dataset import DIGEST_PREFIX_LEN, TAG_DIGEST
+from image_lineage.core import TAG_DIGEST, digest_prefix
 from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run
 
 LOGGER = logging.getLogger(__name__)
@@ -30,11 +30,11 @@ LOGGER = logging.getLogger(__name__)
 WINE_MODEL = "wine-quality-classifier"
 MNIST_MODEL = "mnist-digit-classifier"
 SUITES = ("wine", "mnist", "both")
-# Explicit pip requirements: MLflow otherwise infers them in a subprocess that imports the model
-# (~8 s per logged model on a 2-core machine). The flavors' defaults pin the installed versions.
-# MLflow saves scikit-learn models with skops, which loads only types it is told to trust. These are the
-# tree and loss classes of the three wine models, which this workflow builds itself.
-SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]  # per-epoch metrics go up in batches, not one request per value
+# MLflow saves scikit-learn models with skops, which loads only the types it is told to trust: the tree
+# class of the three wine models, which this workflow builds itself. Every log_model below also passes
+# explicit pip_requirements (the flavor's defaults, pinned to the installed versions): MLflow otherwise
+# infers them in a subprocess that imports the model, ~8 s per logged model on a 2-core machine.
+SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> str:
             digest = array_digest(x, y)
             digests[part] = digest
             dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=f"{prefix}_{part}",
-                                             digest=digest[:DIGEST_PREFIX_LEN])
+                                             digest=digest_prefix(digest))
             mlflow.log_input(dataset, context=context)
     return digests["train"]
 
@@ -138,6 +138,7 @@ def run_wine_suite(team: str, seed: int = 42) -> SuiteReport:
     from sklearn.model_selection import train_test_split
 
     x, y = load_wine(return_X_y=True, as_frame=True)
+    # the assignment's split: 20% test, random_state=42, fixed whatever --seed says (the models' seeds follow it)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=42)
     scores, rows = [], []
     for number, (algorithm, model) in enumerate(wine_models(seed), start=1):

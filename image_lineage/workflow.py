@@ -42,6 +42,7 @@ class MainRequest:
     project_dir: str = "."
     image_dir: str = "image_dataset"
     coco_dir: str = "coco/sample"
+    image_check: str = "structure"
     experiment_name: str | None = None
     run_name: str = "main"
 
@@ -49,31 +50,36 @@ class MainRequest:
 def workflow_steps(request: MainRequest, experiment: str) -> list[Step]:
     """The assignments' whole workflow on the bundled data, offline, small enough for a 2-core CPU."""
     v2 = f"{request.image_dir}/v2"
+    check = {"image_check": request.image_check}
     return [
-        Step("log_folder_dataset", {"data_dir": request.image_dir, "version": "v1"}, [request.image_dir]),
-        Step("log_folder_dataset", {"data_dir": request.image_dir, "version": "v2"}, [request.image_dir]),
-        Step("log_hf_dataset", {"source": v2}, [v2]),
-        Step("log_hf_dataset", {"source": request.coco_dir}, [request.coco_dir]),
+        Step("log_folder_dataset", {"data_dir": request.image_dir, "version": "v1", **check}, [request.image_dir]),
+        Step("log_folder_dataset", {"data_dir": request.image_dir, "version": "v2", **check}, [request.image_dir]),
+        Step("log_hf_dataset", {"source": v2, **check}, [v2]),
+        Step("log_hf_dataset", {"source": request.coco_dir, **check}, [request.coco_dir]),
         Step("coco_finetune", {"data_dir": request.coco_dir, "weights": "none", "epochs": "1", "max_images": "4",
                                "model": "fasterrcnn_mobilenet_v3_large_320_fpn", "image_size": "160",
-                               "register_as": "coco_sample_detector"}, [request.coco_dir]),
+                               "register_as": "coco_sample_detector", **check}, [request.coco_dir]),
         Step("train_registry", {"suite": "both", "mnist_source": "sklearn-digits", "epochs_scale": "0.02"}),
         Step("compare", {"experiment": experiment}, cache=False),  # summarizes whatever the others logged
     ]
 
 
-def data_digest(path: Path) -> str:
-    """Content digest of a step's data: COCO (images + annotations) or every version of an image folder."""
+def data_digest(path: Path, image_check: str = "structure") -> str:
+    """Content digest of a step's data: COCO (images + annotations) or every version of an image folder.
+
+    The image pass caches what it reads, so the steps that read the same files after this read none."""
     if coco.is_coco_dir(path):
         return hashlib.sha256("".join(
-            coco.compute_coco_digest(coco.index_split(split)) for split in coco.find_coco_splits(path).values()
+            coco.compute_coco_digest(coco.read_split_images(coco.index_split(split), image_check))
+            for split in coco.find_coco_splits(path).values()
         ).encode()).hexdigest()
     if any(child.is_dir() and any(grandchild.is_dir() for grandchild in child.iterdir()) for child in path.iterdir()):
         # a folder of versions (image_dataset/): each version's manifest digest
         return hashlib.sha256("".join(
-            scan_version(child).digest for child in sorted(path.iterdir()) if child.is_dir() and not child.name.startswith(".")
+            scan_version(child, image_check=image_check).digest
+            for child in sorted(path.iterdir()) if child.is_dir() and not child.name.startswith(".")
         ).encode()).hexdigest()
-    return scan_version(path).digest
+    return scan_version(path, image_check=image_check).digest
 
 
 def git_commit(project_dir: Path) -> str:
@@ -121,7 +127,8 @@ def run_main(request: MainRequest) -> list[dict]:
         experiment = mlflow.get_experiment(parent.info.experiment_id).name
         steps = workflow_steps(request, experiment)
         # each data folder is hashed once, though several steps read it
-        data_digests = {path: data_digest(project_dir / path) for path in {p for step in steps for p in step.data}}
+        data_digests = {path: data_digest(project_dir / path, request.image_check)
+                        for path in {p for step in steps for p in step.data}}
         for step in steps:
             started = time.perf_counter()
             run_id, reused = run_step(step, parent.info.experiment_id, project_dir, commit, data_digests)

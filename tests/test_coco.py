@@ -1,12 +1,13 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
 from image_lineage import coco
-from image_lineage.manifest import DatasetError
+from image_lineage.core import DatasetError
 
 
 def copy_coco(source, tmp_path):
@@ -33,7 +34,7 @@ def test_features_follow_detection_datasets_coco_layout(bundled_coco):
     dataset = coco.coco_to_hf(coco.index_split(coco.find_coco_splits(bundled_coco)["train"]))
     features = dataset.features.to_dict()
     assert list(features) == ["image_id", "image", "width", "height", "objects"]
-    assert set(features["objects"]) == {"bbox", "category", "area", "id", "iscrowd"}
+    assert set(features["objects"]) == {"bbox_id", "category", "bbox", "area", "iscrowd"}
     assert dataset.features["objects"]["category"].feature.names == ["circle", "square", "triangle"]
     assert dataset.split == "train" and len(dataset) == 12
 
@@ -51,11 +52,13 @@ def test_boxes_and_categories_survive_conversion(coco_tiny_dir, split):
     for row in rows:
         anns = sorted(reference.loadAnns(reference.getAnnIds(imgIds=row["image_id"])), key=lambda a: a["id"])
         objects = row["objects"]
-        assert objects["id"] == [a["id"] for a in anns]
+        assert objects["bbox_id"] == [a["id"] for a in anns]
         assert [names[c] for c in objects["category"]] == [reference.cats[a["category_id"]]["name"] for a in anns]
         assert len(objects["bbox"]) == len(anns)
-        for box, ann in zip(objects["bbox"], anns):
-            assert box == pytest.approx(ann["bbox"], abs=1e-3)
+        for box, ann in zip(objects["bbox"], anns):  # the hub form's [x_min, y_min, x_max, y_max]
+            x, y, w, h = ann["bbox"]
+            assert box == pytest.approx([x, y, x + w, y + h], abs=1e-9)
+        assert objects["area"] == [round(a["area"]) for a in anns]
         assert objects["iscrowd"] == [bool(a["iscrowd"]) for a in anns]
         assert (row["width"], row["height"]) == (reference.imgs[row["image_id"]]["width"], reference.imgs[row["image_id"]]["height"])
         crowd += sum(objects["iscrowd"])
@@ -135,3 +138,16 @@ def test_empty_dataset(tmp_path):
     (tmp_path / "annotations/instances_empty.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     with pytest.raises(DatasetError, match="lists no images"):
         coco.index_split(coco.find_coco_splits(tmp_path)["empty"])
+
+
+def test_features_equal_the_hub_datasets_features_plus_iscrowd(coco_tiny_dir):
+    """tests/fixtures/detection_datasets_coco_features.json: the hub dataset's features (see coco.HUB_FORM_ADDITIONS
+    for where they come from); our form equals it once the documented addition is set aside."""
+    import datasets
+
+    hub = datasets.Features.from_dict(json.loads((Path(__file__).parent / "fixtures/detection_datasets_coco_features.json").read_text()))
+    dataset = coco.coco_to_hf(coco.index_split(coco.find_coco_splits(coco_tiny_dir)["validation"]))
+    ours = dataset.features.copy()
+    added = {name: ours["objects"].pop(name) for name in coco.HUB_FORM_ADDITIONS}
+    assert ours == hub
+    assert added == {"iscrowd": datasets.List(datasets.Value("bool"))}

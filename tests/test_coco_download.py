@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from image_lineage import coco, coco_download
-from image_lineage.manifest import DatasetError
+from image_lineage.core import DatasetError
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

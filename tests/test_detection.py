@@ -13,14 +13,14 @@ from pycocotools.coco import COCO
 
 from image_lineage import coco, detection
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.detection_data import (
-    CategoryMapping, CocoDetectionDataset, HfDetectionDataset, coco_boxes_to_xyxy, validation_report,
-)
-from image_lineage.manifest import DatasetError
+from image_lineage.coco import CategoryMapping, validation_report
+from image_lineage.core import DatasetError
+from image_lineage.coco import xywh_to_xyxy
+from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
 from helpers import artifact_paths
 from tests_paths import PROJECT_ROOT
 
-SMALL = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": "none", "image_size": 128, "num_workers": 0,
+SMALL = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": None, "image_size": 128, "num_workers": 0,
          "batch_size": 2, "max_images": 2, "previews": 1}
 
 
@@ -54,8 +54,10 @@ def test_hf_input_gives_the_same_targets(bundled_coco):
     for position in range(len(from_coco)):
         (image_a, target_a), (image_b, target_b) = from_coco[position], from_hf[position]
         assert torch.equal(image_a, image_b)
-        for key in ("boxes", "labels", "image_id", "area"):
+        for key in ("boxes", "labels", "image_id"):
             assert torch.allclose(target_a[key].float(), target_b[key].float(), atol=1e-3), key
+        # the hub form (detection-datasets/coco) stores area as int64: the same areas, rounded
+        assert torch.equal(target_a["area"].round(), target_b["area"]), "area"
 
 
 def test_category_mapping_round_trips(bundled_coco):
@@ -67,7 +69,7 @@ def test_category_mapping_round_trips(bundled_coco):
 
 
 def test_crowd_and_degenerate_boxes_left_out():
-    boxes = coco_boxes_to_xyxy(torch.tensor([[10.0, 10, 5, 5], [90, 5, 20, 10]]), width=100, height=50)
+    boxes = clip_boxes_xyxy(torch.tensor([xywh_to_xyxy(b) for b in [[10.0, 10, 5, 5], [90, 5, 20, 10]]]), width=100, height=50)
     assert boxes.tolist() == [[10, 10, 15, 15], [90, 5, 100, 15]]
     from image_lineage.detection_data import build_target
 
@@ -85,10 +87,72 @@ def test_evaluator_gives_map_one_for_ground_truth(bundled_coco):
         outputs.append({"boxes": target["boxes"], "labels": target["labels"], "scores": torch.ones(len(target["labels"]))})
         ids.append(int(target["image_id"]))
     results = detection.outputs_to_coco_results(outputs, ids, mapping)
-    metrics = detection.coco_bbox_metrics(detection.coco_ground_truth(index), results, ids)
-    assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP_50"] == pytest.approx(1.0)
-    shifted = [dict(r, bbox=[r["bbox"][0] + 30, *r["bbox"][1:]]) for r in results]
-    assert detection.coco_bbox_metrics(detection.coco_ground_truth(index), shifted, ids)["mAP"] < 0.5
+    for evaluator in detection.EVALUATORS:
+        gt = detection.coco_ground_truth(index, evaluator)
+        metrics = detection.coco_bbox_stats(gt, results, ids, evaluator)
+        assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP_50"] == pytest.approx(1.0)
+        shifted = [dict(r, bbox=[r["bbox"][0] + 30, *r["bbox"][1:]]) for r in results]
+        assert detection.coco_bbox_stats(gt, shifted, ids, evaluator)["mAP"] < 0.5
+        empty = detection.coco_bbox_stats(gt, [], ids, evaluator)  # no detections: zeros, not an error
+        assert empty["mAP"] == 0 and empty["AR_100"] == 0
+
+
+def jittered_detections(coco_json: dict, seed: int = 7) -> list[dict]:
+    """Fixed detections: ground-truth boxes moved by a few pixels at unrounded float positions, random
+    scores, plus false positives; what a real detector's output looks like to COCOeval."""
+    import random
+
+    rng = random.Random(seed)
+    category_ids = [c["id"] for c in coco_json["categories"]]
+    detections = []
+    for a in coco_json["annotations"]:
+        x, y, w, h = a["bbox"]
+        detections.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": rng.random(),
+                           "bbox": [x + rng.gauss(0, 2.3), y + rng.gauss(0, 2.3), w * rng.uniform(0.9, 1.1), h * rng.uniform(0.9, 1.1)]})
+        if rng.random() < 0.3:
+            detections.append({"image_id": a["image_id"], "category_id": rng.choice(category_ids), "score": rng.random() / 2,
+                               "bbox": [rng.uniform(0, 300), rng.uniform(0, 300), rng.uniform(5, 90), rng.uniform(5, 90)]})
+    return detections
+
+
+def test_all_12_stats_equal_plain_pycocotools_on_fixed_detections(coco_tiny_dir):
+    """Reference: pycocotools straight from the annotation file, the detections as they are."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotation_file = coco_tiny_dir / "annotations/instances_val2017.json"
+    detections = jittered_detections(json.loads(annotation_file.read_text()))
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference_gt = COCO(str(annotation_file))
+        reference = COCOeval(reference_gt, reference_gt.loadRes(detections), iouType="bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+    index = coco.index_split(coco.find_coco_splits(coco_tiny_dir)["validation"])
+    ids = [image["id"] for image in index.images]
+    for evaluator in detection.EVALUATORS:
+        ours = detection.coco_bbox_stats(detection.coco_ground_truth(index, evaluator), detections, ids, evaluator)
+        assert list(ours) == list(detection.COCO_METRICS)
+        for (name, value), expected in zip(ours.items(), reference.stats):
+            assert abs(value - expected) <= 1e-9, (evaluator, name, value, expected)
+
+
+def test_boxes_are_not_rounded_before_cocoeval(bundled_coco):
+    index = split_index(bundled_coco, "train")
+    output = {"boxes": torch.tensor([[10.123456, 20.987654, 50.5, 60.25]]), "labels": torch.tensor([1]),
+              "scores": torch.tensor([0.9])}
+    (result,) = detection.outputs_to_coco_results([output], [index.images[0]["id"]], CategoryMapping.from_index(index))
+    assert result["bbox"][0] == pytest.approx(10.123456, abs=1e-6) and result["bbox"][3] == pytest.approx(60.25 - 20.987654, abs=1e-5)
+
+
+def test_undefined_stats_are_named_not_logged_as_zero():
+    stats = dict.fromkeys(detection.COCO_METRICS, 0.25) | {"mAP_small": -1.0, "AR_small": -1.0}
+    defined, undefined = detection.split_undefined(stats)
+    assert undefined == ["mAP_small", "AR_small"] and "mAP_small" not in defined and defined["mAP"] == 0.25
 
 
 def test_validation_report_flags_boxes_and_empty_images(bundled_coco, tmp_path):
@@ -142,7 +206,9 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     finished = mlflow.get_run(result.run_id)
     assert finished.info.status == "FINISHED"
     metrics = finished.data.metrics
-    assert {"mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "epoch_loss"} <= set(metrics)
+    undefined = set(finished.data.tags["eval.undefined_stats"].split(",")) - {"none"}
+    assert set(detection.COCO_METRICS) - undefined <= set(metrics) and not undefined & set(metrics)
+    assert "epoch_loss" in metrics
     assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(metrics)
     assert any(key.startswith("system/") for key in metrics)
     paths = set(artifact_paths(result.run_id))

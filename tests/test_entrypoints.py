@@ -1,10 +1,18 @@
 """The command-line entry points as users call them: flags, exit codes, clear errors."""
 
+import dataclasses
+
 import mlflow
+import pytest
 import yaml
 
 from entrypoints import coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
 from entrypoints import main as main_entry
+from image_lineage.coco_finetune import FinetuneRequest
+from image_lineage.folder_dataset import FolderVersionRequest
+from image_lineage.hf_dataset import HfRequest
+from image_lineage.train_registry import RegistryRequest
+from image_lineage.workflow import MainRequest
 from tests_paths import PROJECT_ROOT
 
 
@@ -37,18 +45,46 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
     assert f"127.0.0.1:{port} is not reachable" in caplog.text
 
 
-def test_mlproject_parameters_match_parsers():
-    spec = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-    modules = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
-               "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare}
-    assert set(spec["entry_points"]) == set(modules)
-    for name, module in modules.items():
-        entry = spec["entry_points"][name]
-        launcher, _, arguments = entry["command"].partition(f"-m entrypoints.{name} ")
-        assert launcher in ("python ", "torchrun --standalone --nproc_per_node {nproc_per_node} "), name
-        flags = {a.dest for a in module.build_parser()._actions if a.dest != "help"}
-        for parameter in entry["parameters"]:
-            # every parameter reaches the command; those after the module are the parser's flags
-            assert f"{{{parameter}}}" in entry["command"], parameter
-            if f"{{{parameter}}}" in arguments:
-                assert parameter in flags and f"--{parameter.replace('_', '-')} {{{parameter}}}" in arguments, parameter
+ENTRY_POINTS = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
+                "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare}
+REQUESTS = {"main": MainRequest, "log_folder_dataset": FolderVersionRequest, "log_hf_dataset": HfRequest,
+            "coco_finetune": FinetuneRequest, "train_registry": RegistryRequest}
+CLI_ONLY = {"experiment_name", "project_dir"}  # flags for use outside `mlflow run`, which sets both itself
+LAUNCHER_ONLY = {"nproc_per_node"}  # read by torchrun, not by the entry point
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_mlproject_and_parser_have_the_same_parameters(name):
+    entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"][name]
+    dests = {a.dest for a in ENTRY_POINTS[name].build_parser()._actions if a.dest != "help"}
+    assert set(entry["parameters"]) - LAUNCHER_ONLY == dests - CLI_ONLY
+    launcher, _, arguments = entry["command"].partition(f"-m entrypoints.{name} ")
+    assert launcher in ("python ", "torchrun --standalone --nproc_per_node {nproc_per_node} ")
+    for parameter in set(entry["parameters"]) - LAUNCHER_ONLY:
+        assert f"{flag(parameter)} {{{parameter}}}" in arguments, parameter
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_mlproject_defaults_equal_parser_and_request_defaults(name):
+    entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"][name]
+    parser = ENTRY_POINTS[name].build_parser()
+    required = [arg for p, spec in entry["parameters"].items() if "default" not in spec for arg in (flag(p), "x")]
+    typed = [arg for p, spec in entry["parameters"].items() if "default" in spec and p not in LAUNCHER_ONLY
+             for arg in (flag(p), str(spec["default"]))]
+    parsed = vars(parser.parse_args(required))
+    assert vars(parser.parse_args(required + typed)) == parsed  # MLproject's defaults, as typed, change nothing
+    assert not any(value in ("auto", "none") for value in parsed.values())  # placeholders end at the CLI edge
+    if name in REQUESTS:
+        fields = {f.name: f.default for f in dataclasses.fields(REQUESTS[name]) if f.default is not dataclasses.MISSING}
+        assert {k: v for k, v in parsed.items() if k in fields} == {k: fields[k] for k in parsed if k in fields}
+
+
+def test_placeholders_become_none_at_the_cli_edge():
+    args = coco_finetune.build_parser().parse_args(["--weights", "none", "--device", "auto", "--resume-from", "none"])
+    assert args.weights is None and args.device is None and args.resume_from is None and args.amp is None
+    assert coco_finetune.build_parser().parse_args(["--weights", "/tmp/w.pt"]).weights == "/tmp/w.pt"
+    assert compare.build_parser().parse_args(["--experiment", "e", "--models", "a, b"]).models == ["a", "b"]

@@ -5,14 +5,8 @@ import mlflow
 import pytest
 from helpers import artifact_paths, build_real_versions, build_tree
 
-from image_lineage.folder_dataset import (
-    TAG_DIGEST,
-    TAG_SNAPSHOT,
-    FolderVersionRequest,
-    derive_dataset_version,
-    log_folder_version,
-)
-from image_lineage.manifest import DatasetError
+from image_lineage.core import TAG_DIGEST, TAG_SNAPSHOT, DatasetError
+from image_lineage.folder_dataset import FolderVersionRequest, derive_dataset_version, log_folder_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):

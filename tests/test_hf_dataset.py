@@ -8,8 +8,9 @@ from PIL import Image
 
 from entrypoints import log_hf_dataset as hf_cli
 from image_lineage import hf_dataset as hf
-from image_lineage.folder_dataset import TAG_DIGEST
-from image_lineage.manifest import DatasetError, scan_version
+from image_lineage.core import TAG_DIGEST, DatasetError
+from image_lineage.manifest import scan_version
+from image_lineage.source_kinds import label_counts
 
 
 def log(source, experiment_name, **kwargs):
@@ -120,7 +121,7 @@ def test_arrow_digest_sees_image_bytes_mlflow_digest_does_not(tmp_path):
     assert hf.compute_arrow_digest(a) != hf.compute_arrow_digest(b)
     assert hf.compute_arrow_digest(a) == hf.compute_arrow_digest(make("a"))
     assert hf.compute_arrow_digest(a.select([1, 0])) != hf.compute_arrow_digest(a)
-    assert hf.label_counts(a, "label") == {"x": 1, "y": 1}
+    assert label_counts(a, "label") == {"x": 1, "y": 1}
 
 
 def test_round_trip_log_find_reload(bundled_coco, bundled_images, experiment_name, server_uri):

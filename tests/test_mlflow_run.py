@@ -21,8 +21,8 @@ def project_clone(tmp_path_factory) -> tuple[Path, str]:
     return clone, commit
 
 
-def mlflow_run(args: list[str], tracking_uri: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
+def mlflow_run(args: list[str], tracking_uri: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, **extra_env)
     # --env-manager local runs the entry point with the `python` on PATH: this test's interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, "-m", "mlflow", "run", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -75,9 +75,16 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
     clone, commit = project_clone
     args = [f"file://{clone}", "--experiment-name", experiment_name, "--env-manager", "local"]
     started = time.monotonic()
-    first = mlflow_run(args, server_uri, cwd=tmp_path)
+    read_log = tmp_path / "image_reads.log"
+    first = mlflow_run(args, server_uri, cwd=tmp_path, IMAGE_LINEAGE_READ_LOG=str(read_log))
     first_seconds = time.monotonic() - started
     assert first.returncode == 0, first.stderr[-3000:]
+    # one image pass: across main and its seven step processes, the lineage read each image file once
+    # (the image record cache answers every later step); uploads and training decodes are not lineage reads
+    reads = read_log.read_text().splitlines()
+    images = sorted(str(p) for folder in ("image_dataset", "coco/sample") for p in (clone / folder).rglob("*")
+                    if p.suffix in (".jpg", ".png"))
+    assert sorted(reads) == images
     runs = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main"]
     steps = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]

@@ -4,8 +4,7 @@ import torch
 
 from entrypoints import train_registry as registry_cli
 from image_lineage import mnist, registry
-from image_lineage.folder_dataset import TAG_DIGEST
-from image_lineage.manifest import DatasetError
+from image_lineage.core import TAG_DIGEST, DatasetError
 from image_lineage.train_registry import MNIST_MODEL, WINE_MODEL, RegistryRequest, run_registry_workflow
 from tests_paths import PROJECT_ROOT
 

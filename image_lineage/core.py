@@ -1,0 +1,42 @@
+"""What every part of the library shares: the user-error type, digest and tag names, choices.
+
+Feature modules import these from here, never from each other, so a constant has one home and a
+module can be read (and moved) without dragging its neighbours along.
+"""
+
+from __future__ import annotations
+
+
+class LineageError(ValueError):
+    """Input the project cannot use (a dataset, weights, a device, a run id, ...).
+
+    The message names the file, field or parameter and says what to do; entry points print it as one
+    line and exit with code 2, and a run it interrupts ends FAILED.
+    """
+
+
+DatasetError = LineageError  # the name before the error covered weights, devices and runs too
+
+# MLflow refuses dataset digests over 36 characters: the dataset input carries the first 32 hex digits
+# of our sha256, and the full digest goes in the run tag TAG_DIGEST.
+DIGEST_PREFIX_LEN = 32
+
+TAG_DIGEST = "dataset.digest"  # full sha256 of the logged data (per split: dataset.digest.<split>)
+TAG_SNAPSHOT = "dataset.snapshot_run_id"  # the run that holds the files of an already-logged digest
+TAG_DIFF = "dataset.diff_summary"
+TAG_SOURCE_KIND = "dataset.source_kind"
+TAG_IGNORED = "dataset.ignored_files"
+
+ON_BAD_IMAGE_CHOICES = ("fail", "skip")
+# structure: every file must be whole (end markers, declared sizes), checked in the pass that hashes it;
+# decode: also decode every image; none: hash and read the header only.
+IMAGE_CHECK_CHOICES = ("structure", "decode", "none")
+
+# MLproject parameters cannot be empty or absent, so "nothing" and "derive it" are spelled as words.
+# The command-line edge (image_lineage.cli.optional) turns them into None; the library never sees them.
+PLACEHOLDERS = frozenset({"", "auto", "none"})
+
+
+def digest_prefix(digest: str) -> str:
+    """The part of a full sha256 hex digest that MLflow's dataset ``digest`` field holds."""
+    return digest[:DIGEST_PREFIX_LEN]

@@ -1,0 +1,39 @@
+"""COCO folders (``annotations/instances_<name>.json`` + ``<name>/``) as a source kind, in the Hugging Face
+form of :func:`image_lineage.coco.coco_to_hf`; the digest covers image bytes and annotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from image_lineage import coco
+from image_lineage.source_kinds.base import LoadedSplit, LoadOptions, SourceKind
+from image_lineage.sources import CocoDatasetSource
+
+
+class CocoFolder(SourceKind):
+    name = "coco"
+
+    def detect(self, source: str) -> bool:
+        return Path(source).is_dir() and coco.is_coco_dir(source)
+
+    def available(self, source: str) -> dict[str, coco.CocoSplit]:
+        return coco.find_coco_splits(source)
+
+    def load_split(self, split: str, handle: coco.CocoSplit, options: LoadOptions) -> LoadedSplit:
+        index = coco.read_split_images(coco.index_split(handle), options.image_check, options.on_bad_image)
+        return load_index(index, split)
+
+    def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
+        if source_type != CocoDatasetSource._get_source_type():
+            return None
+        handle = CocoDatasetSource.from_dict(source).to_split()
+        return self.load_split(handle.split, handle, options)
+
+
+def load_index(index: coco.CocoIndex, split: str | None = None) -> LoadedSplit:
+    """A checked COCO index (a whole split, or a part held out of one) as a split to log."""
+    return LoadedSplit(
+        split or index.split.split, coco.coco_to_hf(index), coco.compute_coco_digest(index),
+        coco.instances_per_category(index), "instances", None, CocoDatasetSource.from_split(index.split),
+        index.ignored, coco.validation_report(index),
+    )

@@ -1,0 +1,62 @@
+"""Image folders (``<folder>/<class>/<image>``, or ``train*/``, ``val*/``, ``test*/`` splits of them) as a
+source kind: the Hugging Face ``imagefolder`` builder, the label from the parent folder.
+
+The digest is the folder manifest's (:func:`image_lineage.manifest.scan_version`), so ``log_hf_dataset``
+and ``log_folder_dataset`` give a folder the same digest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+from image_lineage.coco import split_name
+from image_lineage.manifest import scan_version
+from image_lineage.source_kinds.base import SPLIT_CHOICES, LoadedSplit, LoadOptions, SourceKind
+
+IMAGEFOLDER = "imagefolder"
+
+
+class ImageFolder(SourceKind):
+    name = "folder"
+
+    def detect(self, source: str) -> bool:
+        return Path(source).is_dir()
+
+    def available(self, source: str) -> dict[str, Path]:
+        return folder_splits(Path(source))
+
+    def load_split(self, split: str, handle: Path, options: LoadOptions) -> LoadedSplit:
+        import datasets
+
+        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check)
+        # drop_labels=False: a single class folder still gives a label column (imagefolder drops it otherwise)
+        dataset = datasets.load_dataset(IMAGEFOLDER, data_dir=str(handle.resolve()), split="train", drop_labels=False)
+        skipped = {str((handle / item["path"]).resolve()) for item in manifest.ignored}
+        if skipped:  # bad images left out of the manifest (on_bad_image=skip) leave the dataset too
+            dataset = without_files(dataset, skipped)
+        source = HuggingFaceDatasetSource(path=IMAGEFOLDER, data_dir=str(handle.resolve()), split="train")
+        return LoadedSplit(split, dataset, manifest.digest, manifest.class_counts(), "rows", "label", source, manifest.ignored)
+
+    def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
+        if source_type != "hugging_face" or source.get("path") != IMAGEFOLDER:
+            return None
+        return self.load_split(source.get("split") or "train", Path(source["data_dir"]), options)
+
+
+def folder_splits(folder: Path) -> dict[str, Path]:
+    """``train*/``, ``val*/``, ``test*/`` sub-folders are splits; otherwise the folder is one train split."""
+    subfolders = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    splits = {split_name(p.name): p for p in subfolders if split_name(p.name) in SPLIT_CHOICES}
+    return splits if splits and len(splits) == len(subfolders) else {"train": folder}
+
+
+def without_files(dataset, paths: set[str]):
+    """The rows whose image file is not in ``paths`` (image cells read undecoded: no pixels touched)."""
+    import datasets
+
+    feature = dataset.features["image"]
+    plain = dataset.cast_column("image", datasets.Image(decode=False))
+    kept = plain.filter(lambda cell: str(Path(cell["path"]).resolve()) not in paths, input_columns="image")
+    return kept.cast_column("image", feature)

@@ -1,0 +1,158 @@
+"""The one image pass: header sizes, structure checks on real photos cut short, decode checks, the cache."""
+
+import io
+import shutil
+
+import mlflow
+import pytest
+from PIL import Image
+
+from entrypoints import log_folder_dataset as folder_cli
+from entrypoints import log_hf_dataset as hf_cli
+from image_lineage.core import DatasetError
+from image_lineage.image_pass import ImageFacts, image_facts, read_images
+from image_lineage.manifest import scan_version
+
+
+def real_photo(catsdogs_dir, index=0) -> bytes:
+    return sorted((catsdogs_dir / "cat").glob("*.jpg"))[index].read_bytes()
+
+
+def png_of(jpeg: bytes) -> bytes:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        out = io.BytesIO()
+        image.save(out, "PNG")
+    return out.getvalue()
+
+
+def encode(jpeg: bytes, fmt: str, **options) -> bytes:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_header_size_matches_pil(tmp_path, mode, progressive):
+    path = tmp_path / "x.jpg"
+    Image.new(mode, (37, 23)).save(path, progressive=progressive, exif=Image.Exif())
+    facts = image_facts(path.read_bytes())
+    assert (facts.format, facts.width, facts.height) == ("jpeg", 37, 23)
+
+
+def test_header_sizes_on_real_photos_equal_pil(catsdogs_dir):
+    for path in sorted(catsdogs_dir.rglob("*.jpg"))[:40]:
+        with Image.open(path) as image:
+            assert (image_facts(path.read_bytes()).width, image_facts(path.read_bytes()).height) == image.size
+
+
+def test_whole_real_photos_pass_in_every_format(catsdogs_dir):
+    photo = real_photo(catsdogs_dir)
+    forms = {"jpeg": photo, "png": png_of(photo), "gif": encode(photo, "GIF"), "webp": encode(photo, "WEBP"),
+             "bmp": encode(photo, "BMP"), "progressive": encode(photo, "JPEG", progressive=True)}
+    for name, data in forms.items():
+        for check in ("none", "structure", "decode"):
+            facts = image_facts(data, check)
+            assert isinstance(facts, ImageFacts), (name, check, facts)
+            assert (facts.width, facts.height, facts.checked) == (256, 256, check)
+
+
+def test_padding_after_the_end_marker_is_accepted(catsdogs_dir):
+    photo = real_photo(catsdogs_dir)
+    for padding in (b"\0" * 1000, b"\xff" * 7, b"camera trailer"):
+        assert isinstance(image_facts(photo + padding), ImageFacts)
+    png = png_of(photo)
+    assert isinstance(image_facts(png + b"\0" * 64), ImageFacts)
+
+
+@pytest.mark.parametrize("cut", ["header", "200 bytes", "middle", "one byte short"])
+def test_real_jpeg_cut_short_fails_structure(catsdogs_dir, cut):
+    photo = real_photo(catsdogs_dir)
+    length = {"header": 20, "200 bytes": 200, "middle": len(photo) // 2, "one byte short": len(photo) - 1}[cut]
+    verdict = image_facts(photo[:length])
+    assert isinstance(verdict, str) and "truncated JPEG" in verdict
+    if cut != "header":  # the header alone still gives the size: what `none` (and the old parser) accepted
+        assert isinstance(image_facts(photo[:length], "none"), ImageFacts)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.5, None])
+def test_real_png_cut_short_fails_structure(catsdogs_dir, fraction):
+    png = png_of(real_photo(catsdogs_dir))
+    cut = png[: int(len(png) * fraction)] if fraction else png[:-1]
+    assert "truncated PNG" in image_facts(cut)
+
+
+def test_gif_webp_bmp_cut_short_fail(catsdogs_dir):
+    photo = real_photo(catsdogs_dir)
+    for fmt in ("GIF", "WEBP", "BMP"):
+        data = encode(photo, fmt)
+        assert isinstance(image_facts(data[: len(data) - 10]), str), fmt
+
+
+def test_zero_bytes_and_text_named_jpg():
+    assert image_facts(b"") == "zero-byte file"
+    assert "not an image" in image_facts(b"name,label\ncat.jpg,cat\n")
+
+
+def test_decode_finds_what_structure_cannot(catsdogs_dir):
+    png = bytearray(png_of(real_photo(catsdogs_dir)))
+    start = png.find(b"IDAT") + 2000
+    png[start : start + 200] = bytes(b ^ 0x55 for b in png[start : start + 200])  # damaged pixels, whole file
+    assert isinstance(image_facts(bytes(png)), ImageFacts)
+    assert "does not decode" in image_facts(bytes(png), "decode")
+
+
+def test_cache_rereads_a_file_for_a_deeper_check(tmp_path, catsdogs_dir, monkeypatch):
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(real_photo(catsdogs_dir))
+    log = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
+    read_images([str(path)], "structure")
+    read_images([str(path)], "structure")
+    read_images([str(path)], "none")  # a shallower check is answered by the cache
+    assert log.read_text().count("cat.jpg") == 1
+    (facts,) = read_images([str(path)], "decode")
+    assert facts.checked == "decode" and log.read_text().count("cat.jpg") == 2
+
+
+# ---------------------------------------------------------------- through the entry points
+
+
+def version_with(catsdogs_dir, tmp_path, name: str, data: bytes):
+    root = tmp_path / "data"
+    folder = root / "v1" / "cat"
+    folder.mkdir(parents=True)
+    for path in sorted((catsdogs_dir / "cat").glob("*.jpg"))[1:4]:
+        shutil.copyfile(path, folder / path.name)
+    (folder / name).write_bytes(data)
+    return root
+
+
+def test_truncated_photo_fails_folder_logging_and_no_run_finishes(catsdogs_dir, tmp_path, experiment_name, sqlite_uri, caplog):
+    root = version_with(catsdogs_dir, tmp_path, "cut.jpg", real_photo(catsdogs_dir)[:200])
+    code = folder_cli.main(["--data-dir", str(root), "--version", "v1", "--experiment-name", experiment_name])
+    assert code == 2 and "cut.jpg" in caplog.text and "truncated JPEG" in caplog.text
+    runs = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert not [r for r in runs if r.info.status == "FINISHED"]
+
+
+def test_truncated_photo_skipped_is_listed(catsdogs_dir, tmp_path):
+    root = version_with(catsdogs_dir, tmp_path, "cut.jpg", real_photo(catsdogs_dir)[:-1])
+    manifest = scan_version(root / "v1", on_bad_image="skip")
+    assert [r.path for r in manifest.records if r.path.endswith("cut.jpg")] == []
+    assert any(item["path"] == "cat/cut.jpg" and "truncated" in item["reason"] for item in manifest.ignored)
+    with pytest.raises(DatasetError, match=r"cut\.jpg.*on_bad_image=skip"):
+        scan_version(root / "v1")
+
+
+def test_hf_dataset_checks_images_and_skips_with_on_bad_image(catsdogs_dir, tmp_path, experiment_name, sqlite_uri, caplog):
+    root = version_with(catsdogs_dir, tmp_path, "cut.jpg", real_photo(catsdogs_dir)[: 5000])
+    assert hf_cli.main(["--source", str(root / "v1"), "--experiment-name", experiment_name]) == 2
+    assert "cut.jpg" in caplog.text and "-P on_bad_image=skip" in caplog.text
+    assert hf_cli.main(["--source", str(root / "v1"), "--on-bad-image", "skip", "--experiment-name", experiment_name]) == 0
+    (run,) = [r for r in mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+              if r.info.status == "FINISHED"]
+    assert run.data.params["num_rows"] == "3" and run.data.tags["dataset.ignored_files"] == "1"
+    ignored = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/hf/train/ignored_files.json")
+    assert "cut.jpg" in ignored
