@@ -12,10 +12,9 @@ import torch
 from pycocotools.coco import COCO
 
 from image_lineage import coco, detection
+from image_lineage.coco import CategoryMapping, validation_report, xywh_to_xyxy
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.coco import CategoryMapping, validation_report
 from image_lineage.core import DatasetError
-from image_lineage.coco import xywh_to_xyxy
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
 from helpers import artifact_paths
 from tests_paths import PROJECT_ROOT
@@ -297,3 +296,18 @@ def test_torchrun_one_cpu_process(bundled_coco, experiment_name, server_uri, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     (finished,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
     assert finished.info.status == "FINISHED" and "mAP" in finished.data.metrics
+
+
+def test_truncated_image_stops_finetune_before_training_or_is_skipped(bundled_coco, tmp_path, experiment_name, sqlite_uri):
+    root = tmp_path / "coco"
+    shutil.copytree(bundled_coco, root)
+    cut = root / "val2017/000000000500.jpg"
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(DatasetError, match=r"000000000500\.jpg.*truncated JPEG.*on_bad_image=skip"):
+        run(experiment_name, root, epochs=1)
+    assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")  # nothing was logged
+    result = run(experiment_name, root, epochs=1, on_bad_image="skip")
+    finished = mlflow.get_run(result.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.tags["dataset.ignored_files"] == "1"
+    assert "coco/validation/ignored_files.json" in artifact_paths(result.run_id)
+    assert finished.data.params["num_val_images"] == "1"  # max_images=2, one of them left out
