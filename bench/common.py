@@ -33,3 +33,83 @@ def build_folder(photos: Path, version_dir: Path, count: int) -> int:
         (version_dir / label).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(4) as pool:
         return sum(pool.map(write, range(count)))
+
+
+SHARED_DATA = SHARED_PHOTOS.parent
+# Pairs of different files in ../shared/data that a person looked at and found to be the same picture (a
+# colour photo and its grey copy, one also re-cropped): the leakage check rightly pairs them.
+KNOWN_SAME_PICTURES = (frozenset({"dog/dog2484.jpg", "dog/dog2505.jpg"}), frozenset({"dog/dog2458.jpg", "dog/dog2469.jpg"}))
+TRANSFORMS = ("resize_50", "jpeg_q40", "crop_5pct", "bright_20pct", "resize_q40", "crop_bright_q40", "exact_copy",
+              "relabelled_copy")
+
+
+def real_photos(shared_data: Path = SHARED_DATA) -> list[tuple[str, str, Path]]:
+    """(origin name, label, path) of every real photo: cats and dogs, and COCO pictures labelled 'scene'."""
+    photos = [(f"{p.parent.name}/{p.name}", p.parent.name, p) for p in sorted((shared_data / "catsdogs").glob("*/*.jpg"))]
+    photos += [(f"coco/{p.name}", "scene", p) for p in sorted((shared_data / "coco_tiny").glob("*2017/*.jpg"))]
+    return photos
+
+
+def transformed(source: Path, transform: str) -> bytes:
+    """The bytes of a changed copy of ``source``: what a careless split produces."""
+    import io
+
+    from PIL import ImageEnhance
+
+    with Image.open(source) as opened:
+        image = opened.convert("RGB")
+    width, height = image.size
+    border = (round(width * 0.05), round(height * 0.05), width - round(width * 0.05), height - round(height * 0.05))
+    quality = 90
+    if transform in ("resize_50", "resize_q40"):
+        image = image.resize((width // 2, height // 2), Image.Resampling.BILINEAR)
+    if transform in ("crop_5pct", "crop_bright_q40"):
+        image = image.crop(border)
+    if transform in ("bright_20pct", "crop_bright_q40"):
+        image = ImageEnhance.Brightness(image).enhance(1.2)
+    if transform in ("jpeg_q40", "resize_q40", "crop_bright_q40"):
+        quality = 40
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0) -> list[tuple[str, str, str]]:
+    """Every real photo in ``root/train/<label>/``; in ``root/val/<label>/``, for some of them, a copy made
+    by each of TRANSFORMS (the relabelled copy goes under another label). Returns the planted pairs as
+    (train path, val path, transform), paths relative to ``root``."""
+    import random
+    import shutil
+
+    photos = real_photos()
+    labels = sorted({label for _, label, _ in photos})
+    for _, label, path in photos:
+        (root / "train" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / "train" / label / path.name)
+    picks = random.Random(seed).sample(photos, copies_per_transform * len(TRANSFORMS))
+    planted = []
+    for number, (_, label, path) in enumerate(picks):
+        transform = TRANSFORMS[number % len(TRANSFORMS)]
+        target_label = labels[(labels.index(label) + 1) % len(labels)] if transform == "relabelled_copy" else label
+        target = root / "val" / target_label / f"{transform}_{path.stem}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if transform in ("exact_copy", "relabelled_copy"):
+            shutil.copyfile(path, target)
+        else:
+            target.write_bytes(transformed(path, transform))
+        planted.append((f"train/{label}/{path.name}", target.relative_to(root).as_posix(), transform))
+    return planted
+
+
+def origin(path: str) -> str:
+    """The real photo a file of the leaky tree was made from (the photos' file names are unique)."""
+    name = path.rsplit("/", 1)[-1]
+    for transform in TRANSFORMS:
+        name = name.removeprefix(f"{transform}_")
+    return name
+
+
+def same_picture(a: str, b: str) -> bool:
+    """Whether two files of the leaky tree show one picture: copies of one photo, or a known same-picture pair."""
+    origins = {origin(a), origin(b)}
+    return len(origins) == 1 or any(origins == {p.rsplit("/", 1)[-1] for p in group} for group in KNOWN_SAME_PICTURES)

@@ -10,7 +10,7 @@ import argparse
 
 from image_lineage.cli import optional, parse_count, run_entry_point
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
-from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES
+from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, QUALITY_CHECK_CHOICES
 from image_lineage.detection import EVALUATORS, MODELS
 
 
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="structure (whole files), decode (every image decodes) or none")
     add("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
         help="fail on an image the check rejects, or leave it and its annotations out (listed in the run)")
+    add("--quality-check", choices=QUALITY_CHECK_CHOICES, default="on",
+        help="on: duplicates, near-duplicates and leakage between train and validation, checked before training")
+    add("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
+        help="warn, fail (stop before training; the run ends FAILED with its report) or ignore")
     add("--run-name", default="coco_finetune")
     add("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser

@@ -220,7 +220,8 @@ def hold_out(index: CocoIndex, fraction: float = 0.2, seed: int = 42) -> tuple[C
     return subset_index(index, set(ids) - held, "train"), validation
 
 
-def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_image: str = "fail") -> CocoIndex:
+def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_image: str = "fail",
+                      perceptual: bool = False) -> CocoIndex:
     """The split's images through the image pass (one read each, cached): ``index.facts`` filled.
 
     A file that fails ``image_check`` stops with an error naming it (``fail``), or is left out with its
@@ -228,7 +229,7 @@ def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_i
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise DatasetError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE_CHOICES)}, got {on_bad_image!r}.")
-    results = read_images([str(index.image_path(image)) for image in index.images], image_check)
+    results = read_images([str(index.image_path(image)) for image in index.images], image_check, perceptual=perceptual)
     facts, ignored = {}, []
     for image, result in zip(index.images, results):
         if isinstance(result, ImageFacts):
@@ -247,6 +248,14 @@ def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_i
     kept = subset_index(index, set(facts))
     kept.facts, kept.ignored = facts, index.ignored + ignored
     return kept
+
+
+def canonical_annotations(index: CocoIndex, image: dict) -> str:
+    """One ``category<TAB>x,y,w,h`` line per annotation of ``image`` (boxes to 0.1 px), sorted."""
+    return "\n".join(sorted(
+        f"{index.mapping.names[index.mapping.index_of(a['category_id'])]}\t{','.join(f'{v:.1f}' for v in a['bbox'])}"
+        for a in index.annotations_by_image[image["id"]]
+    ))
 
 
 def compute_coco_digest(index: CocoIndex) -> str:

@@ -28,8 +28,10 @@ from mlflow.types import Schema, TensorSpec
 from image_lineage import coco, detection, hf_dataset
 from image_lineage.coco import CategoryMapping
 from image_lineage.core import TAG_DIGEST, TAG_IGNORED, DatasetError, digest_prefix
+from image_lineage.dataset_check import check_in_run
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
 from image_lineage.plots import plot_class_counts
+from image_lineage.quality import QualityImage, require_on_leakage
 from image_lineage.source_kinds.coco_folder import load_index
 from image_lineage.sources import CocoDatasetSource
 from image_lineage.tracking import MetricBuffer, link_or_copy, log_values, schema_hints_silenced, start_run, upload_folder
@@ -67,6 +69,8 @@ class FinetuneRequest:
     previews: int = 8
     image_check: str = "structure"
     on_bad_image: str = "fail"
+    quality_check: str = "on"  # duplicates, near-duplicates and leakage between train and validation
+    on_leakage: str = "warn"  # fail: stop before training, the report logged
     run_name: str = "coco_finetune"
     experiment_name: str | None = None
 
@@ -100,7 +104,7 @@ def resolve_data(request: FinetuneRequest) -> tuple[coco.CocoIndex, coco.CocoInd
 
     def read(split: coco.CocoSplit) -> coco.CocoIndex:  # the image pass checks every image, once
         index = coco.index_split(split, request.max_images or None)
-        return coco.read_split_images(index, request.image_check, request.on_bad_image)
+        return coco.read_split_images(index, request.image_check, request.on_bad_image, request.quality_check == "on")
 
     if val is None or val.annotation_file == train.annotation_file:
         LOGGER.info("no separate %s split in %s: holding out 20%% of %s", request.val_split, request.data_dir, train.name)
@@ -189,6 +193,13 @@ def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> 
     draw_previews(CocoDetectionDataset(index), folder / "previews", request.previews)
 
 
+def split_images(indexes: dict[str, coco.CocoIndex]) -> list[QualityImage]:
+    """Train and validation images for the leakage check, each with its canonical annotations."""
+    return [QualityImage(f"{index.split.name}/{image['file_name']}", str(index.image_path(image)), role,
+                         annotations=coco.canonical_annotations(index, image))
+            for role, index in indexes.items() for image in index.images]
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -217,7 +228,8 @@ def load_checkpoint(run_id: str) -> dict:
 
 
 def run_finetune(request: FinetuneRequest) -> FinetuneResult:
-    detection.coco_api(request.evaluator)  # an unknown evaluator fails before anything is read
+    detection.coco_api(request.evaluator)  # an unknown evaluator or gate fails before anything is read
+    require_on_leakage(request.on_leakage)
     if request.amp not in (None, "on", "off"):
         raise DatasetError(f"amp must be on, off or auto, got {request.amp!r}.")
     distributed = detection.init_distributed()
@@ -236,6 +248,9 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
 
 def train_and_log(request, run, train_index, val_index, mapping, device, distributed) -> FinetuneResult:
     main = run is not None
+    if main and request.quality_check == "on":  # before anything heavy: on_leakage=fail stops the run here
+        check_in_run(run, split_images({"train": train_index, "validation": val_index}), request.image_check,
+                     request.on_leakage)
     if main:
         digest = log_dataset(request, {"train": train_index, "validation": val_index}, mapping)
         log_params(run, request, train_index, val_index, mapping, device)

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Experiment
 
-from image_lineage.core import TAG_DIFF, TAG_DIGEST, digest_prefix
+from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, digest_prefix
 from image_lineage.registry import find_model
 
 LOGGER = logging.getLogger(__name__)
@@ -54,8 +54,24 @@ def dataset_versions_table(experiment_name: str) -> pd.DataFrame:
     table["Num Classes"] = runs["params.num_classes"].astype(int)
     table["Digest"] = runs.get(f"tags.{TAG_DIGEST}", pd.Series("", index=runs.index)).fillna("").str[:12]
     table["Diff"] = runs.get(f"tags.{TAG_DIFF}", pd.Series("", index=runs.index)).fillna("")
+    table["Quality"] = [quality_summary(row) for _, row in runs.iterrows()]
     table["Run ID"] = runs["run_id"]
     return table.reset_index(drop=True)
+
+
+QUALITY_COUNTS = {"exact": "exact_duplicate_pairs", "near": "near_duplicate_pairs", "leaking": "leakage_pairs",
+                  "conflicts": "label_conflicts"}
+
+
+def quality_summary(run: pd.Series) -> str:
+    """The leakage check of a version run in a few words: ``clean``, ``duplicates (near 1)``, ``leakage
+    (exact 2, leaking 2)``; empty for runs logged without the check."""
+    status = run.get(f"tags.{TAG_QUALITY_STATUS}")
+    if not isinstance(status, str):
+        return ""
+    counts = [f"{word} {int(run[f'metrics.quality/{key}'])}" for word, key in QUALITY_COUNTS.items()
+              if run.get(f"metrics.quality/{key}", 0) > 0]
+    return f"{status} ({', '.join(counts)})" if counts else status
 
 
 def write_table(table: pd.DataFrame, output_dir: str | Path, stem: str) -> list[Path]:
@@ -146,7 +162,7 @@ def plot_dataset_classes(table: pd.DataFrame, path: Path) -> Path:
     """Class counts per dataset version, grouped bars."""
     import matplotlib.pyplot as plt
 
-    classes = [c for c in table.columns[3:] if c not in ("Num Classes", "Digest", "Diff", "Run ID")]
+    classes = [c for c in table.columns[3:] if c not in ("Num Classes", "Digest", "Diff", "Quality", "Run ID")]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(table) * max(1, len(classes)) / 2), 3.2))
     table.set_index("Version")[classes].plot.bar(ax=ax, rot=0)
     ax.set_ylabel("images")

@@ -26,11 +26,14 @@ TAG_SNAPSHOT = "dataset.snapshot_run_id"  # the run that holds the files of an a
 TAG_DIFF = "dataset.diff_summary"
 TAG_SOURCE_KIND = "dataset.source_kind"
 TAG_IGNORED = "dataset.ignored_files"
+TAG_QUALITY_STATUS = "quality.status"  # clean, duplicates or leakage (the leakage check)
 
 ON_BAD_IMAGE_CHOICES = ("fail", "skip")
 # structure: every file must be whole (end markers, declared sizes), checked in the pass that hashes it;
 # decode: also decode every image; none: hash and read the header only.
 IMAGE_CHECK_CHOICES = ("structure", "decode", "none")
+QUALITY_CHECK_CHOICES = ("on", "off")  # the leakage check (duplicates, near-duplicates, label conflicts)
+ON_LEAKAGE_CHOICES = ("warn", "fail", "ignore")  # what a pair of copies in two splits does
 
 # MLproject parameters cannot be empty or absent, so "nothing" and "derive it" are spelled as words.
 # The command-line edge (image_lineage.cli.optional) turns them into None; the library never sees them.

@@ -30,7 +30,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
 from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT, DatasetError, digest_prefix
+from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
+from image_lineage.quality import QualityImage, require_on_leakage
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
@@ -50,6 +52,8 @@ class FolderVersionRequest:
     max_samples_per_class: int = 50
     on_bad_image: str = "fail"
     image_check: str = "structure"
+    quality_check: str = "on"  # duplicates and near-duplicates in the version, and across its classes
+    on_leakage: str = "warn"
     experiment_name: str | None = None  # only used outside `mlflow run`
 
 
@@ -78,7 +82,9 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     dataset_version = request.dataset_semver or derive_dataset_version(request.version)
     if request.max_samples_per_class < 0:
         raise DatasetError("max_samples_per_class must be 0 or more.")
-    manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check)
+    require_on_leakage(request.on_leakage)
+    checking = request.quality_check == "on"
+    manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check, perceptual=checking)
     previous = mf.previous_version(request.data_dir, request.version)
     old_manifest = mf.scan_version(Path(request.data_dir) / previous, "skip") if previous else None
     diff = mf.diff_manifests(old_manifest, manifest)
@@ -91,6 +97,8 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     with ThreadPoolExecutor(2) as pool:
         snapshot_search = pool.submit(find_snapshot_run, experiment_id, manifest.digest)
         with start_run(run_name=run_name, experiment_id=experiment_id) as run:
+            if checking:
+                check_in_run(run, version_images(manifest, request.version), request.image_check, request.on_leakage)
             snapshot = snapshot_search.result()
             if snapshot:
                 LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
@@ -102,6 +110,12 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
+
+
+def version_images(manifest: mf.Manifest, version: str) -> list[QualityImage]:
+    """The version's images for the leakage check: one split (the version), labels from the class folders."""
+    root = Path(manifest.version_dir)
+    return [QualityImage(r.path, str(root / r.path), version, r.label) for r in manifest.records]
 
 
 def all_class_names(data_dir: str | Path) -> list[str]:

@@ -30,9 +30,11 @@ from mlflow.types.utils import _infer_schema as infer_schema
 
 from image_lineage.arrow_digest import compute_arrow_digest  # noqa: F401  (public name: the hub kind's digest)
 from image_lineage.core import ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SOURCE_KIND, DatasetError, digest_prefix
+from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
+from image_lineage.quality import require_on_leakage
 from image_lineage.source_kinds import SPLIT_CHOICES, LoadedSplit, LoadOptions, kind_of, reload_split, resolve_targets
-from image_lineage.source_kinds.hub import PREFIX as HUB_PREFIX
+from image_lineage.source_kinds.base import dataset_name_of
 from image_lineage.tracking import log_values, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class HfRequest:
     revision: str = "main"  # hub datasets only: branch, tag or commit
     image_check: str = "structure"
     on_bad_image: str = "fail"
+    quality_check: str = "on"  # the leakage check over every split (image folders and COCO folders)
+    on_leakage: str = "warn"
     run_name: str | None = None  # None: hf_<name>
     experiment_name: str | None = None
 
@@ -83,27 +87,35 @@ def combined_digest(digests: dict[str, str]) -> str:
 # ---------------------------------------------------------------- logging
 
 
-def default_name(source: str) -> str:
-    if source.startswith(HUB_PREFIX):
-        return source[len(HUB_PREFIX):]
-    path = Path(source).resolve()
-    return f"{path.parent.name}_{path.name}" if path.parent.name else path.name
-
-
 def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     """Load every requested split and log it as a dataset input of one run; return (run id, splits)."""
     if request.context not in CONTEXT_CHOICES:
         raise DatasetError(f"context must be one of {', '.join(CONTEXT_CHOICES)}, got {request.context!r}.")
-    options = LoadOptions(request.revision, request.image_check, request.on_bad_image)
+    require_on_leakage(request.on_leakage)
+    checking = request.quality_check == "on"
+    options = LoadOptions(request.revision, request.image_check, request.on_bad_image, perceptual=checking)
     splits = load_splits(request.source, request.split, options, request.targets)
-    name = request.name or default_name(request.source)
+    images = split_images(request.source, request.split, options) if checking else None
+    name = request.name or dataset_name_of(request.source)
     run_name = request.run_name or f"hf_{name}"
     with start_run(request.experiment_name, run_name) as run:
+        if images:  # first: with on_leakage=fail the run stops here, its report logged and nothing else
+            check_in_run(run, images, request.image_check, request.on_leakage)
         for loaded in splits:
             log_split_input(loaded, name, request.context)
         log_split_files(splits)
         log_split_summary(run, splits, request.source)
     return run.info.run_id, splits
+
+
+def split_images(source: str, split: str, options: LoadOptions) -> list | None:
+    """The image files of the logged splits, for the leakage check; None for kinds without files (hub)."""
+    kind = kind_of(source)
+    listed = [kind.list_images(name, handle, options) for name, handle in kind.splits(source, split).items()]
+    if any(images is None for images in listed):
+        LOGGER.info("leakage check skipped: %s sources hold no image files to read", kind.name)
+        return None
+    return [image for images in listed for image in images]
 
 
 class ContentDigestDataset(HuggingFaceDataset):

@@ -9,10 +9,11 @@ splits and Hugging Face image folders all call it; each file's bytes are read on
 * the structure verdict (``image_check``): a file must be whole. A JPEG must reach its end-of-image
   marker after its image data, a PNG its IEND chunk, a GIF its trailer, a WebP/BMP the size its header
   declares. Bytes after a valid end are accepted: cameras pad files. ``decode`` also decodes the image;
-* room for a perceptual hash (``phash``), filled by the leakage check.
+* with ``perceptual=True`` (the leakage check), the image's perceptual hashes
+  (:func:`image_lineage.perceptual.perceptual_hashes`), from the same bytes.
 
-Results are cached (:class:`RecordCache`) by path, size, mtime and inode, so a re-scan of an unchanged
-folder reads no bytes at all. Set ``IMAGE_LINEAGE_READ_LOG`` to a file to have every read appended to it
+Results are cached (:class:`RecordCache`) by path, size, mtime and inode, and perceptual hashes by the
+file's sha256, so a re-scan of an unchanged folder reads (and decodes) nothing at all. Set ``IMAGE_LINEAGE_READ_LOG`` to a file to have every read appended to it
 as one line (tests count reads across the processes of ``mlflow run .`` this way).
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from image_lineage.core import IMAGE_CHECK_CHOICES, LineageError
+from image_lineage.perceptual import perceptual_hashes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,13 +55,14 @@ class ImageFacts(NamedTuple):
     height: int
     format: str  # jpeg, png, gif, webp, bmp, or PIL's name for the rarer ones (lower case)
     checked: str = "none"  # the deepest image_check this file passed
-    phash: int | None = None  # 64-bit perceptual hash, when the leakage check computed it
+    phash: tuple[int, int, int] | None = None  # perceptual hashes (whole, centre 5%, centre 10%) when asked for
 
 
 # ---------------------------------------------------------------- one file
 
 
-def read_image(path: str | os.PathLike, check: str = "structure", read_log: str | None = None) -> ImageFacts | str:
+def read_image(path: str | os.PathLike, check: str = "structure", read_log: str | None = None,
+               perceptual: bool = False) -> ImageFacts | str:
     """Read ``path`` once; return its facts, or a string that says why it is not a usable image.
 
     ``read_log``: a file to append the path to (see ``IMAGE_LINEAGE_READ_LOG``)."""
@@ -67,11 +70,11 @@ def read_image(path: str | os.PathLike, check: str = "structure", read_log: str 
         data = handle.read()
     if read_log:
         note_read(path, read_log)
-    return image_facts(data, check)
+    return image_facts(data, check, perceptual)
 
 
-def image_facts(data: bytes, check: str = "structure") -> ImageFacts | str:
-    """Facts of an image held in memory (``check`` as in :func:`read_images`)."""
+def image_facts(data: bytes, check: str = "structure", perceptual: bool = False) -> ImageFacts | str:
+    """Facts of an image held in memory (``check`` and ``perceptual`` as in :func:`read_images`)."""
     if not data:
         return "zero-byte file"
     header = parse_header(data, check != "none")
@@ -82,7 +85,13 @@ def image_facts(data: bytes, check: str = "structure") -> ImageFacts | str:
         problem = decode_problem(data)
         if problem:
             return problem
-    return ImageFacts(hashlib.sha256(data).hexdigest(), len(data), width, height, fmt, check)
+    phash = None
+    if perceptual:
+        try:
+            phash = perceptual_hashes(data, (width, height))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return f"does not decode ({exc})"
+    return ImageFacts(hashlib.sha256(data).hexdigest(), len(data), width, height, fmt, check, phash)
 
 
 def note_read(path, read_log: str) -> None:
@@ -107,19 +116,22 @@ def parse_header(data: bytes, whole: bool) -> tuple[str, int, int] | str:
 JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}
 JPEG_EOI = b"\xff\xd9"
+JPEG_SOS = b"\xff\xda"
 
 
 def jpeg_header(data: bytes, whole: bool) -> tuple[str, int, int] | str:
-    """Walk the marker segments to the frame header (and, for ``whole``, to the first scan, then look for
-    the end-of-image marker after it).
+    """Walk the marker segments to the frame header; for ``whole``, find the first scan after it and the
+    end-of-image marker after that.
 
     The walk takes microseconds where ``PIL.Image.open`` spends ~60 us per file parsing every segment in
     Python, for the same answer. Inside entropy-coded data an FF byte is always followed by 00 or a
     restart marker, so an FFD9 after the first start-of-scan can only be the real end of the image (an
-    EXIF thumbnail's end marker lies before it): a file cut anywhere after its header has none.
+    EXIF thumbnail's end marker lies before the frame header): a file cut anywhere after its header has
+    none. The scan and the end marker are found with ``bytes.find``/``rfind``, in C: this runs for every
+    file while holding the GIL, and a Python walk over the table segments cost 10% of a threaded scan.
     """
-    position, end, size = 2, len(data), None
-    while position + 4 <= end:  # byte arithmetic, no slices: this loop runs for every file, holding the GIL
+    position, end = 2, len(data)
+    while position + 4 <= end:  # byte arithmetic, no slices
         if data[position] != 0xFF:
             return "not a well-formed JPEG (marker walk lost its way: the header is damaged)"
         marker = data[position + 1]
@@ -129,8 +141,8 @@ def jpeg_header(data: bytes, whole: bool) -> tuple[str, int, int] | str:
         if marker in JPEG_STANDALONE_MARKERS:
             position += 2
             continue
-        if marker == 0xD9:
-            return "JPEG ends before its image data (end-of-image marker inside the header)"
+        if marker in (0xD9, 0xDA):
+            return "not a well-formed JPEG (its image data or end comes before any frame header)"
         length = data[position + 2] << 8 | data[position + 3]
         if marker in JPEG_SOF_MARKERS:
             if position + 9 > end or length < 7:
@@ -139,15 +151,13 @@ def jpeg_header(data: bytes, whole: bool) -> tuple[str, int, int] | str:
             width = data[position + 7] << 8 | data[position + 8]
             if not (width and height):
                 return f"JPEG frame header gives an empty picture ({width}x{height})"
-            size = (width, height)
-            if not whole:
-                return ("jpeg", *size)
-        elif marker == 0xDA:  # start of scan: the image data follows
-            if size is None:
-                return "not a well-formed JPEG (image data before any frame header)"
-            if data.rfind(JPEG_EOI, position + 2 + length) < 0:
-                return "truncated JPEG (no end-of-image marker after the image data: the file was cut short)"
-            return ("jpeg", *size)
+            if whole:
+                scan = data.find(JPEG_SOS, position + 2 + length)
+                if scan < 0:
+                    return "truncated JPEG (the file ends before its image data)"
+                if data.rfind(JPEG_EOI, scan + 2) < 0:
+                    return "truncated JPEG (no end-of-image marker after the image data: the file was cut short)"
+            return ("jpeg", width, height)
         position += 2 + length
     return "truncated JPEG (the file ends inside its header)"
 
@@ -254,9 +264,11 @@ def decode_problem(data: bytes) -> str | None:
 # ---------------------------------------------------------------- many files, cached
 
 
-def read_images(paths: list[str], check: str = "structure", cache: "RecordCache | None | bool" = True) -> list[ImageFacts | str]:
+def read_images(paths: list[str], check: str = "structure", cache: "RecordCache | None | bool" = True,
+                perceptual: bool = False) -> list[ImageFacts | str]:
     """Facts (or why-not strings) for every path, in order: from the cache where the file is unchanged
-    and was checked at least as deeply as ``check`` asks, else read on a thread pool.
+    and was checked at least as deeply as ``check`` asks (and, with ``perceptual``, its perceptual hashes
+    are known), else read on a thread pool.
 
     ``cache``: True for the default cache (:meth:`RecordCache.default`), a cache, or None/False for none.
     """
@@ -264,19 +276,23 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
         raise LineageError(f"image_check must be one of {', '.join(IMAGE_CHECK_CHOICES)}, got {check!r}.")
     cache = RecordCache.default() if cache is True else (cache or None)
     keys = [stat_key(path) for path in paths] if cache else []
-    cached = cache.lookup(keys) if cache else {}
+    cached = cache.lookup(keys, perceptual) if cache else {}
     results: list[ImageFacts | str | None] = [None] * len(paths)
     missing = []
     for index in range(len(paths)):
         hit = cached.get(keys[index]) if cache else None
-        if hit and CHECK_DEPTH[hit.checked] >= CHECK_DEPTH[check]:
+        if hit and CHECK_DEPTH[hit.checked] >= CHECK_DEPTH[check] and (hit.phash or not perceptual):
             results[index] = hit
         else:
             missing.append(index)
     chunks = [missing[i : i + CHUNK] for i in range(0, len(missing), CHUNK)]
     read_log = os.environ.get(READ_LOG_ENV)
+
+    def read_chunk(chunk: list[int]) -> list[ImageFacts | str]:
+        return [read_image(paths[i], check, read_log, perceptual) for i in chunk]
+
     with ThreadPoolExecutor(WORKERS) as pool:
-        for chunk, chunk_results in zip(chunks, pool.map(lambda c: [read_image(paths[i], check, read_log) for i in c], chunks)):
+        for chunk, chunk_results in zip(chunks, pool.map(read_chunk, chunks)):
             for index, result in zip(chunk, chunk_results):
                 results[index] = result
     if cache and missing:
@@ -301,7 +317,7 @@ class RecordCache:
 
     ENV = "IMAGE_LINEAGE_CACHE_DIR"
     FILE = "image_records.sqlite"
-    COLUMNS = "path, size, mtime_ns, inode, sha256, width, height, format, checked, phash"
+    COLUMNS = "path, size, mtime_ns, inode, sha256, width, height, format, checked"
 
     def __init__(self, path: Path):
         self.path = path
@@ -309,8 +325,10 @@ class RecordCache:
         with contextlib.closing(self.connect()) as db, db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER,"
-                " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT, phash INTEGER)"
+                " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)"
             )
+            # perceptual hashes depend on the bytes alone: keyed by sha256, so every copy of a file shares them
+            db.execute("CREATE TABLE IF NOT EXISTS perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT)")
 
     @classmethod
     def default(cls) -> "RecordCache | None":
@@ -326,24 +344,30 @@ class RecordCache:
     def connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def lookup(self, keys: list[tuple[str, int, int, int]]) -> dict[tuple, ImageFacts]:
-        """{key: facts} for the keys whose stored size, mtime and inode still match."""
+    def lookup(self, keys: list[tuple[str, int, int, int]], perceptual: bool = False) -> dict[tuple, ImageFacts]:
+        """{key: facts} for the keys whose stored size, mtime and inode still match (with their perceptual
+        hashes when ``perceptual`` and they are known)."""
         wanted = set(keys)
         found = {}
         with contextlib.closing(self.connect()) as db:
             for start in range(0, len(keys), 500):  # sqlite caps the number of bound parameters
                 paths = [key[0] for key in keys[start : start + 500]]
-                rows = db.execute(f"SELECT {self.COLUMNS} FROM images WHERE path IN ({','.join('?' * len(paths))})", paths)
-                for path, size, mtime_ns, inode, sha256, width, height, fmt, checked, phash in rows:
+                columns = f"{self.COLUMNS}, perceptual.hashes" if perceptual else f"{self.COLUMNS}, NULL"
+                join = "LEFT JOIN perceptual USING (sha256)" if perceptual else ""
+                rows = db.execute(f"SELECT {columns} FROM images {join} WHERE path IN ({','.join('?' * len(paths))})", paths)
+                for path, size, mtime_ns, inode, sha256, width, height, fmt, checked, hashes in rows:
                     if (path, size, mtime_ns, inode) in wanted:
+                        phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
                         found[(path, size, mtime_ns, inode)] = ImageFacts(sha256, size, width, height, fmt, checked, phash)
         return found
 
     def store(self, entries: list[tuple[tuple[str, int, int, int], ImageFacts]]) -> None:
-        rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked, f.phash) for key, f in entries]
+        rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked) for key, f in entries]
+        hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash)) for _, f in entries if f.phash]
         try:
             with contextlib.closing(self.connect()) as db, db:
-                db.executemany(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 10)})", rows)
+                db.executemany(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 9)})", rows)
+                db.executemany("INSERT OR REPLACE INTO perceptual VALUES (?, ?)", hashes)
         except sqlite3.Error as exc:  # another process holding the lock too long: skip, never fail
             LOGGER.warning("could not update the image record cache %s: %s", self.path, exc)
 

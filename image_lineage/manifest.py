@@ -111,14 +111,15 @@ def list_class_names(version_dir: str | Path) -> list[str]:
 
 def scan_version(
     version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True,
-    image_check: str = "structure",
+    image_check: str = "structure", perceptual: bool = False,
 ) -> Manifest:
     """Hash, measure and check every image of a version folder (one :mod:`image_pass` read per file).
 
     ``root`` (default: the parent of ``version_dir``) bounds symlinks: a link that resolves outside it
     is refused, so a manifest never vouches for files the dataset does not contain. With ``use_cache``,
     files whose path, size, mtime and inode are unchanged since the last scan are not read again
-    (see :class:`image_lineage.image_pass.RecordCache`). ``image_check``: structure, decode or none.
+    (see :class:`image_lineage.image_pass.RecordCache`). ``image_check``: structure, decode or none;
+    ``perceptual``: also compute perceptual hashes in the same read (for the leakage check).
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise DatasetError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}.")
@@ -130,7 +131,7 @@ def scan_version(
             f"version folder {str(version_dir)!r} has no class folders: put images in "
             f"{version_dir}/<class>/ (for example {version_dir}/cat/cat_01.jpg)."
         )
-    results = read_images([file for _, file in candidates], image_check, cache=use_cache)
+    results = read_images([file for _, file in candidates], image_check, cache=use_cache, perceptual=perceptual)
     records = []
     for (rel_path, _), result in zip(candidates, results):
         if isinstance(result, ImageFacts):

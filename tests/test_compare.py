@@ -24,7 +24,8 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
     assert compare_cli.main(["--experiment", experiment_name, "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     printed = out[next(i for i, line in enumerate(out) if line.lstrip().startswith("Run Name")):]
-    assert printed[0].split() == ["Run", "Name", "Version", "Total", "Images", "Cat", "Dog", "Num", "Classes", "Digest", "Diff"]
+    assert printed[0].split() == ["Run", "Name", "Version", "Total", "Images", "Cat", "Dog", "Num", "Classes", "Digest", "Diff",
+                                  "Quality"]
     assert printed[1].split()[:6] == ["image_v1", "1.0.0", "2", "2", "0", "1"]
     assert printed[2].split()[:6] == ["image_v2", "2.0.0", "3", "1", "2", "2"]
 
@@ -35,6 +36,8 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
     assert table["Run ID"].iloc[1] == latest_v2.run_id
     assert table["Digest"].iloc[1] == latest_v2.digest[:12]
     assert table["Diff"].iloc[1] == "v1->v2: +2 -1 ~0 relabelled 0"
+    # the leakage check of each version: the bundled cats (v1) and dogs (v2) are each one drawing in other colours
+    assert table["Quality"].tolist() == ["duplicates (near 1)", "duplicates (near 1)"]
     assert (tmp_path / "dataset_versions.md").read_text().startswith("| Run Name")
 
     compare_run = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.run_name = 'compare'", output_format="list")[0]

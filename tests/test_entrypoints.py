@@ -6,9 +6,10 @@ import mlflow
 import pytest
 import yaml
 
-from entrypoints import coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
+from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
 from entrypoints import main as main_entry
 from image_lineage.coco_finetune import FinetuneRequest
+from image_lineage.dataset_check import CheckRequest
 from image_lineage.folder_dataset import FolderVersionRequest
 from image_lineage.hf_dataset import HfRequest
 from image_lineage.train_registry import RegistryRequest
@@ -46,9 +47,10 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
 
 
 ENTRY_POINTS = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
-                "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare}
+                "coco_finetune": coco_finetune, "train_registry": train_registry, "compare": compare,
+                "check_dataset": check_dataset}
 REQUESTS = {"main": MainRequest, "log_folder_dataset": FolderVersionRequest, "log_hf_dataset": HfRequest,
-            "coco_finetune": FinetuneRequest, "train_registry": RegistryRequest}
+            "coco_finetune": FinetuneRequest, "train_registry": RegistryRequest, "check_dataset": CheckRequest}
 CLI_ONLY = {"experiment_name", "project_dir"}  # flags for use outside `mlflow run`, which sets both itself
 LAUNCHER_ONLY = {"nproc_per_node"}  # read by torchrun, not by the entry point
 

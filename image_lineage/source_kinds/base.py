@@ -8,7 +8,9 @@ A kind knows, for one way datasets are stored (an image folder, a COCO folder, a
   (through the image pass for image files), its class balance, and the MLflow ``DatasetSource`` that
   describes where it came from;
 * ``reload(source_type, source, options)``: the split again from a logged ``DatasetSource`` (its type
-  and its JSON dict), or None when that source is not this kind's.
+  and its JSON dict), or None when that source is not this kind's;
+* ``list_images(split, handle, options)``: the split's image files with their labels (or annotations),
+  for the leakage check (:mod:`image_lineage.quality`); None where its images are not files.
 
 Adding a kind is one module with a :class:`SourceKind` subclass and one ``register(...)`` line in
 ``image_lineage/source_kinds/__init__.py``.
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from mlflow.data.dataset_source import DatasetSource
 
 from image_lineage.core import DatasetError
+from image_lineage.quality import QualityImage
 
 SPLIT_CHOICES = ("all", "train", "validation", "test")
 
@@ -32,6 +35,7 @@ class LoadOptions:
     revision: str | None = None
     image_check: str = "structure"
     on_bad_image: str = "fail"
+    perceptual: bool = False  # compute perceptual hashes in the same read (the leakage check follows)
 
 
 @dataclass
@@ -69,6 +73,9 @@ class SourceKind:
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         raise NotImplementedError
+
+    def list_images(self, split: str, handle: object, options: LoadOptions) -> list[QualityImage] | None:
+        return None  # this kind's images are not files the leakage check can read
 
 
 def pick_splits(available: dict, wanted: str, source: str) -> dict:
@@ -136,3 +143,13 @@ def label_counts(dataset, column: str) -> dict[str, int]:
     if isinstance(feature, datasets.ClassLabel):
         return {name: counts.get(str(i), 0) for i, name in enumerate(feature.names)}
     return dict(sorted(counts.items()))
+
+
+def dataset_name_of(source: str) -> str:
+    """A dataset name derived from a source: ``image_dataset/v2`` -> ``image_dataset_v2``, ``hub:a/b`` -> ``a/b``."""
+    from pathlib import Path
+
+    if ":" in source and not Path(source).exists():  # hub:<name> and other scheme-prefixed sources
+        return source.split(":", 1)[1]
+    path = Path(source).resolve()
+    return f"{path.parent.name}_{path.name}" if path.parent.name else path.name

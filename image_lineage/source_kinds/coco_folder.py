@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from image_lineage import coco
+from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import LoadedSplit, LoadOptions, SourceKind
 from image_lineage.sources import CocoDatasetSource
 
@@ -20,8 +21,16 @@ class CocoFolder(SourceKind):
         return coco.find_coco_splits(source)
 
     def load_split(self, split: str, handle: coco.CocoSplit, options: LoadOptions) -> LoadedSplit:
-        index = coco.read_split_images(coco.index_split(handle), options.image_check, options.on_bad_image)
-        return load_index(index, split)
+        return load_index(self.read(handle, options), split)
+
+    def list_images(self, split: str, handle: coco.CocoSplit, options: LoadOptions) -> list[QualityImage]:
+        index = self.read(handle, options)
+        return [QualityImage(f"{handle.name}/{image['file_name']}", str(index.image_path(image)), split,
+                             annotations=coco.canonical_annotations(index, image)) for image in index.images]
+
+    @staticmethod
+    def read(handle: coco.CocoSplit, options: LoadOptions) -> coco.CocoIndex:
+        return coco.read_split_images(coco.index_split(handle), options.image_check, options.on_bad_image, options.perceptual)
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != CocoDatasetSource._get_source_type():

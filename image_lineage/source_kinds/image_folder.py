@@ -13,6 +13,7 @@ from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from image_lineage.coco import split_name
 from image_lineage.manifest import scan_version
+from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import SPLIT_CHOICES, LoadedSplit, LoadOptions, SourceKind
 
 IMAGEFOLDER = "imagefolder"
@@ -30,7 +31,8 @@ class ImageFolder(SourceKind):
     def load_split(self, split: str, handle: Path, options: LoadOptions) -> LoadedSplit:
         import datasets
 
-        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check)
+        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check,
+                                perceptual=options.perceptual)
         # drop_labels=False: a single class folder still gives a label column (imagefolder drops it otherwise)
         dataset = datasets.load_dataset(IMAGEFOLDER, data_dir=str(handle.resolve()), split="train", drop_labels=False)
         skipped = {str((handle / item["path"]).resolve()) for item in manifest.ignored}
@@ -43,6 +45,13 @@ class ImageFolder(SourceKind):
         if source_type != "hugging_face" or source.get("path") != IMAGEFOLDER:
             return None
         return self.load_split(source.get("split") or "train", Path(source["data_dir"]), options)
+
+
+    def list_images(self, split: str, handle: Path, options: LoadOptions) -> list[QualityImage]:
+        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check,
+                                perceptual=options.perceptual)
+        prefix = f"{handle.name}/" if split_name(handle.name) == split else ""  # train/cat/x.jpg in split folders
+        return [QualityImage(prefix + r.path, str(handle / r.path), split, r.label) for r in manifest.records]
 
 
 def folder_splits(folder: Path) -> dict[str, Path]:

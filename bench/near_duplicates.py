@@ -1,0 +1,131 @@
+"""Leakage check speed and accuracy, in one run:
+
+  (a) perceptual hashes per second on 2,000 real photos (re-encoded copies of ../shared/data/catsdogs, as in
+      bench/folder_logging.py): ours (three pHashes per image from a DCT-scaled JPEG decode, on the image
+      pass's threads) against ``imagehash.phash`` (one pHash from a full decode), cold, same files;
+  (b) finding every pair within the threshold among 100,000 64-bit hashes (random, with 1,000 planted
+      neighbours at 0..threshold bits), multi-index hashing, against the planted count;
+  (c) the whole check (read, hash, pairs, report) of a 2,000-image folder, cold and warm (cached hashes);
+  (d) accuracy on the real photos: planted copies (bench/common.py TRANSFORMS) found, distinct photos flagged,
+      and the distances of planted and of distinct pairs.
+
+    pip install -e '.[bench]'    # imagehash, the baseline
+    python bench/near_duplicates.py [--images 2000] [--hashes 100000]
+
+Goals: (a) >= 3x imagehash.phash; (b) <= 5 s; (d) recall >= 0.95, no distinct pair flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import SHARED_PHOTOS, TRANSFORMS, build_folder, build_leaky_splits, same_picture  # noqa: E402
+from image_lineage.dataset_check import source_images  # noqa: E402
+from image_lineage.image_pass import read_images  # noqa: E402
+from image_lineage.perceptual import DEFAULT_THRESHOLD, pairs_within  # noqa: E402
+from image_lineage.quality import find_pairs  # noqa: E402
+from image_lineage.source_kinds import LoadOptions  # noqa: E402
+
+
+def timed(label: str, work):
+    started = time.perf_counter()
+    result = work()
+    seconds = time.perf_counter() - started
+    print(f"{label:<58} {seconds:8.2f} s", flush=True)
+    return seconds, result
+
+
+def hash_speed(files: list[str]) -> None:
+    try:
+        import imagehash
+        from PIL import Image
+    except ImportError:
+        sys.exit("imagehash is the baseline: pip install -e '.[bench]'")
+
+    def baseline():
+        for file in files:
+            with Image.open(file) as image:
+                imagehash.phash(image)
+
+    os.environ["IMAGE_LINEAGE_CACHE_DIR"] = "off"
+    theirs, _ = timed(f"(a) imagehash.phash, {len(files)} photos", baseline)
+    ours, _ = timed(f"(a) ours: image pass with perceptual hashes (x3 per photo)",
+                    lambda: read_images(files, "structure", cache=False, perceptual=True))
+    print(f"    {len(files) / theirs:.0f} vs {len(files) / ours:.0f} images/s: ratio = {theirs / ours:.1f}   (goal >= 3)")
+
+
+def pair_speed(count: int, threshold: int) -> None:
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, np.iinfo(np.int64).max, size=count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    hashes |= rng.integers(0, 2, size=count).astype(np.uint64)
+    planted = min(1000, count // 2)
+    for i in range(planted):  # hash 2i+1 is hash 2i with up to `threshold` bits flipped
+        flips = rng.choice(64, size=i % (threshold + 1), replace=False)
+        hashes[2 * i + 1] = hashes[2 * i] ^ np.uint64(sum(1 << int(f) for f in flips))
+    seconds, (a, b, _) = timed(f"(b) all pairs within {threshold} bits among {count:,} hashes",
+                               lambda: pairs_within(hashes, hashes, threshold, same=True))
+    found = {(int(x), int(y)) for x, y in zip(a, b)}
+    print(f"    {len(found)} pairs, {sum((2 * i, 2 * i + 1) in found for i in range(planted))}/{planted} planted found   "
+          f"(goal <= 5 s)")
+
+
+def check_speed(folder: Path) -> None:
+    os.environ["IMAGE_LINEAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_cache_")
+
+    def check():
+        return find_pairs(source_images(str(folder), LoadOptions(perceptual=True)))
+
+    cold, report = timed("(c) whole check of the 2,000-image folder, cold", check)
+    warm, _ = timed("(c) the same, warm (hashes cached)", check)
+    print(f"    status {report.status}, {len(report.pairs)} pairs; cold/warm = {cold / warm:.0f}")
+
+
+def accuracy(root: Path) -> None:
+    planted = build_leaky_splits(root)
+    os.environ["IMAGE_LINEAGE_CACHE_DIR"] = "off"
+    images = source_images(str(root), LoadOptions(perceptual=True))
+    wide = find_pairs(images, threshold=24)  # to see the distances on both sides of the threshold
+    distance = {frozenset(p): d for p, d in zip(zip(wide.pairs["path_a"], wide.pairs["path_b"]), wide.pairs["distance"])}
+    print(f"(d) {len(images)} real photos and copies; threshold {DEFAULT_THRESHOLD} of 64 bits")
+    print(f"    {'transform':<18} planted  found  max distance")
+    for transform in TRANSFORMS:
+        pairs = [frozenset(p[:2]) for p in planted if p[2] == transform]
+        found = [distance.get(p, 99) for p in pairs]
+        print(f"    {transform:<18} {len(pairs):7d} {sum(d <= DEFAULT_THRESHOLD for d in found):6d}  {max(found):5d}")
+    planted_pairs = {frozenset(p[:2]) for p in planted}
+    others = sorted((d, sorted(p)) for p, d in distance.items() if p not in planted_pairs)
+    same = [(d, p) for d, p in others if same_picture(*p)]
+    distinct = [d for d, p in others if not same_picture(*p)]
+    recall = sum(distance.get(p, 99) <= DEFAULT_THRESHOLD for p in planted_pairs) / len(planted_pairs)
+    print(f"    recall {recall:.3f} (goal >= 0.95); distinct pairs flagged: "
+          f"{sum(d <= DEFAULT_THRESHOLD for d in distinct)} (goal 0)")
+    print(f"    other pairs of one picture (real photos a person looked at, and their copies): {same}")
+    print(f"    closest distinct pairs: {distinct[:10]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--hashes", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_near_") as tmp:
+        folder = Path(tmp) / "v1"
+        build_folder(SHARED_PHOTOS, folder, args.images)
+        files = sorted(str(p) for p in folder.rglob("*.jpg"))
+        hash_speed(files)
+        pair_speed(args.hashes, DEFAULT_THRESHOLD)
+        check_speed(folder)
+        accuracy(Path(tmp) / "leaky")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The leakage check on real photos: accuracy, the check_dataset run, the on_leakage gate, the cache, bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from helpers import artifact_paths
+from PIL import Image
+
+from bench.common import build_leaky_splits, same_picture
+from entrypoints import check_dataset as check_cli
+from image_lineage.coco_finetune import FinetuneRequest, run_finetune
+from image_lineage.dataset_check import CheckRequest, check_dataset, source_images
+from image_lineage.perceptual import near_pairs, pairs_within
+from image_lineage.quality import LeakageError, find_pairs
+from image_lineage.source_kinds import LoadOptions
+
+
+@pytest.fixture
+def leaky(tmp_path, catsdogs_dir, coco_tiny_dir):
+    root = tmp_path / "leaky"
+    return root, build_leaky_splits(root)
+
+
+def test_planted_copies_are_found_and_distinct_photos_are_not(leaky):
+    root, planted = leaky
+    images = source_images(str(root), LoadOptions(perceptual=True))
+    report = find_pairs(images)
+    flagged = {frozenset(pair) for pair in zip(report.pairs["path_a"], report.pairs["path_b"])}
+    found = [frozenset(pair[:2]) in flagged for pair in planted]
+    assert sum(found) / len(planted) >= 0.95, [p for p, f in zip(planted, found) if not f]
+    # precision 1.0: every flagged pair is one picture (the planted copies, or real photos a person checked)
+    assert all(same_picture(a, b) for a, b in zip(report.pairs["path_a"], report.pairs["path_b"])), report.pairs
+    relabelled = report.pairs[report.pairs["path_b"].str.contains("relabelled_copy")]
+    assert relabelled["label_conflict"].all() and relabelled["leakage"].all() and len(relabelled) == 8
+    assert report.status == "leakage" and report.metrics["quality/label_conflicts"] == 8
+
+
+def test_check_dataset_run_holds_metrics_tag_csv_and_report(leaky, experiment_name, sqlite_uri):
+    root, planted = leaky
+    assert check_cli.main(["--source", str(root), "--experiment-name", experiment_name]) == 0
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("check_") and run.info.run_name.endswith("_leaky")
+    assert run.data.tags["quality.status"] == "leakage"
+    metrics = run.data.metrics
+    assert metrics["quality/leakage_pairs"] >= 0.95 * len(planted) and metrics["quality/label_conflicts"] == 8
+    assert metrics["quality/exact_duplicate_pairs"] == 16  # 8 exact copies + 8 relabelled copies
+    assert {"quality/pairs.csv", "quality/report.html"} <= set(artifact_paths(run.info.run_id))
+    page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/quality/report.html")
+    assert page.count("data:image/jpeg;base64,") >= 2 * 60 and "LEAKAGE" in page and "LABEL CONFLICT" in page
+
+
+def test_on_leakage_fail_leaves_a_failed_run_with_its_report(leaky, experiment_name, sqlite_uri, caplog):
+    root, _ = leaky
+    assert check_cli.main(["--source", str(root), "--on-leakage", "fail", "--experiment-name", experiment_name]) == 2
+    assert "leak between splits" in caplog.text and "quality/report.html" in caplog.text
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert run.info.status == "FAILED" and "quality/report.html" in artifact_paths(run.info.run_id)
+
+
+def test_a_recheck_of_an_unchanged_folder_reads_and_decodes_nothing(leaky, monkeypatch, tmp_path):
+    root, _ = leaky
+    source_images(str(root), LoadOptions(perceptual=True))
+    log = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
+    images = source_images(str(root), LoadOptions(perceptual=True))
+    find_pairs(images)
+    assert not log.exists()
+
+
+def leaky_coco(bundled_coco: Path, tmp_path: Path) -> Path:
+    """The bundled COCO sample with one training picture copied into the validation split."""
+    root = tmp_path / "coco"
+    shutil.copytree(bundled_coco, root)
+    shutil.copyfile(root / "train2017/000000000100.jpg", root / "val2017/000000000999.jpg")
+    path = root / "annotations/instances_val2017.json"
+    data = json.loads(path.read_text())
+    train = json.loads((root / "annotations/instances_train2017.json").read_text())
+    image = dict(next(i for i in train["images"] if i["id"] == 100), id=999, file_name="000000000999.jpg")
+    data["images"].append(image)
+    next_id = max(a["id"] for a in data["annotations"]) + 1
+    for offset, a in enumerate(a for a in train["annotations"] if a["image_id"] == 100):
+        data["annotations"].append(dict(a, id=next_id + offset, image_id=999))
+    path.write_text(json.dumps(data))
+    return root
+
+
+def test_on_leakage_fail_stops_coco_finetune_before_training(bundled_coco, tmp_path, experiment_name, sqlite_uri):
+    root = leaky_coco(bundled_coco, tmp_path)
+    request = FinetuneRequest(data_dir=str(root), experiment_name=experiment_name, weights=None, epochs=1,
+                              model="fasterrcnn_mobilenet_v3_large_320_fpn", image_size=128, on_leakage="fail",
+                              register_as=f"det_{experiment_name}")
+    with pytest.raises(LeakageError, match=r"train2017/000000000100\.jpg \(train\) ~ val2017/000000000999\.jpg"):
+        run_finetune(request)
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    paths = artifact_paths(run.info.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["quality.status"] == "leakage"
+    assert "quality/report.html" in paths and not [p for p in paths if p.startswith(("checkpoints", "coco/"))]
+    assert "epoch_loss" not in run.data.metrics  # stopped before training
+
+
+def test_coco_copy_with_other_boxes_is_a_label_conflict(bundled_coco, tmp_path):
+    root = leaky_coco(bundled_coco, tmp_path)
+    path = root / "annotations/instances_val2017.json"
+    data = json.loads(path.read_text())
+    for a in data["annotations"]:
+        if a["image_id"] == 999:
+            a["bbox"] = [a["bbox"][0] + 7, *a["bbox"][1:]]
+    path.write_text(json.dumps(data))
+    report = find_pairs(source_images(str(root), LoadOptions(perceptual=True)))
+    (row,) = report.pairs.itertuples()
+    assert row.kind == "exact_duplicate" and row.leakage and row.label_conflict
+
+
+def test_pair_search_matches_brute_force():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, size=3000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + rng.integers(0, 2, 3000).astype(np.uint64)
+    for i in range(0, 200, 2):  # plant neighbours 0..12 bits away
+        flips = rng.choice(64, size=i % 13, replace=False)
+        hashes[i + 1] = hashes[i] ^ np.uint64(sum(1 << int(f) for f in flips))
+    a, b, d = pairs_within(hashes, hashes, 10, same=True)
+    found = {(int(x), int(y)): int(z) for x, y, z in zip(a, b, d)}
+    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    expected = {(int(x), int(y)): int(distances[x, y]) for x, y in zip(*np.nonzero(np.triu(distances <= 10, 1)))}
+    assert found == expected and len(expected) >= 80
+    triples = np.stack([hashes, hashes, hashes], axis=1)
+    assert near_pairs(triples, 10) == expected
+
+
+@pytest.mark.parametrize("case", ["one image", "empty split", "modes", "huge jpeg"])
+def test_odd_images_and_folders_work_or_fail_clearly(case, tmp_path, catsdogs_dir, experiment_name, sqlite_uri, caplog):
+    photo = sorted((catsdogs_dir / "cat").glob("*.jpg"))[0]
+    root = tmp_path / "data"
+    (root / "train/cat").mkdir(parents=True)
+    if case == "one image":
+        shutil.copyfile(photo, root / "train/cat/a.jpg")
+    elif case == "empty split":
+        shutil.copyfile(photo, root / "train/cat/a.jpg")
+        (root / "val/cat").mkdir(parents=True)
+    elif case == "modes":
+        with Image.open(photo) as image:
+            image.convert("L").save(root / "train/cat/grey.png")
+            image.convert("CMYK").save(root / "train/cat/cmyk.jpg")
+            image.convert("RGBA").save(root / "train/cat/rgba.png")
+            Image.fromarray((np.asarray(image.convert("L"), dtype=np.uint16) * 257)).save(root / "train/cat/deep.png")
+    else:
+        Image.new("L", (12000, 12000), 128).save(root / "train/cat/huge.jpg", quality=50)
+    code = check_cli.main(["--source", str(root), "--experiment-name", experiment_name])
+    if case == "empty split":
+        assert code == 2 and "no readable images" in caplog.text and "val" in caplog.text
+    else:
+        assert code == 0, caplog.text
+        (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+        assert run.data.tags["quality.status"] == ("duplicates" if case == "modes" else "clean")
