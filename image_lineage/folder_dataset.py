@@ -30,9 +30,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
 from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT, DatasetError, digest_prefix
-from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
-from image_lineage.quality import QualityImage, require_on_leakage
+from image_lineage.quality import QualityImage, apply_gate, find_pairs, log_quality, require_on_leakage
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
@@ -88,6 +87,8 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     previous = mf.previous_version(request.data_dir, request.version)
     old_manifest = mf.scan_version(Path(request.data_dir) / previous, "skip") if previous else None
     diff = mf.diff_manifests(old_manifest, manifest)
+    images = version_images(manifest, request.version) if checking else []
+    quality = find_pairs(images, request.image_check) if checking else None
     all_classes = all_class_names(request.data_dir)
 
     run_name = request.run_name or f"image_{request.version}"
@@ -97,9 +98,10 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     with ThreadPoolExecutor(2) as pool:
         snapshot_search = pool.submit(find_snapshot_run, experiment_id, manifest.digest)
         with start_run(run_name=run_name, experiment_id=experiment_id) as run:
-            if checking:
-                check_in_run(run, version_images(manifest, request.version), request.image_check, request.on_leakage)
             snapshot = snapshot_search.result()
+            if quality:  # before the files: with on_leakage=fail the run stops here, its report logged
+                log_quality(quality, images, run, files=not snapshot)
+                apply_gate(quality, request.on_leakage)
             if snapshot:
                 LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
             else:

@@ -120,12 +120,14 @@ def categories(image: QualityImage) -> list[str]:
 # ---------------------------------------------------------------- in the run
 
 
-def log_quality(report: QualityReport, images: list[QualityImage], run: mlflow.ActiveRun) -> None:
-    """Metrics, tag ``quality.status``, ``quality/pairs.csv`` and ``quality/report.html`` in the active run."""
-    with tempfile.TemporaryDirectory(prefix="quality_") as staging:
-        report.pairs.to_csv(Path(staging) / "pairs.csv", index=False)
-        (Path(staging) / "report.html").write_text(report_html(report, {image.path: image.file for image in images}))
-        upload_folder(staging, "quality")
+def log_quality(report: QualityReport, images: list[QualityImage], run: mlflow.ActiveRun, files: bool = True) -> None:
+    """Metrics and tag ``quality.status`` in the active run, and with ``files``, ``quality/pairs.csv`` and
+    ``quality/report.html`` (a re-log of an already-logged digest leaves them in the snapshot run)."""
+    if files:
+        with tempfile.TemporaryDirectory(prefix="quality_") as staging:
+            report.pairs.to_csv(Path(staging) / "pairs.csv", index=False)
+            (Path(staging) / "report.html").write_text(report_html(report, {image.path: image.file for image in images}))
+            upload_folder(staging, "quality")
     log_values(run, metrics=report.metrics, tags={TAG_QUALITY_STATUS: report.status})
 
 

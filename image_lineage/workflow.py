@@ -67,19 +67,20 @@ def workflow_steps(request: MainRequest, experiment: str) -> list[Step]:
 def data_digest(path: Path, image_check: str = "structure") -> str:
     """Content digest of a step's data: COCO (images + annotations) or every version of an image folder.
 
-    The image pass caches what it reads, so the steps that read the same files after this read none."""
+    The image pass caches what it reads (with the perceptual hashes the steps' leakage checks need), so
+    the steps that read the same files after this read none."""
     if coco.is_coco_dir(path):
         return hashlib.sha256("".join(
-            coco.compute_coco_digest(coco.read_split_images(coco.index_split(split), image_check))
+            coco.compute_coco_digest(coco.read_split_images(coco.index_split(split), image_check, perceptual=True))
             for split in coco.find_coco_splits(path).values()
         ).encode()).hexdigest()
     if any(child.is_dir() and any(grandchild.is_dir() for grandchild in child.iterdir()) for child in path.iterdir()):
         # a folder of versions (image_dataset/): each version's manifest digest
         return hashlib.sha256("".join(
-            scan_version(child, image_check=image_check).digest
+            scan_version(child, image_check=image_check, perceptual=True).digest
             for child in sorted(path.iterdir()) if child.is_dir() and not child.name.startswith(".")
         ).encode()).hexdigest()
-    return scan_version(path, image_check=image_check).digest
+    return scan_version(path, image_check=image_check, perceptual=True).digest
 
 
 def git_commit(project_dir: Path) -> str:

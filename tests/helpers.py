@@ -49,3 +49,13 @@ def artifact_paths(run_id: str, path: str | None = None) -> list[str]:
     for info in mlflow.MlflowClient().list_artifacts(run_id, path):
         found.extend(artifact_paths(run_id, info.path) if info.is_dir else [info.path])
     return sorted(found)
+
+
+QUALITY_METRICS = {"quality/exact_duplicate_pairs", "quality/near_duplicate_pairs", "quality/leakage_pairs",
+                   "quality/label_conflicts"}
+
+
+def dataset_metrics(run) -> dict:
+    """A run's metrics other than the leakage check's (which every checked run also holds: asserted here)."""
+    assert QUALITY_METRICS <= set(run.data.metrics), sorted(run.data.metrics)
+    return {k: v for k, v in run.data.metrics.items() if k not in QUALITY_METRICS}

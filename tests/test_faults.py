@@ -9,7 +9,7 @@ import time
 
 import mlflow
 import pytest
-from helpers import build_real_versions
+from helpers import build_real_versions, dataset_metrics
 from tests_paths import PROJECT_ROOT
 
 from entrypoints import log_folder_dataset as folder_cli
@@ -68,8 +68,8 @@ def test_two_versions_logged_at_the_same_time(bundled_images, server_uri, experi
         assert process.returncode == 0, output
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=[experiment_name], output_format="list")}
     assert set(runs) == {"image_v1", "image_v2"} and {r.info.status for r in runs.values()} == {"FINISHED"}
-    assert runs["image_v1"].data.metrics == {"total_images": 2, "class_cat_count": 2, "class_dog_count": 0}
-    assert runs["image_v2"].data.metrics == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
+    assert dataset_metrics(runs["image_v1"]) == {"total_images": 2, "class_cat_count": 2, "class_dog_count": 0}
+    assert dataset_metrics(runs["image_v2"]) == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
 
 
 def test_threads_logging_two_versions_in_one_process(bundled_images, server_uri, experiment_name):

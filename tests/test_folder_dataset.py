@@ -3,7 +3,7 @@ import tarfile
 
 import mlflow
 import pytest
-from helpers import artifact_paths, build_real_versions, build_tree
+from helpers import artifact_paths, build_real_versions, build_tree, dataset_metrics
 
 from image_lineage.core import TAG_DIGEST, TAG_SNAPSHOT, DatasetError
 from image_lineage.folder_dataset import FolderVersionRequest, derive_dataset_version, log_folder_version
@@ -34,11 +34,11 @@ def test_homework_values_for_bundled_sample(bundled_images, experiment_name, any
     assert run2.data.params == {
         "dataset_version": "2.0.0", "dataset_name": "cat_dog_dataset", "num_classes": "2", "class_names": '["cat", "dog"]',
     }
-    assert run1.data.metrics == {"total_images": 2, "class_cat_count": 2, "class_dog_count": 0}
-    assert run2.data.metrics == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
+    assert dataset_metrics(run1) == {"total_images": 2, "class_cat_count": 2, "class_dog_count": 0}
+    assert dataset_metrics(run2) == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
 
     assert artifact_paths(second.run_id) == [
-        "class_counts.png", "diff.json", "manifest.json",
+        "class_counts.png", "diff.json", "manifest.json", "quality/pairs.csv", "quality/report.html",
         "samples/cat/cat_01.jpg", "samples/dog/dog_01.jpg", "samples/dog/dog_02.jpg",
     ]
     diff = json.loads(mlflow.artifacts.load_text(f"runs:/{second.run_id}/diff.json"))
@@ -95,13 +95,13 @@ def test_large_class_goes_into_one_archive(catsdogs_dir, tmp_path, experiment_na
     with tarfile.open(mlflow.artifacts.download_artifacts(f"runs:/{logged.run_id}/archive/v2.tar")) as archive:
         assert sorted(archive.getnames()) == sorted(r.path for r in logged.manifest.records)
     run = mlflow.get_run(logged.run_id)
-    assert run.data.metrics == {"total_images": 9, "class_cat_count": 4, "class_dog_count": 5}
+    assert dataset_metrics(run) == {"total_images": 9, "class_cat_count": 4, "class_dog_count": 5}
 
 
 def test_real_photos_v1_v2(catsdogs_dir, tmp_path, experiment_name, server_uri):
     root = build_real_versions(catsdogs_dir, tmp_path / "data")
     first, second = log(root, "v1", experiment_name), log(root, "v2", experiment_name)
-    assert mlflow.get_run(first.run_id).data.metrics == {"total_images": 6, "class_cat_count": 6, "class_dog_count": 0}
+    assert dataset_metrics(mlflow.get_run(first.run_id)) == {"total_images": 6, "class_cat_count": 6, "class_dog_count": 0}
     assert len(second.diff["added"]) == 5 and len(second.diff["removed"]) == 2
     assert first.digest != second.digest
 

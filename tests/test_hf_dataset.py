@@ -3,7 +3,7 @@ import shutil
 
 import mlflow
 import pytest
-from helpers import build_real_versions, build_tree
+from helpers import build_real_versions, build_tree, dataset_metrics
 from PIL import Image
 
 from entrypoints import log_hf_dataset as hf_cli
@@ -30,7 +30,7 @@ def test_folder_source_bundled_v2(bundled_images, experiment_name, server_uri):
     assert json.loads(run.data.params["class_names"]) == ["cat", "dog"]
     features = json.loads(run.data.params["features"])
     assert features["label"] == {"names": ["cat", "dog"], "_type": "ClassLabel"}
-    assert run.data.metrics == {"train/num_rows": 3, "train/rows_cat": 1, "train/rows_dog": 2}
+    assert dataset_metrics(run) == {"train/num_rows": 3, "train/rows_cat": 1, "train/rows_dog": 2}
 
     # the folder's digest is the manifest digest of the foundation issue
     assert run.data.tags[TAG_DIGEST] == split.digest == scan_version(bundled_images / "v2").digest
@@ -73,7 +73,7 @@ def test_coco_tiny_and_catsdogs(coco_tiny_dir, catsdogs_dir, tmp_path, experimen
     assert run.data.metrics["validation/instances_traffic_light"] > 0
     root = build_real_versions(catsdogs_dir, tmp_path / "pets")
     run_id, (split,) = log(root / "v2", experiment_name)
-    assert mlflow.get_run(run_id).data.metrics == {"train/num_rows": 9, "train/rows_cat": 4, "train/rows_dog": 5}
+    assert dataset_metrics(mlflow.get_run(run_id)) == {"train/num_rows": 9, "train/rows_cat": 4, "train/rows_dog": 5}
 
 
 def test_folder_with_train_and_validation_subfolders(tmp_path, experiment_name, sqlite_uri):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from helpers import dataset_metrics
 from tests_paths import PROJECT_ROOT
 
 
@@ -39,7 +40,7 @@ def test_mlflow_run_from_git_clone_records_commit(project_clone, server_uri, exp
     assert run.info.status == "FINISHED" and run.info.run_name == "image_v2"
     assert run.data.tags["mlflow.source.git.commit"] == commit
     assert run.data.params["dataset_version"] == "2.0.0"
-    assert run.data.metrics == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
+    assert dataset_metrics(run) == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
 
 
 def test_mlflow_run_bad_version_ends_failed(project_clone, server_uri, experiment_name, tmp_path):
