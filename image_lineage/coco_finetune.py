@@ -30,6 +30,7 @@ from image_lineage.coco import CategoryMapping
 from image_lineage.core import TAG_DIGEST, TAG_IGNORED, DatasetError, digest_prefix
 from image_lineage.dataset_check import check_in_run
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
+from image_lineage.model_lineage import log_model_metrics, start_model
 from image_lineage.plots import plot_class_counts
 from image_lineage.quality import QualityImage, require_on_leakage
 from image_lineage.source_kinds.coco_folder import load_index
@@ -137,29 +138,30 @@ def make_loader(dataset, request, shuffle: bool, distributed: bool):
 # ---------------------------------------------------------------- dataset lineage
 
 
-def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping) -> str:
-    """Everything about the data, before training; returns the combined content digest."""
-    digests = {}
+def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping) -> tuple[str, dict]:
+    """Everything about the data, before training; returns the combined content digest and the MLflow
+    dataset of each split ({role: dataset})."""
+    digests, datasets = {}, {}
     with tempfile.TemporaryDirectory(prefix="coco_finetune_") as staging:
         root = Path(staging)
         for role, index in indexes.items():
-            digests[role] = log_split_input(request, role, index)
+            digests[role], datasets[role] = log_split_input(request, role, index)
             stage_split_files(request, role, index, root)
         (root / "category_mapping.json").write_text(mapping.to_json())
         upload_folder(root)
     combined = hf_dataset.combined_digest(digests)
     ignored = sum(len(index.ignored) for index in indexes.values())
     mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
-    return combined
+    return combined, datasets
 
 
-def log_split_input(request, role: str, index: coco.CocoIndex) -> str:
-    """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco)."""
+def log_split_input(request, role: str, index: coco.CocoIndex) -> tuple[str, object]:
+    """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco);
+    returns (content digest, the MLflow dataset)."""
     context = "training" if role == "train" else "validation"
     if request.input == "hf":
         loaded = load_index(index, role)
-        hf_dataset.log_split_input(loaded, "coco", context)
-        return loaded.digest
+        return loaded.digest, hf_dataset.log_split_input(loaded, "coco", context)
     digest = coco.compute_coco_digest(index)
     table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"], "height": i["height"],
                            "annotations": len(index.annotations_by_image[i["id"]])} for i in index.images])
@@ -167,7 +169,7 @@ def log_split_input(request, role: str, index: coco.CocoIndex) -> str:
         dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split), name=f"coco_{role}",
                                           digest=digest_prefix(digest))
         mlflow.log_input(dataset, context=context, tags={"split": role})
-    return digest
+    return digest, dataset
 
 
 def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> None:
@@ -252,8 +254,9 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
         check_in_run(run, split_images({"train": train_index, "validation": val_index}), request.image_check,
                      request.on_leakage)
     if main:
-        digest = log_dataset(request, {"train": train_index, "validation": val_index}, mapping)
+        digest, datasets = log_dataset(request, {"train": train_index, "validation": val_index}, mapping)
         log_params(run, request, train_index, val_index, mapping, device)
+        model_id = start_model(datasets["train"], "object-detection")
     train_set, val_set = make_datasets(request, train_index, val_index, mapping)
     model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -285,15 +288,16 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
         if main:
             buffer.flush()
             metrics = {f"epoch_{k}": v for k, v in losses.items()}
+            log_model_metrics(model_id, metrics, datasets["train"], step=epoch)
             if epoch % request.eval_every == 0 or epoch == request.epochs:
                 stats = detection.evaluate(model, val_loader, device, ground_truth, mapping, request.evaluator)
                 defined, undefined = detection.split_undefined(stats)
+                log_model_metrics(model_id, defined, datasets["validation"], step=epoch)
                 metrics.update(defined)
                 mlflow.set_tag(TAG_UNDEFINED_STATS, ",".join(undefined) or "none")
-            mlflow.log_metrics(metrics, step=epoch)
             save_checkpoint(model, optimizer, scaler, epoch)
         detection.barrier()
-    version = log_final_model(model, request, mapping, digest) if main and request.epochs >= start_epoch else None
+    version = log_final_model(model, request, mapping, digest, model_id) if main and request.epochs >= start_epoch else None
     return FinetuneResult(run.info.run_id if main else None, version, metrics, start_epoch)
 
 
@@ -308,7 +312,7 @@ def log_params(run, request, train_index, val_index, mapping, device) -> None:
     log_values(run, params={**given, **derived})
 
 
-def log_final_model(model, request, mapping: CategoryMapping, digest: str) -> str:
+def log_final_model(model, request, mapping: CategoryMapping, digest: str, model_id: str) -> str:
     """Log and register the model; tag the version with the dataset digest and the category mapping.
 
     Pickle, not MLflow's default pt2: torch.export does not trace torchvision's detection models (their
@@ -318,6 +322,7 @@ def log_final_model(model, request, mapping: CategoryMapping, digest: str) -> st
     info = mlflow.pytorch.log_model(
         model.cpu().eval(), name="model", serialization_format="pickle", signature=signature,
         registered_model_name=request.register_as, pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+        model_id=model_id,
     )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()

@@ -12,6 +12,7 @@ import pandas as pd
 from mlflow.entities import Experiment
 
 from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, digest_prefix
+from image_lineage.model_lineage import model_id_of, models_measured_on
 from image_lineage.registry import find_model
 
 LOGGER = logging.getLogger(__name__)
@@ -128,27 +129,51 @@ def models_of_experiment(experiment_id: str) -> list[str]:
 
 
 def datasets_of_version(model_name: str, version: str) -> pd.DataFrame:
-    """Which datasets did model version N use: the dataset inputs of the run that logged it."""
+    """Which datasets did model version N use. MLflow 3 models first: the datasets its metrics were measured
+    on (``LoggedModel.metrics``) and its training input; versions logged before that: the dataset inputs of
+    the run that logged them."""
     model_version = mlflow.MlflowClient().get_model_version(model_name, str(version))
     run = mlflow.get_run(model_version.run_id)
-    return pd.DataFrame([{
-        "Model": model_name, "Version": int(version), "Dataset": i.dataset.name, "Digest": i.dataset.digest,
-        "Context": {t.key: t.value for t in i.tags}.get("mlflow.data.context", ""), "Source Type": i.dataset.source_type,
-    } for i in run.inputs.dataset_inputs])
+    measured = set()
+    if model_id_of(model_version):
+        measured = {(m.dataset_name, m.dataset_digest) for m in mlflow.get_logged_model(model_id_of(model_version)).metrics
+                    if m.dataset_name}
+    rows = {}
+    for i in run.inputs.dataset_inputs:
+        context = {t.key: t.value for t in i.tags}.get("mlflow.data.context", "")
+        native = (i.dataset.name, i.dataset.digest) in measured
+        if measured and not (native or context == "training"):
+            continue
+        row = rows.setdefault((i.dataset.name, i.dataset.digest), {
+            "Model": model_name, "Version": int(version), "Dataset": i.dataset.name, "Digest": i.dataset.digest,
+            "Context": context, "Source Type": i.dataset.source_type, "Link": "model" if native else "run input"})
+        row["Context"] = row["Context"] or context
+    return pd.DataFrame(list(rows.values()))
 
 
 def versions_trained_on(digest: str) -> pd.DataFrame:
-    """Which model versions were trained on dataset digest X (full sha256 or its 32-digit prefix):
-    versions tagged with it, and versions whose run logged a dataset input with it."""
+    """Which model versions were trained on dataset digest X (full sha256 or its 32-digit prefix).
+
+    MLflow 3 models first (``search_logged_models`` on the datasets with this digest: models whose metrics
+    were measured on it), then, for versions logged before that, versions tagged with the digest and versions
+    whose run logged a dataset input with it."""
     client = mlflow.MlflowClient()
-    found = {(v.name, int(v.version)): v for v in client.search_model_versions(f"tags.`{TAG_DIGEST}` = '{digest}'")}
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{digest_prefix(digest)}'",
-                              output_format="list")
-    for run in runs:
-        for v in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            found[(v.name, int(v.version))] = v
-    return pd.DataFrame([{"Model": name, "Version": number, "Run ID": v.run_id} for (name, number), v in sorted(found.items())],
-                        columns=["Model", "Version", "Run ID"])
+    prefix = digest_prefix(digest)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{prefix}'", output_format="list")
+    names = {i.dataset.name for run in runs for i in run.inputs.dataset_inputs if i.dataset.digest == prefix}
+    found = {}
+    for name in sorted(names):
+        for model in models_measured_on(name, prefix):
+            for v in client.search_model_versions(f"run_id = '{model.source_run_id}'"):
+                if model_id_of(v) == model.model_id:
+                    found[(v.name, int(v.version))] = (v, "model")
+    fallback = list(client.search_model_versions(f"tags.`{TAG_DIGEST}` = '{digest}'"))
+    fallback += [v for run in runs for v in client.search_model_versions(f"run_id = '{run.info.run_id}'")]
+    for v in fallback:
+        found.setdefault((v.name, int(v.version)), (v, "tag or run input"))
+    return pd.DataFrame([{"Model": name, "Version": number, "Run ID": v.run_id, "Link": link}
+                         for (name, number), (v, link) in sorted(found.items())],
+                        columns=["Model", "Version", "Run ID", "Link"])
 
 
 def lineage_table(model_names: list[str]) -> pd.DataFrame:

@@ -186,13 +186,14 @@ def from_huggingface(ds, path=None, targets=None, data_dir=None, data_files=None
     return ContentDigestDataset(ds=ds, source=source, targets=targets, name=name, digest=digest)
 
 
-def log_split_input(loaded: LoadedSplit, name: str, context: str) -> None:
+def log_split_input(loaded: LoadedSplit, name: str, context: str) -> ContentDigestDataset:
     with schema_hints_silenced():
         dataset = from_huggingface(
             loaded.dataset, targets=loaded.targets, source=loaded.mlflow_source, name=f"{name}_{loaded.split}",
             digest=digest_prefix(loaded.digest),
         )
         mlflow.log_input(dataset, context=context, tags={"split": loaded.split})
+    return dataset
 
 
 def metric_key(split: str, kind: str, name: str) -> str:

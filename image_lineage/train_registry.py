@@ -23,6 +23,7 @@ from mlflow.models import infer_signature
 
 from image_lineage import classifiers, mnist, registry
 from image_lineage.core import TAG_DIGEST, digest_prefix
+from image_lineage.model_lineage import link_trained_model, log_model_metrics
 from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run
 
 LOGGER = logging.getLogger(__name__)
@@ -74,17 +75,17 @@ def run_registry_workflow(request: RegistryRequest) -> dict[str, SuiteReport]:
 # ---------------------------------------------------------------- shared steps
 
 
-def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> str:
-    """Log train and test arrays as dataset inputs with content digests; return the train digest."""
-    digests = {}
+def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> tuple[str, dict]:
+    """Log train and test arrays as dataset inputs with content digests; return the train digest and the
+    MLflow datasets ({"train": ..., "test": ...})."""
+    digests, datasets = {}, {}
     with schema_hints_silenced():
         for part, x, y, context in (("train", x_train, y_train, "training"), ("test", x_test, y_test, "testing")):
-            digest = array_digest(x, y)
-            digests[part] = digest
-            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=f"{prefix}_{part}",
-                                             digest=digest_prefix(digest))
-            mlflow.log_input(dataset, context=context)
-    return digests["train"]
+            digests[part] = array_digest(x, y)
+            datasets[part] = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=f"{prefix}_{part}",
+                                                    digest=digest_prefix(digests[part]))
+            mlflow.log_input(datasets[part], context=context)
+    return digests["train"], datasets
 
 
 def array_digest(x, y) -> str:
@@ -143,16 +144,17 @@ def run_wine_suite(team: str, seed: int = 42) -> SuiteReport:
     scores, rows = [], []
     for number, (algorithm, model) in enumerate(wine_models(seed), start=1):
         with mlflow.start_run(run_name=f"wine_v{number}_{algorithm}", nested=True):
-            digest = log_array_inputs("wine", x_train, y_train, x_test, y_test)
+            digest, datasets = log_array_inputs("wine", x_train, y_train, x_test, y_test)
             model.fit(x_train, y_train)
             predicted = model.predict(x_test)
             accuracy, f1 = accuracy_score(y_test, predicted), f1_score(y_test, predicted, average="macro")
             mlflow.log_params({"algorithm": algorithm, **model.get_params()})
-            mlflow.log_metrics({"accuracy": accuracy, "f1_score": f1})
             info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_train, predicted),
                                             input_example=x_train.head(3), registered_model_name=WINE_MODEL,
                                             skops_trusted_types=SKOPS_TRUSTED_TYPES,
                                             pip_requirements=mlflow.sklearn.get_default_pip_requirements())
+            link_trained_model(info.model_id, datasets["train"])
+            log_model_metrics(info.model_id, {"accuracy": accuracy, "f1_score": f1}, datasets["test"])
         version = str(info.registered_model_version)
         registry.tag_version(WINE_MODEL, version, {"model_type": algorithm, TAG_DIGEST: digest})
         scores.append(registry.VersionScore(version, accuracy, f1))
@@ -192,7 +194,7 @@ def train_mnist_version(version, data: mnist.DigitSplits, epochs: int, seed: int
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     with mlflow.start_run(run_name=f"mnist_v{version.number}_{version.model_type}", nested=True) as run:
-        digest = log_array_inputs("mnist", data.x_train, data.y_train, data.x_test, data.y_test)
+        digest, datasets = log_array_inputs("mnist", data.x_train, data.y_train, data.x_test, data.y_test)
         mlflow.log_params({**version_params(version, epochs), "data_source": data.source,
                            "image_shape": "28x28", "num_classes": 10})
         buffer = MetricBuffer(run.info.run_id)
@@ -202,13 +204,15 @@ def train_mnist_version(version, data: mnist.DigitSplits, epochs: int, seed: int
         final = result.history[-1]
         summary = {"final_test_accuracy": final["test_accuracy"], "final_test_loss": final["test_loss"],
                    "model_size_mb": classifiers.model_size_mb(model)}
-        mlflow.log_metrics(summary)
+        mlflow.log_metric("model_size_mb", summary["model_size_mb"])
         model = model.cpu().eval()
         example = data.x_test[:5].numpy()
         info = mlflow.pytorch.log_model(model, name="model", input_example=example,
                                         signature=infer_signature(example, model(data.x_test[:5]).detach().numpy()),
                                         registered_model_name=MNIST_MODEL,
                                         pip_requirements=mlflow.pytorch.get_default_pip_requirements())
+        link_trained_model(info.model_id, datasets["train"])
+        log_model_metrics(info.model_id, {k: summary[k] for k in ("final_test_accuracy", "final_test_loss")}, datasets["test"])
     number = str(info.registered_model_version)
     registry.tag_version(MNIST_MODEL, number, {
         "model_type": version.model_type, "num_parameters": classifiers.count_parameters(model),

@@ -16,6 +16,7 @@ from image_lineage.coco import CategoryMapping, validation_report, xywh_to_xyxy
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
 from image_lineage.core import DatasetError
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
+from image_lineage.model_lineage import model_id_of
 from helpers import artifact_paths
 from tests_paths import PROJECT_ROOT
 
@@ -219,6 +220,14 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert inputs[expected_name].dataset.digest == digest_tag[:32]
     version = mlflow.MlflowClient().get_model_version(f"det_{experiment_name}", result.model_version)
     assert version.tags["dataset.digest"] == finished.data.tags["dataset.digest"]
+    # MLflow 3 lineage: the detector is a LoggedModel whose losses were measured on the train split and
+    # COCOeval stats on the validation split; search_logged_models finds it by the validation digest
+    val_digest = finished.data.tags["dataset.digest.validation"][:32]
+    found = mlflow.search_logged_models(datasets=[{"dataset_name": "coco_validation", "dataset_digest": val_digest}],
+                                        output_format="list")
+    assert model_id_of(version) in {m.model_id for m in found}
+    by_dataset = {(m.key, m.dataset_name) for m in mlflow.get_logged_model(model_id_of(version)).metrics}
+    assert {("mAP", "coco_validation"), ("epoch_loss", "coco_train")} <= by_dataset
     assert CategoryMapping.from_json(version.tags["category_mapping"]).names == ("circle", "square", "triangle")
     model = mlflow.pytorch.load_model(f"models:/det_{experiment_name}/{result.model_version}")
     model.eval()

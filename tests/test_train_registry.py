@@ -5,6 +5,7 @@ import torch
 from entrypoints import train_registry as registry_cli
 from image_lineage import mnist, registry
 from image_lineage.core import TAG_DIGEST, DatasetError
+from image_lineage.model_lineage import model_id_of
 from image_lineage.train_registry import MNIST_MODEL, WINE_MODEL, RegistryRequest, run_registry_workflow
 from tests_paths import PROJECT_ROOT
 
@@ -49,6 +50,14 @@ def test_wine_flow_end_to_end(experiment_name, server_uri):
     parent_id = runs[0].data.tags["mlflow.parentRunId"]
     assert {f.path for f in client.list_artifacts(parent_id, "registry")} == {"registry/wine_versions.md", "registry/wine_versions.csv"}
     assert {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {"wine_train", "wine_test"}
+    # MLflow 3 lineage: each version is a LoggedModel measured on the test split, found by its digest
+    (test_input,) = [d for d in runs[0].inputs.dataset_inputs if d.dataset.name == "wine_test"]
+    found = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list",
+                                        datasets=[{"dataset_name": "wine_test", "dataset_digest": test_input.dataset.digest}])
+    versions = {model_id_of(client.get_model_version(WINE_MODEL, s.version)) for s in report.versions}
+    assert versions == {m.model_id for m in found}
+    accuracy = {m.key: m for m in found[0].metrics}["accuracy"]
+    assert (accuracy.dataset_name, accuracy.dataset_digest) == ("wine_test", test_input.dataset.digest)
 
     champion = mlflow.pyfunc.load_model(f"models:/{WINE_MODEL}@champion")
     assert client.get_model_version_by_alias(WINE_MODEL, "champion").version == aliases["champion"]

@@ -1,0 +1,52 @@
+"""MLflow 3's own links between a model and its data, which the UI shows and ``search_logged_models`` queries.
+
+A model's training dataset is logged as the model's input, and its metrics with ``model_id=`` and the
+``dataset=`` they were measured on (training losses on the training split, evaluation metrics on the
+evaluation split). A training loop creates the LoggedModel when it starts (``start_model``), logs each
+epoch's metrics against it and uploads the files at the end with ``log_model(model_id=...)``; a model
+fitted in one go is logged first and linked after (``link_trained_model``). The order matters: MLflow's
+``log_model`` copies the run's step-0 metrics onto the model, and one already linked at step 0 would be
+copied twice (a unique-key error from the store). So the experiment's Models tab lists each model's metrics per
+dataset, and ``mlflow.search_logged_models(datasets=[{"dataset_name": ..., "dataset_digest": ...}])`` finds
+the models measured on a given digest.
+"""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow.entities import LoggedModelInput
+
+
+def start_model(train_dataset, model_type: str, name: str = "model") -> str:
+    """Create the LoggedModel of the active run before training, linked to its training dataset; its
+    metrics must then be logged at steps from 1 (epochs). Returns its id, for ``log_model(model_id=...)``."""
+    model = mlflow.initialize_logged_model(name=name, source_run_id=mlflow.active_run().info.run_id,
+                                           model_type=model_type)
+    link_trained_model(model.model_id, train_dataset)
+    return model.model_id
+
+
+def link_trained_model(model_id: str, train_dataset) -> None:
+    """Record ``train_dataset`` as the model's training input."""
+    mlflow.log_input(train_dataset, context="training", model=LoggedModelInput(model_id))
+
+
+def log_model_metrics(model_id: str, metrics: dict, dataset, step: int | None = None) -> None:
+    """Metrics of the run that are also the model's, measured on ``dataset``."""
+    if metrics:
+        mlflow.log_metrics(metrics, step=step, model_id=model_id, dataset=dataset)
+
+
+def models_measured_on(dataset_name: str, digest_prefix: str) -> list:
+    """LoggedModels with a metric measured on the dataset ``dataset_name`` with this (32-digit) digest."""
+    return mlflow.search_logged_models(datasets=[{"dataset_name": dataset_name, "dataset_digest": digest_prefix}],
+                                       output_format="list")
+
+
+def model_id_of(version) -> str | None:
+    """The LoggedModel behind a registered model version: its ``model_id`` field, which MLflow 3.17 leaves
+    empty on versions registered through ``log_model``, else the ``models:/<model_id>`` of its source."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
