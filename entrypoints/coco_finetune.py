@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--image-artifacts-max", type=parse_count, default=200,
         help="up to this many images per split are uploaded as files; more go into one archive")
     add("--previews", type=parse_count, default=8, help="annotated preview images per split")
+    add("--preview-images", type=parse_count, default=8,
+        help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "
+        "logged as one image per epoch under key val_predictions")
     add("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
         help="structure (whole files), decode (every image decodes) or none")
     add("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",

@@ -29,7 +29,7 @@ from image_lineage import coco, detection, hf_dataset
 from image_lineage.coco import CategoryMapping
 from image_lineage.core import TAG_DIGEST, TAG_IGNORED, DatasetError, digest_prefix
 from image_lineage.dataset_check import check_in_run
-from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
+from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, prediction_grid
 from image_lineage.model_lineage import log_model_metrics, start_model
 from image_lineage.plots import plot_class_counts
 from image_lineage.quality import QualityImage, require_on_leakage
@@ -68,6 +68,7 @@ class FinetuneRequest:
     evaluator: str = "faster-coco-eval"  # or pycocotools: the same 12 stats (bench/coco_eval.py checks it)
     image_artifacts_max: int = 200  # up to this many images per split are uploaded as files, else one archive
     previews: int = 8
+    preview_images: int = 8  # validation images drawn with predictions after each evaluation (val_predictions)
     image_check: str = "structure"
     on_bad_image: str = "fail"
     quality_check: str = "on"  # duplicates, near-duplicates and leakage between train and validation
@@ -293,6 +294,9 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
                 stats = detection.evaluate(model, val_loader, device, ground_truth, mapping, request.evaluator)
                 defined, undefined = detection.split_undefined(stats)
                 log_model_metrics(model_id, defined, datasets["validation"], step=epoch)
+                grid = prediction_grid(model, val_set, request.preview_images, device)
+                if grid is not None:  # the UI shows these per step: the detector learning, epoch by epoch
+                    mlflow.log_image(grid, key="val_predictions", step=epoch)
                 metrics.update(defined)
                 mlflow.set_tag(TAG_UNDEFINED_STATS, ",".join(undefined) or "none")
             save_checkpoint(model, optimizer, scaler, epoch)

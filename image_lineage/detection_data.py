@@ -138,6 +138,44 @@ def collate(batch):
     return tuple(zip(*batch))
 
 
+def draw_boxes(canvas: np.ndarray, boxes_xyxy, labels, names, color, scores=None) -> None:
+    """Boxes with their class names (and scores) on an RGB uint8 HWC canvas, in place."""
+    for position, (box, label) in enumerate(zip(boxes_xyxy, labels)):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        text = names[label - 1] + (f" {scores[position]:.2f}" if scores is not None else "")
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
+        cv2.putText(canvas, text, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+
+
+@torch.no_grad()
+def prediction_grid(model, dataset, count: int, device, score_min: float = 0.5, cell: int = 320) -> np.ndarray | None:
+    """The first ``count`` images of ``dataset`` in one RGB grid: ground truth in green, the model's
+    predictions scoring at least ``score_min`` in red (for ``mlflow.log_image(key=..., step=epoch)``)."""
+    count = min(count, len(dataset))
+    if not count:
+        return None
+    model.eval()
+    cells = []
+    for position in range(count):
+        pixels, target = dataset[position]
+        (output,) = model([to_model_input(pixels, device)])
+        keep = output["scores"] >= score_min
+        canvas = pixels.permute(1, 2, 0).contiguous().numpy().copy()
+        names = dataset.mapping.names
+        draw_boxes(canvas, target["boxes"].tolist(), target["labels"].tolist(), names, (0, 200, 0))
+        draw_boxes(canvas, output["boxes"][keep].cpu().tolist(), output["labels"][keep].cpu().tolist(), names,
+                   (230, 0, 0), output["scores"][keep].cpu().tolist())
+        scale = cell / max(canvas.shape[:2])
+        resized = cv2.resize(canvas, (round(canvas.shape[1] * scale), round(canvas.shape[0] * scale)))
+        padded = np.full((cell, cell, 3), 255, dtype=np.uint8)
+        padded[: resized.shape[0], : resized.shape[1]] = resized
+        cells.append(padded)
+    columns = min(4, count)
+    rows = [np.hstack(cells[i : i + columns] + [np.full((cell, cell, 3), 255, np.uint8)] * (columns - len(cells[i : i + columns])))
+            for i in range(0, count, columns)]
+    return np.vstack(rows)
+
+
 def draw_previews(dataset: CocoDetectionDataset, folder: Path, count: int) -> list[Path]:
     """Annotated previews (boxes and names drawn with OpenCV) of the first ``count`` images."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,10 +183,7 @@ def draw_previews(dataset: CocoDetectionDataset, folder: Path, count: int) -> li
     for position in range(min(count, len(dataset))):
         pixels, target = dataset[position]
         canvas = cv2.cvtColor(pixels.permute(1, 2, 0).contiguous().numpy(), cv2.COLOR_RGB2BGR)
-        for box, label in zip(target["boxes"].round().int().tolist(), target["labels"].tolist()):
-            cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), (0, 0, 255), 2)
-            cv2.putText(canvas, dataset.mapping.names[label - 1], (box[0], max(box[1] - 4, 10)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
+        draw_boxes(canvas, target["boxes"].tolist(), target["labels"].tolist(), dataset.mapping.names, (0, 0, 255))  # BGR red
         path = folder / f"{int(target['image_id'])}.png"
         cv2.imwrite(str(path), canvas)
         written.append(path)

@@ -197,6 +197,24 @@ def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionR
             f"{request.dataset_name} {dataset_version} ({len(manifest.records)} images)",
         )
         upload_folder(stage)
+    for label in manifest.non_empty_classes():  # the run page shows these as images, one per class
+        mlflow.log_image(sample_grid(manifest, label, request.max_samples_per_class), key=f"samples_{label}")
+
+
+def sample_grid(manifest: mf.Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):
+    """Up to 16 (and ``limit``) of a class's images as one grid picture, each fitted into a ``cell`` square."""
+    from PIL import Image
+
+    paths = [Path(manifest.version_dir) / r.path for r in manifest.records if r.label == label][: min(16, max(limit, 1))]
+    rows = -(-len(paths) // columns)
+    grid = Image.new("RGB", (cell * min(columns, len(paths)), cell * rows), "white")
+    for position, path in enumerate(paths):
+        with Image.open(path) as image:
+            image.draft("RGB", (cell, cell))
+            thumbnail = image.convert("RGB")
+            thumbnail.thumbnail((cell, cell))
+        grid.paste(thumbnail, (cell * (position % columns), cell * (position // columns)))
+    return grid
 
 
 def stage_samples(manifest: mf.Manifest, target: Path, per_class: int) -> None:

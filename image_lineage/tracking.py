@@ -36,6 +36,10 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment
+# Without it the MLflow 3 UI opens an experiment on its GenAI (traces) view; ours hold training runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow samples system metrics every 10 s: a short training run would show none. Users can still set it.
+SYSTEM_METRICS_INTERVAL_S = "1"
 
 # MLflow reads these for every REST call; setdefault keeps a user's own choice.
 HTTP_DEFAULTS = {
@@ -141,15 +145,26 @@ def start_run(
     exception inside the block ends the run FAILED: MLflow's own context manager does this, and
     ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
     """
+    if log_system_metrics:
+        os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL_S)
     if in_project_run():
         with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
+            mark_experiment_kind(run.info.experiment_id)
             if run_name and run.info.run_name != run_name:
                 mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
             yield run
         return
     experiment_id = experiment_id or resolve_experiment_id(experiment_name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None, log_system_metrics=log_system_metrics) as run:
+        mark_experiment_kind(experiment_id)
         yield run
+
+
+def mark_experiment_kind(experiment_id: str) -> None:
+    """Tag the experiment as model development (``mlflow.experimentKind``) unless it already has a kind."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 @contextlib.contextmanager

@@ -228,6 +228,8 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert model_id_of(version) in {m.model_id for m in found}
     by_dataset = {(m.key, m.dataset_name) for m in mlflow.get_logged_model(model_id_of(version)).metrics}
     assert {("mAP", "coco_validation"), ("epoch_loss", "coco_train")} <= by_dataset
+    # pictures with steps: one val_predictions grid per evaluated epoch
+    assert len([p for p in paths if p.startswith("images/val_predictions+step+1+")]) == 2  # the PNG and its thumbnail
     assert CategoryMapping.from_json(version.tags["category_mapping"]).names == ("circle", "square", "triangle")
     model = mlflow.pytorch.load_model(f"models:/det_{experiment_name}/{result.model_version}")
     model.eval()

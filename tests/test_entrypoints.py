@@ -90,3 +90,12 @@ def test_placeholders_become_none_at_the_cli_edge():
     assert args.weights is None and args.device is None and args.resume_from is None and args.amp is None
     assert coco_finetune.build_parser().parse_args(["--weights", "/tmp/w.pt"]).weights == "/tmp/w.pt"
     assert compare.build_parser().parse_args(["--experiment", "e", "--models", "a, b"]).models == ["a", "b"]
+
+
+def test_experiments_open_on_training_runs_and_keep_a_kind_already_set(bundled_images, experiment_name, sqlite_uri):
+    assert log_folder_dataset.main(["--data-dir", str(bundled_images), "--version", "v1", "--experiment-name", experiment_name]) == 0
+    assert mlflow.get_experiment_by_name(experiment_name).tags["mlflow.experimentKind"] == "custom_model_development"
+    other = f"{experiment_name}_genai"
+    mlflow.MlflowClient().create_experiment(other, tags={"mlflow.experimentKind": "genai_development"})
+    assert log_folder_dataset.main(["--data-dir", str(bundled_images), "--version", "v1", "--experiment-name", other]) == 0
+    assert mlflow.get_experiment_by_name(other).tags["mlflow.experimentKind"] == "genai_development"

@@ -37,10 +37,13 @@ def test_homework_values_for_bundled_sample(bundled_images, experiment_name, any
     assert dataset_metrics(run1) == {"total_images": 2, "class_cat_count": 2, "class_dog_count": 0}
     assert dataset_metrics(run2) == {"total_images": 3, "class_cat_count": 1, "class_dog_count": 2}
 
-    assert artifact_paths(second.run_id) == [
+    paths = artifact_paths(second.run_id)
+    assert [p for p in paths if not p.startswith("images/")] == [
         "class_counts.png", "diff.json", "manifest.json", "quality/pairs.csv", "quality/report.html",
         "samples/cat/cat_01.jpg", "samples/dog/dog_01.jpg", "samples/dog/dog_02.jpg",
     ]
+    # one sample grid per class, as MLflow images (the run page shows them)
+    assert {p.split("+")[0] for p in paths if p.startswith("images/")} == {"images/samples_cat", "images/samples_dog"}
     diff = json.loads(mlflow.artifacts.load_text(f"runs:/{second.run_id}/diff.json"))
     assert diff["added"] == ["dog/dog_01.jpg", "dog/dog_02.jpg"] and diff["removed"] == ["cat/cat_02.jpg"]
     png = mlflow.artifacts.download_artifacts(f"runs:/{second.run_id}/class_counts.png")
