@@ -33,7 +33,8 @@ from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDatase
 from image_lineage.model_lineage import log_model_metrics, start_model
 from image_lineage.plots import plot_class_counts
 from image_lineage.quality import QualityImage, require_on_leakage
-from image_lineage.source_kinds.coco_folder import load_index
+from image_lineage.profiles import with_profile
+from image_lineage.source_kinds.coco_folder import coco_profile, load_index
 from image_lineage.sources import CocoDatasetSource
 from image_lineage.tracking import MetricBuffer, link_or_copy, log_values, schema_hints_silenced, start_run, upload_folder
 
@@ -139,14 +140,15 @@ def make_loader(dataset, request, shuffle: bool, distributed: bool):
 # ---------------------------------------------------------------- dataset lineage
 
 
-def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping) -> tuple[str, dict]:
+def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping,
+                quality_status: str | None = None) -> tuple[str, dict]:
     """Everything about the data, before training; returns the combined content digest and the MLflow
     dataset of each split ({role: dataset})."""
     digests, datasets = {}, {}
     with tempfile.TemporaryDirectory(prefix="coco_finetune_") as staging:
         root = Path(staging)
         for role, index in indexes.items():
-            digests[role], datasets[role] = log_split_input(request, role, index)
+            digests[role], datasets[role] = log_split_input(request, role, index, quality_status)
             stage_split_files(request, role, index, root)
         (root / "category_mapping.json").write_text(mapping.to_json())
         upload_folder(root)
@@ -156,19 +158,21 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
     return combined, datasets
 
 
-def log_split_input(request, role: str, index: coco.CocoIndex) -> tuple[str, object]:
+def log_split_input(request, role: str, index: coco.CocoIndex, quality_status: str | None = None) -> tuple[str, object]:
     """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco);
     returns (content digest, the MLflow dataset)."""
     context = "training" if role == "train" else "validation"
     if request.input == "hf":
         loaded = load_index(index, role)
-        return loaded.digest, hf_dataset.log_split_input(loaded, "coco", context)
+        return loaded.digest, hf_dataset.log_split_input(loaded, "coco", context, quality_status)
     digest = coco.compute_coco_digest(index)
     table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"], "height": i["height"],
                            "annotations": len(index.annotations_by_image[i["id"]])} for i in index.images])
     with schema_hints_silenced():
         dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split), name=f"coco_{role}",
                                           digest=digest_prefix(digest))
+        with_profile(dataset, {**coco_profile(index, digest, coco.instances_per_category(index)),
+                               "quality_status": quality_status})
         mlflow.log_input(dataset, context=context, tags={"split": role})
     return digest, dataset
 
@@ -251,11 +255,13 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
 
 def train_and_log(request, run, train_index, val_index, mapping, device, distributed) -> FinetuneResult:
     main = run is not None
+    quality = None
     if main and request.quality_check == "on":  # before anything heavy: on_leakage=fail stops the run here
-        check_in_run(run, split_images({"train": train_index, "validation": val_index}), request.image_check,
+        quality = check_in_run(run, split_images({"train": train_index, "validation": val_index}), request.image_check,
                      request.on_leakage)
     if main:
-        digest, datasets = log_dataset(request, {"train": train_index, "validation": val_index}, mapping)
+        digest, datasets = log_dataset(request, {"train": train_index, "validation": val_index}, mapping,
+                                       quality.status if quality else None)
         log_params(run, request, train_index, val_index, mapping, device)
         model_id = start_model(datasets["train"], "object-detection")
     train_set, val_set = make_datasets(request, train_index, val_index, mapping)

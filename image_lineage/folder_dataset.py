@@ -31,6 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from image_lineage import manifest as mf
 from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT, DatasetError, digest_prefix
 from image_lineage.plots import plot_class_counts
+from image_lineage.profiles import image_profile, with_profile
 from image_lineage.quality import QualityImage, apply_gate, find_pairs, log_quality, require_on_leakage
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
@@ -107,7 +108,8 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             else:
                 log_version_files(manifest, diff, request, dataset_version)
             summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
-            input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir)
+            input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir,
+                                       quality.status if quality else None)
             log_values(run, *summary)
             input_logged.result()
     run_id = run.info.run_id
@@ -163,7 +165,8 @@ def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, 
     return params, metrics, tags
 
 
-def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, version_dir: Path) -> None:
+def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, version_dir: Path,
+                      quality_status: str | None = None) -> None:
     """The Datasets panel entry: the manifest table, our content digest, the folder + commit source.
 
     Sent with ``MlflowClient`` and an explicit run id, so it can run beside the other requests."""
@@ -176,6 +179,9 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, ver
             targets="label",
             digest=digest_prefix(manifest.digest),
         )
+        records = manifest.records
+        with_profile(dataset, image_profile((r.width for r in records), (r.height for r in records), (r.size for r in records),
+                                            manifest.class_counts(), manifest.digest, quality_status=quality_status))
         entity = dataset._to_mlflow_entity()
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, "training"), InputTag("version", Path(version_dir).name)]
     mlflow.MlflowClient().log_inputs(run_id, datasets=[DatasetInput(entity, tags)])

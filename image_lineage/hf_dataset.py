@@ -32,6 +32,7 @@ from image_lineage.arrow_digest import compute_arrow_digest  # noqa: F401  (publ
 from image_lineage.core import ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SOURCE_KIND, DatasetError, digest_prefix
 from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
+from image_lineage.profiles import with_profile
 from image_lineage.quality import require_on_leakage
 from image_lineage.source_kinds import SPLIT_CHOICES, LoadedSplit, LoadOptions, kind_of, reload_split, resolve_targets
 from image_lineage.source_kinds.base import dataset_name_of
@@ -99,10 +100,10 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     name = request.name or dataset_name_of(request.source)
     run_name = request.run_name or f"hf_{name}"
     with start_run(request.experiment_name, run_name) as run:
-        if images:  # first: with on_leakage=fail the run stops here, its report logged and nothing else
-            check_in_run(run, images, request.image_check, request.on_leakage)
+        # first: with on_leakage=fail the run stops here, its report logged and nothing else
+        quality = check_in_run(run, images, request.image_check, request.on_leakage) if images else None
         for loaded in splits:
-            log_split_input(loaded, name, request.context)
+            log_split_input(loaded, name, request.context, quality.status if quality else None)
         log_split_files(splits)
         log_split_summary(run, splits, request.source)
     return run.info.run_id, splits
@@ -186,12 +187,13 @@ def from_huggingface(ds, path=None, targets=None, data_dir=None, data_files=None
     return ContentDigestDataset(ds=ds, source=source, targets=targets, name=name, digest=digest)
 
 
-def log_split_input(loaded: LoadedSplit, name: str, context: str) -> ContentDigestDataset:
+def log_split_input(loaded: LoadedSplit, name: str, context: str, quality_status: str | None = None) -> ContentDigestDataset:
     with schema_hints_silenced():
         dataset = from_huggingface(
             loaded.dataset, targets=loaded.targets, source=loaded.mlflow_source, name=f"{name}_{loaded.split}",
             digest=digest_prefix(loaded.digest),
         )
+        with_profile(dataset, {**loaded.profile, "quality_status": quality_status})
         mlflow.log_input(dataset, context=context, tags={"split": loaded.split})
     return dataset
 

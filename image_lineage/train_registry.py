@@ -24,6 +24,7 @@ from mlflow.models import infer_signature
 from image_lineage import classifiers, mnist, registry
 from image_lineage.core import TAG_DIGEST, digest_prefix
 from image_lineage.model_lineage import link_trained_model, log_model_metrics
+from image_lineage.profiles import with_profile
 from image_lineage.tracking import MetricBuffer, schema_hints_silenced, start_run
 
 LOGGER = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ def log_array_inputs(prefix: str, x_train, y_train, x_test, y_test) -> tuple[str
             digests[part] = array_digest(x, y)
             datasets[part] = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=f"{prefix}_{part}",
                                                     digest=digest_prefix(digests[part]))
+            labels, counts = np.unique(np.asarray(y), return_counts=True)
+            with_profile(datasets[part], {"num_rows": len(y), "class_counts": {str(k): int(c) for k, c in zip(labels, counts)},
+                                          "bytes": int(np.asarray(x).nbytes), "digest": digests[part]})
             mlflow.log_input(datasets[part], context=context)
     return digests["train"], datasets
 

@@ -42,6 +42,12 @@ def test_homework_values_for_bundled_sample(bundled_images, experiment_name, any
         "class_counts.png", "diff.json", "manifest.json", "quality/pairs.csv", "quality/report.html",
         "samples/cat/cat_01.jpg", "samples/dog/dog_01.jpg", "samples/dog/dog_02.jpg",
     ]
+    # the Datasets panel's profile: counts, geometry, bytes, full digest, quality
+    (profiled,) = run2.inputs.dataset_inputs
+    profile = json.loads(profiled.dataset.profile)
+    assert profile["num_images"] == 3 and profile["class_counts"] == {"cat": 1, "dog": 2}
+    assert set(profile["image_width"]) == {"min", "median", "max"} and profile["digest"] == second.digest
+    assert profile["bytes"] == sum(r.size for r in second.manifest.records) and profile["quality_status"] == "duplicates"
     # one sample grid per class, as MLflow images (the run page shows them)
     assert {p.split("+")[0] for p in paths if p.startswith("images/")} == {"images/samples_cat", "images/samples_dog"}
     diff = json.loads(mlflow.artifacts.load_text(f"runs:/{second.run_id}/diff.json"))

@@ -51,6 +51,7 @@ class LoadedSplit:
     mlflow_source: DatasetSource
     ignored: list[dict] = field(default_factory=list)  # files left out, each {"path", "reason"}
     report: dict | None = None  # what a validation found (COCO: boxes out of bounds, zero area, ...)
+    profile: dict = field(default_factory=dict)  # the Datasets panel's summary (image_lineage.profiles)
 
 
 class SourceKind:

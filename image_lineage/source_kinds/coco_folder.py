@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from image_lineage import coco
+from image_lineage.profiles import image_profile
 from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import LoadedSplit, LoadOptions, SourceKind
 from image_lineage.sources import CocoDatasetSource
@@ -41,8 +42,16 @@ class CocoFolder(SourceKind):
 
 def load_index(index: coco.CocoIndex, split: str | None = None) -> LoadedSplit:
     """A checked COCO index (a whole split, or a part held out of one) as a split to log."""
+    digest, counts = coco.compute_coco_digest(index), coco.instances_per_category(index)
     return LoadedSplit(
-        split or index.split.split, coco.coco_to_hf(index), coco.compute_coco_digest(index),
-        coco.instances_per_category(index), "instances", None, CocoDatasetSource.from_split(index.split),
-        index.ignored, coco.validation_report(index),
+        split or index.split.split, coco.coco_to_hf(index), digest, counts, "instances", None,
+        CocoDatasetSource.from_split(index.split), index.ignored, coco.validation_report(index),
+        profile=coco_profile(index, digest, counts),
     )
+
+
+def coco_profile(index: coco.CocoIndex, digest: str, counts: dict) -> dict:
+    """The Datasets-panel summary of a COCO split (sizes from the image pass, geometry from the annotations)."""
+    return image_profile((i["width"] for i in index.images), (i["height"] for i in index.images),
+                         (index.facts[i["id"]].size for i in index.images if i["id"] in index.facts), counts, digest,
+                         count_key="instances_per_category")

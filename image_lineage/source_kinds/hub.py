@@ -44,7 +44,9 @@ class HubDataset(SourceKind):
         label = resolve_targets(dataset, None)
         counts = label_counts(dataset, label) if label else {}
         source = HuggingFaceDatasetSource(path=handle, split=split, revision=options.revision)
-        return LoadedSplit(split, dataset, compute_arrow_digest(dataset, options.image_check), counts, "rows", label, source)
+        digest = compute_arrow_digest(dataset, options.image_check)
+        profile = {"num_rows": dataset.num_rows, "class_counts": counts or None, "digest": digest}
+        return LoadedSplit(split, dataset, digest, counts, "rows", label, source, profile=profile)
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != "hugging_face" or source.get("path") in LOCAL_BUILDERS:

@@ -13,6 +13,7 @@ from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from image_lineage.coco import split_name
 from image_lineage.manifest import scan_version
+from image_lineage.profiles import image_profile
 from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import SPLIT_CHOICES, LoadedSplit, LoadOptions, SourceKind
 
@@ -39,7 +40,11 @@ class ImageFolder(SourceKind):
         if skipped:  # bad images left out of the manifest (on_bad_image=skip) leave the dataset too
             dataset = without_files(dataset, skipped)
         source = HuggingFaceDatasetSource(path=IMAGEFOLDER, data_dir=str(handle.resolve()), split="train")
-        return LoadedSplit(split, dataset, manifest.digest, manifest.class_counts(), "rows", "label", source, manifest.ignored)
+        records = manifest.records
+        profile = image_profile((r.width for r in records), (r.height for r in records), (r.size for r in records),
+                                manifest.class_counts(), manifest.digest)
+        return LoadedSplit(split, dataset, manifest.digest, manifest.class_counts(), "rows", "label", source,
+                           manifest.ignored, profile=profile)
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != "hugging_face" or source.get("path") != IMAGEFOLDER:
