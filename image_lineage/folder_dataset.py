@@ -29,10 +29,14 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
-from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT, DatasetError, digest_prefix
+from image_lineage.core import (
+    TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_SNAPSHOT, DatasetError, digest_prefix,
+)
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import image_profile, with_profile
-from image_lineage.quality import QualityImage, apply_gate, find_pairs, log_quality, require_on_leakage
+from image_lineage.quality import (
+    QualityImage, apply_gate, apply_recorded_gate, find_pairs, log_quality, recorded_quality, require_on_leakage,
+)
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
@@ -88,8 +92,6 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     previous = mf.previous_version(request.data_dir, request.version)
     old_manifest = mf.scan_version(Path(request.data_dir) / previous, "skip") if previous else None
     diff = mf.diff_manifests(old_manifest, manifest)
-    images = version_images(manifest, request.version) if checking else []
-    quality = find_pairs(images, request.image_check) if checking else None
     all_classes = all_class_names(request.data_dir)
 
     run_name = request.run_name or f"image_{request.version}"
@@ -99,21 +101,37 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     with ThreadPoolExecutor(2) as pool:
         snapshot_search = pool.submit(find_snapshot_run, experiment_id, manifest.digest)
         with start_run(run_name=run_name, experiment_id=experiment_id) as run:
-            snapshot = snapshot_search.result()
-            if quality:  # before the files: with on_leakage=fail the run stops here, its report logged
-                log_quality(quality, images, run, files=not snapshot)
-                apply_gate(quality, request.on_leakage)
+            earlier = snapshot_search.result()
+            snapshot = snapshot_id(earlier)
+            # before the files: with on_leakage=fail the run stops here, its report logged
+            quality_status = check_version(run, manifest, request, earlier, snapshot) if checking else None
             if snapshot:
                 LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
             else:
                 log_version_files(manifest, diff, request, dataset_version)
             summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir,
-                                       quality.status if quality else None)
+                                       quality_status)
             log_values(run, *summary)
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
+
+
+def check_version(run, manifest: mf.Manifest, request: FolderVersionRequest, earlier, snapshot: str | None) -> str:
+    """The leakage check of the version; returns its status. An earlier run of the same digest already holds
+    its result (the same bytes give the same pairs), which a re-log records again instead of recomputing."""
+    recorded = recorded_quality(earlier) if earlier else None
+    if recorded:
+        metrics, status = recorded
+        log_values(run, metrics=metrics, tags={TAG_QUALITY_STATUS: status})
+        apply_recorded_gate(status, request.on_leakage, f"run {snapshot}")
+        return status
+    images = version_images(manifest, request.version)
+    quality = find_pairs(images, request.image_check)
+    log_quality(quality, images, run, files=not snapshot)
+    apply_gate(quality, request.on_leakage)
+    return quality.status
 
 
 def version_images(manifest: mf.Manifest, version: str) -> list[QualityImage]:
@@ -130,8 +148,8 @@ def all_class_names(data_dir: str | Path) -> list[str]:
     return sorted(names)
 
 
-def find_snapshot_run(experiment_id: str, digest: str) -> str | None:
-    """The run that holds the files for ``digest``: the first FINISHED run of the experiment with it."""
+def find_snapshot_run(experiment_id: str, digest: str) -> mlflow.entities.Run | None:
+    """The first FINISHED run of the experiment that logged ``digest`` (see :func:`snapshot_id`)."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`{TAG_DIGEST}` = '{digest}' and attributes.status = 'FINISHED'",
@@ -139,8 +157,12 @@ def find_snapshot_run(experiment_id: str, digest: str) -> str | None:
         max_results=1,
         output_format="list",
     )
-    # A re-log points at the run holding the files; follow it so chains stay one hop long.
-    return (runs[0].data.tags.get(TAG_SNAPSHOT) or runs[0].info.run_id) if runs else None
+    return runs[0] if runs else None
+
+
+def snapshot_id(run: mlflow.entities.Run | None) -> str | None:
+    """The run that holds the files: a re-log points at it; follow that so chains stay one hop long."""
+    return (run.data.tags.get(TAG_SNAPSHOT) or run.info.run_id) if run else None
 
 
 def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, snapshot) -> tuple[dict, dict, dict]:

@@ -146,6 +146,24 @@ def apply_gate(report: QualityReport, on_leakage: str) -> None:
     LOGGER.warning("%s", message)
 
 
+def recorded_quality(run: mlflow.entities.Run) -> tuple[dict[str, float], str] | None:
+    """(quality metrics, status) an earlier run recorded, or None when it ran no leakage check."""
+    status = run.data.tags.get(TAG_QUALITY_STATUS)
+    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("quality/")}
+    return (metrics, status) if status and metrics else None
+
+
+def apply_recorded_gate(status: str, on_leakage: str, where: str) -> None:
+    """:func:`apply_gate` for a result recorded earlier, whose report lives in ``where``."""
+    require_on_leakage(on_leakage)
+    if status != "leakage" or on_leakage == "ignore":
+        return
+    message = f"images leak between splits: see quality/report.html and quality/pairs.csv in {where}."
+    if on_leakage == "fail":
+        raise LeakageError(f"{message} Remove the copies from one split, or pass -P on_leakage=warn to go on.")
+    LOGGER.warning("%s", message)
+
+
 def require_on_leakage(on_leakage: str) -> None:
     """Refuse an unknown ``on_leakage`` before any image is read."""
     if on_leakage not in ON_LEAKAGE_CHOICES:
@@ -155,11 +173,12 @@ def require_on_leakage(on_leakage: str) -> None:
 def report_html(report: QualityReport, files: dict[str, str]) -> str:
     """A page a person can read at a glance: counts, then each flagged pair's two pictures side by side."""
     metrics = "".join(f"<li>{html.escape(k)}: <b>{v}</b></li>" for k, v in report.metrics.items())
-    rows = []
+    rows, thumbnails = [], {}  # a file in many pairs is decoded once
     for row in report.pairs.head(REPORT_PAIRS_MAX).itertuples():
         flags = ", ".join(f for f, on in (("LEAKAGE", row.leakage), ("LABEL CONFLICT", row.label_conflict)) if on)
         cells = "".join(
-            f"<td><img src='{thumbnail_uri(files[path])}'><br>{html.escape(path)}<br>split {html.escape(split)}"
+            f"<td><img src='{thumbnails.get(path) or thumbnails.setdefault(path, thumbnail_uri(files[path]))}'>"
+            f"<br>{html.escape(path)}<br>split {html.escape(split)}"
             f"{'' if label is None or pd.isna(label) else ', label ' + html.escape(str(label))}</td>"
             for path, split, label in ((row.path_a, row.split_a, row.label_a), (row.path_b, row.split_b, row.label_b))
         )
