@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import optional, parse_count, run_entry_point
-from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES
+from image_lineage.cli import add_image_arguments, optional, parse_count, run_entry_point
+from image_lineage.core import ON_LEAKAGE_CHOICES
 from image_lineage.dataset_check import CheckRequest, check_dataset
 from image_lineage.perceptual import DEFAULT_THRESHOLD
 
@@ -23,10 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tag quality.status (clean, duplicates, leakage), artifacts quality/pairs.csv and quality/report.html."
     )
     parser.add_argument("--source", default="image_dataset/v2", help="image folder or COCO folder")
-    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
-                        help="structure (whole files), decode (every image decodes) or none")
-    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
-                        help="fail on an image the check rejects, or leave it out of the check")
+    add_image_arguments(parser, leakage_check=False)
     parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
                         help="warn, fail (the run ends FAILED, its report logged) or ignore")
     parser.add_argument("--threshold", type=parse_count, default=DEFAULT_THRESHOLD,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import optional, parse_count, run_entry_point
+from image_lineage.cli import add_image_arguments, optional, parse_count, run_entry_point
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
-from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, QUALITY_CHECK_CHOICES
 from image_lineage.detection import EVALUATORS, MODELS
 
 
@@ -49,14 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--preview-images", type=parse_count, default=8,
         help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "
         "logged as one image per epoch under key val_predictions")
-    add("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
-        help="structure (whole files), decode (every image decodes) or none")
-    add("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
-        help="fail on an image the check rejects, or leave it and its annotations out (listed in the run)")
-    add("--quality-check", choices=QUALITY_CHECK_CHOICES, default="on",
-        help="on: duplicates, near-duplicates and leakage between train and validation, checked before training")
-    add("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
-        help="warn, fail (stop before training; the run ends FAILED with its report) or ignore")
+    add_image_arguments(parser)
     add("--run-name", default="coco_finetune")
     add("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import optional, parse_count, run_entry_point
-from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, QUALITY_CHECK_CHOICES
+from image_lineage.cli import add_image_arguments, optional, parse_count, run_entry_point
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 
 
@@ -28,16 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", type=optional, default="auto", help="run name; auto gives image_<version>")
     parser.add_argument("--max-samples-per-class", type=parse_count, default=50,
                         help="images per class uploaded as samples/; larger classes also go into one archive")
-    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
-                        help="structure: every file must be whole (checked while hashing); decode: also decode "
-                        "every image; none: header only")
-    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
-                        help="fail on an image the check rejects, or skip it and list it in ignored_files.json")
-    parser.add_argument("--quality-check", choices=QUALITY_CHECK_CHOICES, default="on",
-                        help="on: find duplicates, near-duplicates, leakage and label conflicts (quality/* metrics, "
-                        "tag quality.status, quality/pairs.csv and report.html); off")
-    parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
-                        help="warn, fail (the run ends FAILED with its report) or ignore")
+    add_image_arguments(parser)
     parser.add_argument("--experiment-name", default=None,
                         help="experiment to log into when not started by `mlflow run`")
     return parser

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import optional, run_entry_point
-from image_lineage.core import IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, QUALITY_CHECK_CHOICES
+from image_lineage.cli import add_image_arguments, optional, run_entry_point
 from image_lineage.hf_dataset import CONTEXT_CHOICES, SPLIT_CHOICES, HfRequest, log_hf_dataset
 
 
@@ -28,15 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", type=optional, default="auto", help="label column (auto: 'label' when present)")
     parser.add_argument("--context", choices=CONTEXT_CHOICES, default="training")
     parser.add_argument("--revision", default="main", help="hub datasets only: branch, tag or commit")
-    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
-                        help="image files: structure (whole files), decode (every image decodes) or none")
-    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
-                        help="fail on an image the check rejects, or skip it and list it in ignored_files.json")
-    parser.add_argument("--quality-check", choices=QUALITY_CHECK_CHOICES, default="on",
-                        help="on: find duplicates, near-duplicates, leakage and label conflicts (quality/* metrics, "
-                        "tag quality.status, quality/pairs.csv and report.html); off")
-    parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
-                        help="warn, fail (the run ends FAILED with its report) or ignore")
+    add_image_arguments(parser)
     parser.add_argument("--run-name", type=optional, default="auto", help="auto: hf_<name>")
     parser.add_argument("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser

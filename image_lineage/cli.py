@@ -7,7 +7,9 @@ from typing import Callable
 
 from mlflow.exceptions import MlflowException
 
-from image_lineage.core import PLACEHOLDERS, DatasetError
+from image_lineage.core import (
+    IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, DatasetError,
+)
 from image_lineage.screenshots import ScreenshotError
 from image_lineage.tracking import TrackingCredentialsRejected, TrackingServerUnreachable, configure_tracking
 
@@ -43,6 +45,23 @@ def parse_count(text: str) -> int:
     if value < 0 or value != int(value):
         raise ValueError(f"expected a whole number >= 0, got {text!r}")
     return int(value)
+
+
+def add_image_arguments(parser, leakage_check: bool = True) -> None:
+    """The flags of every entry point that reads images: the image check, what a bad image does, and (with
+    ``leakage_check``) the leakage check and what leakage does."""
+    parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
+                        help="structure: every file must be whole (checked while hashing); decode: also decode "
+                        "every image; none: header only")
+    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
+                        help="fail on an image the check rejects, or skip it (a COCO image with its annotations) "
+                        "and list it in ignored_files.json")
+    if leakage_check:
+        parser.add_argument("--quality-check", choices=QUALITY_CHECK_CHOICES, default="on",
+                            help="on: find duplicates, near-duplicates, leakage and label conflicts (quality/* "
+                            "metrics, tag quality.status, quality/pairs.csv and report.html); off")
+        parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
+                            help="warn, fail (the run ends FAILED with its report, before any training) or ignore")
 
 
 def run_entry_point(work: Callable[[], object]) -> int:
