@@ -34,7 +34,7 @@ from image_lineage.model_lineage import log_model_metrics, start_model
 from image_lineage.plots import plot_class_counts
 from image_lineage.quality import QualityImage, require_on_leakage
 from image_lineage.profiles import with_profile
-from image_lineage.source_kinds.coco_folder import coco_profile, load_index
+from image_lineage.source_kinds.coco_folder import coco_profile, index_images, load_index
 from image_lineage.sources import CocoDatasetSource
 from image_lineage.tracking import MetricBuffer, link_or_copy, log_values, schema_hints_silenced, start_run, upload_folder
 
@@ -202,9 +202,7 @@ def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> 
 
 def split_images(indexes: dict[str, coco.CocoIndex]) -> list[QualityImage]:
     """Train and validation images for the leakage check, each with its canonical annotations."""
-    return [QualityImage(f"{index.split.name}/{image['file_name']}", str(index.image_path(image)), role,
-                         annotations=coco.canonical_annotations(index, image))
-            for role, index in indexes.items() for image in index.images]
+    return [image for role, index in indexes.items() for image in index_images(index, role)]
 
 
 # ---------------------------------------------------------------- checkpoints

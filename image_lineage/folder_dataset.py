@@ -34,8 +34,9 @@ from image_lineage.core import (
 )
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import image_profile, with_profile
+from image_lineage.source_kinds.image_folder import manifest_images
 from image_lineage.quality import (
-    QualityImage, apply_gate, apply_recorded_gate, find_pairs, log_quality, recorded_quality, require_on_leakage,
+    apply_gate, apply_recorded_gate, find_pairs, log_quality, recorded_quality, require_on_leakage,
 )
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
@@ -127,17 +128,11 @@ def check_version(run, manifest: mf.Manifest, request: FolderVersionRequest, ear
         log_values(run, metrics=metrics, tags={TAG_QUALITY_STATUS: status})
         apply_recorded_gate(status, request.on_leakage, f"run {snapshot}")
         return status
-    images = version_images(manifest, request.version)
+    images = manifest_images(manifest, request.version)  # one split (the version), labels from the class folders
     quality = find_pairs(images, request.image_check)
     log_quality(quality, images, run, files=not snapshot)
     apply_gate(quality, request.on_leakage)
     return quality.status
-
-
-def version_images(manifest: mf.Manifest, version: str) -> list[QualityImage]:
-    """The version's images for the leakage check: one split (the version), labels from the class folders."""
-    root = Path(manifest.version_dir)
-    return [QualityImage(r.path, str(root / r.path), version, r.label) for r in manifest.records]
 
 
 def all_class_names(data_dir: str | Path) -> list[str]:

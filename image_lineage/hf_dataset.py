@@ -96,7 +96,9 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     checking = request.quality_check == "on"
     options = LoadOptions(request.revision, request.image_check, request.on_bad_image, perceptual=checking)
     splits = load_splits(request.source, request.split, options, request.targets)
-    images = split_images(request.source, request.split, options) if checking else None
+    images = [image for s in splits for image in s.images] if checking and all(s.images is not None for s in splits) else None
+    if checking and images is None:
+        LOGGER.info("leakage check skipped: %s sources hold no image files to read", kind_of(request.source).name)
     name = request.name or dataset_name_of(request.source)
     run_name = request.run_name or f"hf_{name}"
     with start_run(request.experiment_name, run_name) as run:
@@ -107,16 +109,6 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
         log_split_files(splits)
         log_split_summary(run, splits, request.source)
     return run.info.run_id, splits
-
-
-def split_images(source: str, split: str, options: LoadOptions) -> list | None:
-    """The image files of the logged splits, for the leakage check; None for kinds without files (hub)."""
-    kind = kind_of(source)
-    listed = [kind.list_images(name, handle, options) for name, handle in kind.splits(source, split).items()]
-    if any(images is None for images in listed):
-        LOGGER.info("leakage check skipped: %s sources hold no image files to read", kind.name)
-        return None
-    return [image for images in listed for image in images]
 
 
 class ContentDigestDataset(HuggingFaceDataset):

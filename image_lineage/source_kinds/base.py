@@ -52,6 +52,7 @@ class LoadedSplit:
     ignored: list[dict] = field(default_factory=list)  # files left out, each {"path", "reason"}
     report: dict | None = None  # what a validation found (COCO: boxes out of bounds, zero area, ...)
     profile: dict = field(default_factory=dict)  # the Datasets panel's summary (image_lineage.profiles)
+    images: list[QualityImage] | None = None  # its image files, for the leakage check; None where not files
 
 
 class SourceKind:

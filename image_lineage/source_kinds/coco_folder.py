@@ -25,9 +25,7 @@ class CocoFolder(SourceKind):
         return load_index(self.read(handle, options), split)
 
     def list_images(self, split: str, handle: coco.CocoSplit, options: LoadOptions) -> list[QualityImage]:
-        index = self.read(handle, options)
-        return [QualityImage(f"{handle.name}/{image['file_name']}", str(index.image_path(image)), split,
-                             annotations=coco.canonical_annotations(index, image)) for image in index.images]
+        return index_images(self.read(handle, options), split)
 
     @staticmethod
     def read(handle: coco.CocoSplit, options: LoadOptions) -> coco.CocoIndex:
@@ -46,8 +44,14 @@ def load_index(index: coco.CocoIndex, split: str | None = None) -> LoadedSplit:
     return LoadedSplit(
         split or index.split.split, coco.coco_to_hf(index), digest, counts, "instances", None,
         CocoDatasetSource.from_split(index.split), index.ignored, coco.validation_report(index),
-        profile=coco_profile(index, digest, counts),
+        profile=coco_profile(index, digest, counts), images=index_images(index, split or index.split.split),
     )
+
+
+def index_images(index: coco.CocoIndex, split: str) -> list[QualityImage]:
+    """A COCO index's images for the leakage check, each with its canonical annotations."""
+    return [QualityImage(f"{index.split.name}/{image['file_name']}", str(index.image_path(image)), split,
+                         annotations=coco.canonical_annotations(index, image)) for image in index.images]
 
 
 def coco_profile(index: coco.CocoIndex, digest: str, counts: dict) -> dict:

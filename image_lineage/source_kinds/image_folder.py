@@ -12,7 +12,7 @@ from pathlib import Path
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from image_lineage.coco import split_name
-from image_lineage.manifest import scan_version
+from image_lineage.manifest import Manifest, scan_version
 from image_lineage.profiles import image_profile
 from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import SPLIT_CHOICES, LoadedSplit, LoadOptions, SourceKind
@@ -32,8 +32,7 @@ class ImageFolder(SourceKind):
     def load_split(self, split: str, handle: Path, options: LoadOptions) -> LoadedSplit:
         import datasets
 
-        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check,
-                                perceptual=options.perceptual)
+        manifest = scan(handle, options)
         # drop_labels=False: a single class folder still gives a label column (imagefolder drops it otherwise)
         dataset = datasets.load_dataset(IMAGEFOLDER, data_dir=str(handle.resolve()), split="train", drop_labels=False)
         skipped = {str((handle / item["path"]).resolve()) for item in manifest.ignored}
@@ -44,19 +43,31 @@ class ImageFolder(SourceKind):
         profile = image_profile((r.width for r in records), (r.height for r in records), (r.size for r in records),
                                 manifest.class_counts(), manifest.digest)
         return LoadedSplit(split, dataset, manifest.digest, manifest.class_counts(), "rows", "label", source,
-                           manifest.ignored, profile=profile)
+                           manifest.ignored, profile=profile, images=split_images(manifest, split, handle))
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != "hugging_face" or source.get("path") != IMAGEFOLDER:
             return None
         return self.load_split(source.get("split") or "train", Path(source["data_dir"]), options)
 
-
     def list_images(self, split: str, handle: Path, options: LoadOptions) -> list[QualityImage]:
-        manifest = scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check,
-                                perceptual=options.perceptual)
-        prefix = f"{handle.name}/" if split_name(handle.name) == split else ""  # train/cat/x.jpg in split folders
-        return [QualityImage(prefix + r.path, str(handle / r.path), split, r.label) for r in manifest.records]
+        return split_images(scan(handle, options), split, handle)
+
+
+def scan(handle: Path, options: LoadOptions) -> Manifest:
+    return scan_version(handle, options.on_bad_image, root=handle, image_check=options.image_check,
+                        perceptual=options.perceptual)
+
+
+def split_images(manifest: Manifest, split: str, handle: Path) -> list[QualityImage]:
+    """A split folder's images as the report names them: ``train/cat/x.jpg`` in split folders."""
+    return manifest_images(manifest, split, f"{handle.name}/" if split_name(handle.name) == split else "")
+
+
+def manifest_images(manifest: Manifest, split: str, prefix: str = "") -> list[QualityImage]:
+    """A manifest's images for the leakage check, labels from their class folders."""
+    root = Path(manifest.version_dir)
+    return [QualityImage(prefix + r.path, str(root / r.path), split, r.label) for r in manifest.records]
 
 
 def folder_splits(folder: Path) -> dict[str, Path]:
