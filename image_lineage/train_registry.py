@@ -266,6 +266,7 @@ def run_mnist_suite(data: mnist.DigitSplits, epochs_scale: float = 1.0, team: st
         scores,
     )
     predictions = champion_predictions(data)
+    mlflow.log_image(champion_grid(data, predictions), key="mnist_champion_predictions")
     table = mnist_table(results)
     log_table(table, "mnist_versions")
     print_aliases(MNIST_MODEL, aliases)
@@ -285,6 +286,28 @@ def champion_predictions(data: mnist.DigitSplits) -> pd.DataFrame:
     print(f"champion accuracy on the whole test split ({len(data.y_test)} digits): {accuracy:.4f}")
     return pd.DataFrame({"predicted": predicted[:20].numpy(), "actual": data.y_test[:20].numpy(),
                          "confidence": probabilities.max(1).values[:20].numpy().round(4)})
+
+
+def champion_grid(data: mnist.DigitSplits, predictions: pd.DataFrame, scale: int = 3, columns: int = 10):
+    """The digits of ``predictions`` in one picture, each captioned ``predicted (actual)``; a wrong prediction
+    gets a red frame and a red caption, so a glance at the run page shows where the champion errs."""
+    from PIL import Image, ImageDraw
+
+    side, caption = 28 * scale, 14
+    digits = (data.x_test[: len(predictions)] * mnist.MNIST_STD + mnist.MNIST_MEAN).clamp(0, 1).reshape(-1, 28, 28)
+    rows = -(-len(predictions) // columns)
+    grid = Image.new("RGB", (columns * side, rows * (side + caption)), "white")
+    draw = ImageDraw.Draw(grid)
+    for position, (digit, row) in enumerate(zip(digits, predictions.itertuples())):
+        x, y = position % columns * side, position // columns * (side + caption)
+        pixels = Image.fromarray((digit.numpy() * 255).astype("uint8")).resize((side, side), Image.NEAREST)
+        grid.paste(pixels.convert("RGB"), (x, y))
+        wrong = row.predicted != row.actual
+        color = (220, 20, 20) if wrong else (0, 0, 0)
+        if wrong:
+            draw.rectangle((x, y, x + side - 1, y + side - 1), outline=color, width=3)
+        draw.text((x + 4, y + side + 1), f"{row.predicted} ({row.actual})", fill=color)
+    return grid
 
 
 def mnist_table(results: dict[int, dict]) -> pd.DataFrame:

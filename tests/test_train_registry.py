@@ -1,4 +1,6 @@
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from entrypoints import train_registry as registry_cli
 from image_lineage import mnist, registry
 from image_lineage.core import TAG_DIGEST, DatasetError
 from image_lineage.model_lineage import model_id_of
-from image_lineage.train_registry import MNIST_MODEL, WINE_MODEL, RegistryRequest, run_registry_workflow
+from image_lineage.train_registry import MNIST_MODEL, WINE_MODEL, RegistryRequest, champion_grid, run_registry_workflow
 from tests_paths import PROJECT_ROOT
 
 MNIST_RAW = PROJECT_ROOT.parent / "shared" / "data" / "mnist" / "raw"
@@ -96,6 +98,10 @@ def test_mnist_on_real_digits(experiment_name, server_uri):
     probabilities = torch.softmax(champion(data.x_test[:20]), dim=1)
     assert torch.allclose(probabilities.sum(1), torch.ones(20), atol=1e-5)
     assert report.predictions["confidence"].between(0, 1).all() and len(report.predictions) == 20
+    parent = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.run_name = 'train_registry'",
+                                output_format="list")
+    assert parent and any(f.path.startswith("images/mnist_champion_predictions+")
+                          for f in client.list_artifacts(parent[0].info.run_id, "images"))
     assert report.table["Metric"].tolist() == ["Registered Version", "Accuracy", "Loss", "Parameters", "Training Time", "Model Size"]
 
 
@@ -135,3 +141,17 @@ def test_idx_reader_pools_gz_and_plain(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x07")
     with pytest.raises(DatasetError, match="truncated"):
         mnist.read_pairs(tmp_path)
+
+
+def test_champion_grid_frames_wrong_predictions_in_red():
+    data = mnist.load_digits("sklearn-digits")
+    actual = data.y_test[:20].numpy()
+    predicted = actual.copy()
+    predicted[3] = (actual[3] + 1) % 10  # one wrong prediction, the fourth digit of the first row
+    grid = champion_grid(data, pd.DataFrame({"predicted": predicted, "actual": actual, "confidence": 0.9}))
+    side = 28 * 3
+    assert grid.size == (10 * side, 2 * (side + 14))
+    pixels = np.asarray(grid)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert red[side // 2, 3 * side].all() and red[side // 2, 3 * side + side - 1]  # both sides of the frame
+    assert not red[:, : 3 * side].any() and not red[:, 4 * side :].any()  # right predictions stay unmarked
