@@ -261,7 +261,7 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
         digest, datasets = log_dataset(request, {"train": train_index, "validation": val_index}, mapping,
                                        quality.status if quality else None)
         log_params(run, request, train_index, val_index, mapping, device)
-        model_id = start_model(datasets["train"], "object-detection")
+        model_id = start_model(datasets["train"], "object-detection", name=request.model)
     train_set, val_set = make_datasets(request, train_index, val_index, mapping)
     model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]

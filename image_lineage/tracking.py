@@ -29,6 +29,7 @@ from typing import Iterator
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.time import get_current_time_millis
 
@@ -163,8 +164,14 @@ def start_run(
 def mark_experiment_kind(experiment_id: str) -> None:
     """Tag the experiment as model development (``mlflow.experimentKind``) unless it already has a kind."""
     client = mlflow.MlflowClient()
-    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+    if EXPERIMENT_KIND_TAG in client.get_experiment(experiment_id).tags:
+        return
+    try:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except MlflowException:
+        # two runs starting at once in a new experiment race to insert the tag; the loser finds it set
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+            raise
 
 
 @contextlib.contextmanager

@@ -153,7 +153,7 @@ def run_wine_suite(team: str, seed: int = 42) -> SuiteReport:
             predicted = model.predict(x_test)
             accuracy, f1 = accuracy_score(y_test, predicted), f1_score(y_test, predicted, average="macro")
             mlflow.log_params({"algorithm": algorithm, **model.get_params()})
-            info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_train, predicted),
+            info = mlflow.sklearn.log_model(model, name=f"wine_{algorithm}", signature=infer_signature(x_train, predicted),
                                             input_example=x_train.head(3), registered_model_name=WINE_MODEL,
                                             skops_trusted_types=SKOPS_TRUSTED_TYPES,
                                             pip_requirements=mlflow.sklearn.get_default_pip_requirements())
@@ -211,7 +211,7 @@ def train_mnist_version(version, data: mnist.DigitSplits, epochs: int, seed: int
         mlflow.log_metric("model_size_mb", summary["model_size_mb"])
         model = model.cpu().eval()
         example = data.x_test[:5].numpy()
-        info = mlflow.pytorch.log_model(model, name="model", input_example=example,
+        info = mlflow.pytorch.log_model(model, name=f"mnist_{version.model_type}", input_example=example,
                                         signature=infer_signature(example, model(data.x_test[:5]).detach().numpy()),
                                         registered_model_name=MNIST_MODEL,
                                         pip_requirements=mlflow.pytorch.get_default_pip_requirements())

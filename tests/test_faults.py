@@ -1,5 +1,6 @@
 """Faults against real servers: a server killed mid-logging, concurrent logging, authentication, secrets."""
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -82,12 +83,15 @@ def test_threads_logging_two_versions_in_one_process(bundled_images, server_uri,
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=log, args=(v,)) for v in ("v1", "v2")]
+    threads = [threading.Thread(target=log, args=(v,), daemon=True) for v in ("v1", "v2")]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert not errors
+        thread.join(timeout=300)  # each takes ~2 s: a thread still alive after 5 minutes is stuck
+    stuck = [thread.name for thread in threads if thread.is_alive()]
+    if stuck:
+        faulthandler.dump_traceback()  # where they are stuck, in the test's output
+    assert not stuck and not errors
     assert mlflow.get_run(results["v2"].run_id).data.params["dataset_version"] == "2.0.0"
     assert mlflow.get_run(results["v1"].run_id).data.metrics["total_images"] == 2
 
