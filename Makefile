@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(RUN_ENV) $(BIN)/mlflow run . --experiment-name $(DEMO_EXPERIMENT) --env-manager local
 	@echo
 	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI)"
-	@echo "then browse http://127.0.0.1:5000 (experiment $(DEMO_EXPERIMENT))."
+	@echo "then browse http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (experiment $(DEMO_EXPERIMENT));"
+	@echo "without workflowType, MLflow 3.17 opens its GenAI view: switch the sidebar to Model training."
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -11,6 +11,7 @@ orientation that COCO boxes refer to; there is no PIL round trip and no re-encod
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -170,7 +171,7 @@ def prediction_grid(model, dataset, count: int, device, score_min: float = 0.5, 
         padded = np.full((cell, cell, 3), 255, dtype=np.uint8)
         padded[: resized.shape[0], : resized.shape[1]] = resized
         cells.append(padded)
-    columns = min(4, count)
+    columns = math.ceil(math.sqrt(count))  # near-square: the MLflow UI shows each step's image in a square cell
     rows = [np.hstack(cells[i : i + columns] + [np.full((cell, cell, 3), 255, np.uint8)] * (columns - len(cells[i : i + columns])))
             for i in range(0, count, columns)]
     return np.vstack(rows)

@@ -1,28 +1,42 @@
-"""PNG screenshots of the MLflow UI, taken with headless Chromium, for graders who ask for them.
+"""PNG screenshots of the MLflow UI, and the text each page shows, taken with headless Chromium.
 
-Three pages: the experiment with its runs, one run (its Datasets section), and a registered model with its
-versions and aliases. Chromium runs with the flags that keep it off the network (no sync, no component
-updates, no background requests) and a fresh profile each time.
+Playwright drives the Chromium already on the machine (Debian's ``chromium``, or Google Chrome): nothing is
+downloaded, and the pages are read as a user sees them, after the single-page app has fetched and drawn
+them. Two sets:
+
+- ``capture_ui`` (compare's ``screenshots=true``): the experiment with its runs, one run (its Datasets
+  section), and a registered model with its versions and aliases.
+- ``capture_lineage`` (the README's pictures, and the UI test): the experiment's Models tab, one LoggedModel's
+  page (each metric with the dataset it was measured on), a folder run's dataset drawer (our profile), and a
+  detector run's ``val_predictions`` images with their step slider.
+
+MLflow 3.17's UI opens every experiment in its GenAI view unless the URL (or the sidebar switch, kept in
+the browser) asks for ``workflowType=machine_learning``: each URL here asks for it. The MLflow Assistant
+panel, which opens on a browser's first visit, is kept closed so it does not cover the page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars")
 WINDOW = (1400, 900)
-RENDER_BUDGET_MS = 20000  # virtual time for the single-page app to fetch and draw
+LOAD_TIMEOUT_MS = 60_000  # a page's data on a busy 2-core machine
+ML_VIEW = "workflowType=machine_learning"
+ASSISTANT_CLOSED = ("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+                    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+
+# the step's picture arrives after its card: wait until one is decoded
+IMAGE_DRAWN = ("() => Array.from(document.querySelectorAll(\"img[src*='val_predictions']\"))"
+               ".some(image => image.complete && image.naturalWidth > 0)")
 
 
 class ScreenshotError(RuntimeError):
-    """Chromium is missing or could not render a page."""
+    """Chromium (or Playwright) is missing, or a page never showed what it should."""
 
 
 def find_chromium() -> str:
@@ -36,41 +50,111 @@ def find_chromium() -> str:
     )
 
 
-def chromium(*args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="chromium_profile_") as profile:
-        return subprocess.run(
-            [find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-             f"--virtual-time-budget={RENDER_BUDGET_MS}", *args],
-            capture_output=True, text=True, timeout=180,
-        )
-
-
-def capture(url: str, png_path: Path) -> str:
-    """Screenshot ``url`` into ``png_path``; return the rendered page's DOM (for checks)."""
-    shot = chromium(f"--screenshot={png_path}", url)
-    if not png_path.is_file():
-        raise ScreenshotError(f"Chromium wrote no screenshot of {url}: {shot.stderr[-500:]}")
-    return chromium("--dump-dom", url).stdout
-
-
-def ui_pages(tracking_uri: str, experiment_id: str, run_id: str | None, model_name: str | None) -> dict[str, str]:
-    base = tracking_uri.rstrip("/")
-    pages = {"experiment_runs": f"{base}/#/experiments/{experiment_id}/runs"}
-    if run_id:
-        pages["run_datasets"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-    if model_name:
-        pages["registered_model"] = f"{base}/#/models/{quote(model_name, safe='')}"
-    return pages
-
-
-def capture_ui(tracking_uri: str, experiment_id: str, run_id: str | None, model_name: str | None,
-               out_dir: Path) -> dict[str, tuple[Path, str]]:
-    """{page: (png path, DOM)} for the experiment, one run and one registered model."""
+def require_server(tracking_uri: str) -> str:
     if not tracking_uri.startswith(("http://", "https://")):
         raise ScreenshotError(
             f"screenshots need the MLflow UI of a tracking server; the tracking URI is {tracking_uri}. "
             f"Start `mlflow server` (or `mlflow ui`) and set MLFLOW_TRACKING_URI to it."
         )
+    return tracking_uri.rstrip("/")
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator:
+    """A fresh headless Chromium page (no profile, no network beyond the pages asked for)."""
+    executable = find_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise ScreenshotError("screenshots=true needs Playwright: pip install playwright "
+                              "(it drives the Chromium already installed; no browser download)") from exc
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": WINDOW[0], "height": WINDOW[1]})
+            page.set_default_timeout(LOAD_TIMEOUT_MS)
+            page.add_init_script(ASSISTANT_CLOSED)
+            yield page
+        finally:
+            browser.close()
+
+
+def open_page(page, url: str, ready_text: str) -> None:
+    """Go to ``url`` and wait until ``ready_text`` is drawn (the app fetches after the page loads)."""
+    page.goto(url)
+    wait_for_text(page, ready_text)
+
+
+def wait_for_text(page, text: str) -> None:
+    try:
+        page.get_by_text(text).first.wait_for()
+    except Exception as exc:  # Playwright's TimeoutError: say which page and what was missing
+        raise ScreenshotError(f"{page.url} never showed {text!r} within {LOAD_TIMEOUT_MS // 1000} s") from exc
+
+
+def snap(page, png_path: Path) -> str:
+    """Screenshot the page into ``png_path``; return the text it shows (for checks)."""
+    page.wait_for_timeout(1500)  # late cells and images settle
+    page.screenshot(path=str(png_path))
+    return page.inner_text("body")
+
+
+def ui_pages(base: str, experiment_id: str, run_id: str | None, model_name: str | None) -> dict[str, tuple[str, str]]:
+    """{page: (url, text to wait for)}."""
+    pages = {"experiment_runs": (f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}", "Run Name")}
+    if run_id:
+        pages["run_datasets"] = (f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}", "Datasets")
+    if model_name:
+        pages["registered_model"] = (f"{base}/#/models/{quote(model_name, safe='')}?{ML_VIEW}", "Version")
+    return pages
+
+
+def capture_ui(tracking_uri: str, experiment_id: str, run_id: str | None, model_name: str | None,
+               out_dir: Path) -> dict[str, tuple[Path, str]]:
+    """{page: (png path, page text)} for the experiment, one run and one registered model."""
+    base = require_server(tracking_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {name: (out_dir / f"{name}.png", capture(url, out_dir / f"{name}.png"))
-            for name, url in ui_pages(tracking_uri, experiment_id, run_id, model_name).items()}
+    shots = {}
+    with browser_page() as page:
+        for name, (url, ready) in ui_pages(base, experiment_id, run_id, model_name).items():
+            open_page(page, url, ready)
+            shots[name] = (out_dir / f"{name}.png", snap(page, out_dir / f"{name}.png"))
+    return shots
+
+
+def capture_lineage(tracking_uri: str, experiment_id: str, folder_run_id: str, dataset_name: str,
+                    detector_run_id: str, model_name: str, model_id: str, out_dir: Path) -> dict[str, tuple[Path, str]]:
+    """{page: (png path, page text)}: the Models tab, the detector's own page (each metric with the dataset
+    it was measured on), a folder run's dataset drawer, the detector's ``val_predictions`` at step 1. The last page's text ends with the slider's range (``steps 1-N``) and
+    the address of the image shown."""
+    base = require_server(tracking_uri)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shots = {}
+    with browser_page() as page:
+        open_page(page, f"{base}/#/experiments/{experiment_id}/models?{ML_VIEW}", model_name)
+        wait_for_text(page, "Dataset:")  # metric columns come with their dataset
+        shots["models_tab"] = (out_dir / "models_tab.png", snap(page, out_dir / "models_tab.png"))
+
+        open_page(page, f"{base}/#/experiments/{experiment_id}/models/{model_id}?{ML_VIEW}", "Metrics (")
+        shots["model_metrics"] = (out_dir / "model_metrics.png", snap(page, out_dir / "model_metrics.png"))
+
+        open_page(page, f"{base}/#/experiments/{experiment_id}/runs/{folder_run_id}?{ML_VIEW}", f"{dataset_name} (")
+        page.get_by_text(f"{dataset_name} (").first.click()  # the Datasets section's link opens the drawer
+        wait_for_text(page, "Data details for")
+        shots["dataset_drawer"] = (out_dir / "dataset_drawer.png", snap(page, out_dir / "dataset_drawer.png"))
+
+        open_page(page, f"{base}/#/experiments/{experiment_id}/runs/{detector_run_id}/model-metrics?{ML_VIEW}",
+                  "Model metrics")
+        page.get_by_placeholder("Search metric charts").fill("val_predictions")
+        slider = page.locator("[role=slider]").first
+        slider.focus()
+        page.keyboard.press("ArrowRight")  # the card opens below the first step: move to step 1
+        image = page.locator("img[src*='val_predictions']").first
+        image.wait_for()
+        page.locator("[data-component-id=fullscreen_button_chartcard]").first.click()  # the card, full size
+        page.wait_for_function(IMAGE_DRAWN)
+        page.locator("img[src*='val_predictions']").last.scroll_into_view_if_needed()
+        text = snap(page, out_dir / "val_predictions.png")
+        steps = f"steps {slider.get_attribute('aria-valuemin')}-{slider.get_attribute('aria-valuemax')}"
+        shots["val_predictions"] = (out_dir / "val_predictions.png", f"{text}\n{steps}\n{image.get_attribute('src')}")
+    return shots

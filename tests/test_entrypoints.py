@@ -99,3 +99,16 @@ def test_experiments_open_on_training_runs_and_keep_a_kind_already_set(bundled_i
     mlflow.MlflowClient().create_experiment(other, tags={"mlflow.experimentKind": "genai_development"})
     assert log_folder_dataset.main(["--data-dir", str(bundled_images), "--version", "v1", "--experiment-name", other]) == 0
     assert mlflow.get_experiment_by_name(other).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_conda_env_installs_what_the_package_needs():
+    """`mlflow run .` without --env-manager builds conda.yaml's environment: the same pip requirements as
+    pyproject's dependencies, so a feature that works after `make install` works there too."""
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    conda = yaml.safe_load((PROJECT_ROOT / "conda.yaml").read_text())
+    (pip_block,) = [entry["pip"] for entry in conda["dependencies"] if isinstance(entry, dict)]
+    assert sorted(pip_block) == sorted(project["project"]["dependencies"])
