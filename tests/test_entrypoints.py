@@ -106,8 +106,6 @@ def test_conda_env_installs_what_the_package_needs():
     pyproject's dependencies, so a feature that works after `make install` works there too."""
     import tomllib
 
-    import yaml
-
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     conda = yaml.safe_load((PROJECT_ROOT / "conda.yaml").read_text())
     (pip_block,) = [entry["pip"] for entry in conda["dependencies"] if isinstance(entry, dict)]

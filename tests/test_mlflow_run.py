@@ -71,6 +71,7 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
     import time
 
     from image_lineage.compare import datasets_of_version, model_versions_table, versions_trained_on
+    from image_lineage.model_lineage import model_id_of
     from image_lineage.workflow import TAG_STEP_KEY
 
     clone, commit = project_clone
@@ -114,4 +115,10 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
     assert ("coco_sample_detector", int(row["Version"])) in set(zip(trained["Model"], trained["Version"]))
     used = datasets_of_version("coco_sample_detector", str(row["Version"]))
     assert set(used["Dataset"]) == {"coco_train", "coco_validation"}
+    # MLflow 3's own query: the demo detector is the model measured on the COCO sample's validation digest
+    validation = {"dataset_name": "coco_validation", "dataset_digest": detector.data.tags["dataset.digest.validation"][:32]}
+    found = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], datasets=[validation],
+                                        output_format="list")
+    version = mlflow.MlflowClient().get_model_version("coco_sample_detector", str(row["Version"]))
+    assert [m.model_id for m in found] == [model_id_of(version)] and found[0].source_run_id == detector.info.run_id
     assert all(TAG_STEP_KEY in r.data.tags for r in steps if r.data.tags["mlflow.project.entryPoint"] != "compare")
