@@ -1,7 +1,8 @@
-"""Data builders shared by the benchmarks."""
+"""Data builders and a request counter shared by the benchmarks."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,3 +114,59 @@ def same_picture(a: str, b: str) -> bool:
     """Whether two files of the leaky tree show one picture: copies of one photo, or a known same-picture pair."""
     origins = {origin(a), origin(b)}
     return len(origins) == 1 or any(origins == {p.rsplit("/", 1)[-1] for p in group} for group in KNOWN_SAME_PICTURES)
+
+
+class RequestCounter:
+    """Counts the HTTP requests this process sends (MLflow's REST calls and artifact uploads go through
+    ``requests``), per phase: ``with counter.phase("re-log"): ...`` then ``counter.report()``."""
+
+    def __init__(self):
+        import collections
+
+        import requests
+
+        self.phases: dict[str, collections.Counter] = {}
+        self.current: collections.Counter | None = None
+        self.seconds: dict[str, collections.Counter] = {}  # per phase: time spent waiting on each kind
+        original = requests.Session.send
+        counter = self
+
+        def send(session, request, **kwargs):
+            if counter.current is None:
+                return original(session, request, **kwargs)
+            path = request.path_url.split("?")[0]
+            # one line per REST method; artifact uploads and downloads grouped by direction
+            key = f"{request.method} {'/api/2.0/mlflow-artifacts/artifacts/...' if 'mlflow-artifacts' in path else path}"
+            phase, seconds = counter.current, counter.seconds[counter.current_name]
+            started = time.perf_counter()
+            try:
+                return original(session, request, **kwargs)
+            finally:
+                phase[key] += 1
+                seconds[key] += time.perf_counter() - started
+
+        requests.Session.send = send
+
+    def phase(self, name: str):
+        import collections
+        import contextlib
+
+        @contextlib.contextmanager
+        def counting():
+            self.current = self.phases.setdefault(name, collections.Counter())
+            self.current_name = name
+            self.seconds.setdefault(name, collections.Counter())
+            try:
+                yield
+            finally:
+                self.current = None
+
+        return counting()
+
+    def report(self) -> str:
+        lines = []
+        for name, counts in self.phases.items():
+            lines.append(f"requests in {name}: {sum(counts.values())}")
+            lines.extend(f"    {count:6d}  {key}  ({1000 * self.seconds[name][key] / count:.0f} ms each)"
+                         for key, count in counts.most_common())
+        return "\n".join(lines)

@@ -30,7 +30,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
 from image_lineage.core import (
-    TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_SNAPSHOT, DatasetError, digest_prefix,
+    TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_SNAPSHOT, DatasetError, LineageError, digest_prefix,
 )
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import image_profile, with_profile
@@ -105,7 +105,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             earlier = snapshot_search.result()
             snapshot = snapshot_id(earlier)
             # before the files: with on_leakage=fail the run stops here, its report logged
-            quality_status = check_version(run, manifest, request, earlier, snapshot) if checking else None
+            quality_status, *recorded = check_version(run, manifest, request, earlier, snapshot) if checking else (None, {}, {})
             if snapshot:
                 LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
             else:
@@ -113,26 +113,33 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir,
                                        quality_status)
-            log_values(run, *summary)
+            params, metrics, tags = summary
+            log_values(run, params, {**metrics, **recorded[0]}, {**tags, **recorded[1]})  # one request
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
 
 
-def check_version(run, manifest: mf.Manifest, request: FolderVersionRequest, earlier, snapshot: str | None) -> str:
-    """The leakage check of the version; returns its status. An earlier run of the same digest already holds
-    its result (the same bytes give the same pairs), which a re-log records again instead of recomputing."""
+def check_version(run, manifest: mf.Manifest, request: FolderVersionRequest, earlier,
+                  snapshot: str | None) -> tuple[str, dict, dict]:
+    """The leakage check of the version: (status, metrics, tags still to be logged with the run's summary).
+
+    An earlier run of the same digest already holds its result (the same bytes give the same pairs): a
+    re-log records it again instead of recomputing, in the summary's request unless the gate stops the run."""
     recorded = recorded_quality(earlier) if earlier else None
     if recorded:
         metrics, status = recorded
-        log_values(run, metrics=metrics, tags={TAG_QUALITY_STATUS: status})
-        apply_recorded_gate(status, request.on_leakage, f"run {snapshot}")
-        return status
+        try:
+            apply_recorded_gate(status, request.on_leakage, f"run {snapshot}")
+        except LineageError:
+            log_values(run, metrics=metrics, tags={TAG_QUALITY_STATUS: status})  # the FAILED run says why
+            raise
+        return status, metrics, {TAG_QUALITY_STATUS: status}
     images = manifest_images(manifest, request.version)  # one split (the version), labels from the class folders
     quality = find_pairs(images, request.image_check)
     log_quality(quality, images, run, files=not snapshot)
     apply_gate(quality, request.on_leakage)
-    return quality.status
+    return quality.status, {}, {}
 
 
 def all_class_names(data_dir: str | Path) -> list[str]:
@@ -221,7 +228,7 @@ def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionR
         )
         upload_folder(stage)
     for label in manifest.non_empty_classes():  # the run page shows these as images, one per class
-        mlflow.log_image(sample_grid(manifest, label, request.max_samples_per_class), key=f"samples_{label}")
+        mlflow.log_image(sample_grid(manifest, label, request.max_samples_per_class), key=f"samples_{label}", synchronous=True)
 
 
 def sample_grid(manifest: mf.Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):

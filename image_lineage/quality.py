@@ -23,8 +23,10 @@ import base64
 import html
 import io
 import logging
+import os
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,11 +175,15 @@ def require_on_leakage(on_leakage: str) -> None:
 def report_html(report: QualityReport, files: dict[str, str]) -> str:
     """A page a person can read at a glance: counts, then each flagged pair's two pictures side by side."""
     metrics = "".join(f"<li>{html.escape(k)}: <b>{v}</b></li>" for k, v in report.metrics.items())
-    rows, thumbnails = [], {}  # a file in many pairs is decoded once
-    for row in report.pairs.head(REPORT_PAIRS_MAX).itertuples():
+    shown = report.pairs.head(REPORT_PAIRS_MAX)
+    paths = sorted(set(shown["path_a"]) | set(shown["path_b"])) if len(shown) else []
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:  # a file in many pairs is decoded once; JPEG decodes release the GIL
+        thumbnails = dict(zip(paths, pool.map(thumbnail_uri, [files[path] for path in paths])))
+    rows = []
+    for row in shown.itertuples():
         flags = ", ".join(f for f, on in (("LEAKAGE", row.leakage), ("LABEL CONFLICT", row.label_conflict)) if on)
         cells = "".join(
-            f"<td><img src='{thumbnails.get(path) or thumbnails.setdefault(path, thumbnail_uri(files[path]))}'>"
+            f"<td><img src='{thumbnails[path]}'>"
             f"<br>{html.escape(path)}<br>split {html.escape(split)}"
             f"{'' if label is None or pd.isna(label) else ', label ' + html.escape(str(label))}</td>"
             for path, split, label in ((row.path_a, row.split_a, row.label_a), (row.path_b, row.split_b, row.label_b))

@@ -126,12 +126,15 @@ def in_project_run() -> bool:
 
 
 def resolve_experiment_id(experiment_name: str | None) -> str:
-    """The experiment runs of this process go to; sets it as current outside ``mlflow run``."""
+    """The experiment runs of this process go to; sets it as current outside ``mlflow run``, and tags it
+    ``mlflow.experimentKind`` (from the experiment the lookup returned: no request when it has a kind)."""
     if in_project_run():
         return os.environ.get("MLFLOW_EXPERIMENT_ID") or mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
     name = experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if name:
-        return mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
+        mark_experiment_kind(experiment.experiment_id, experiment.tags)
+        return experiment.experiment_id
     return os.environ.get("MLFLOW_EXPERIMENT_ID") or DEFAULT_EXPERIMENT_ID
 
 
@@ -142,36 +145,70 @@ def start_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, under ``mlflow run``) the run, named ``run_name``.
 
-    Pass ``experiment_id`` when :func:`resolve_experiment_id` already ran (saves a request). An
+    Pass ``experiment_id`` when :func:`resolve_experiment_id` already ran (saves requests). An
     exception inside the block ends the run FAILED: MLflow's own context manager does this, and
-    ``mlflow run`` marks its run FAILED when the entry point exits non-zero.
+    ``mlflow run`` marks its run FAILED when the entry point exits non-zero. The run's address is printed
+    when it ends, as MLflow does, but opening the UI's training view (and without MLflow's extra request).
     """
     if log_system_metrics:
         os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL_S)
+    print_url = run_urls_printed_here()
     if in_project_run():
         with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
             mark_experiment_kind(run.info.experiment_id)
             if run_name and run.info.run_name != run_name:
                 mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
             yield run
+    else:
+        experiment_id = experiment_id or resolve_experiment_id(experiment_name)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None,
+                              log_system_metrics=log_system_metrics) as run:
+            mark_experiment_kind(experiment_id)
+            yield run
+    if print_url:
+        print_run_url(run.info.experiment_id, run.info.run_id, run_name or run.info.run_name)
+
+
+SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+URLS_OURS_ENV = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the switch above is ours, not the user's
+_kind_marked: set[str] = set()
+
+
+def run_urls_printed_here() -> bool:
+    """True when this project prints run addresses in MLflow's place: unless the user set MLflow's switch
+    themselves, MLflow's printing (which costs a ``get_run`` request per run) is turned off."""
+    if os.environ.get(SUPPRESS_URL_ENV) is None or os.environ.get(URLS_OURS_ENV):
+        os.environ[SUPPRESS_URL_ENV], os.environ[URLS_OURS_ENV] = "true", "1"
+        return True
+    return False
+
+
+def print_run_url(experiment_id: str, run_id: str, run_name: str) -> None:
+    """MLflow's two "View run / View experiment" lines for a tracking server, with the UI's training view
+    asked for (MLflow 3.17 opens experiments in its GenAI view otherwise)."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
         return
-    experiment_id = experiment_id or resolve_experiment_id(experiment_name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None, log_system_metrics=log_system_metrics) as run:
-        mark_experiment_kind(experiment_id)
-        yield run
+    experiment_url = f"{uri.rstrip('/')}/#/experiments/{experiment_id}"
+    print(f"🏃 View run {run_name} at: {experiment_url}/runs/{run_id}?workflowType=machine_learning")
+    print(f"🧪 View experiment at: {experiment_url}/runs?workflowType=machine_learning", flush=True)
 
 
-def mark_experiment_kind(experiment_id: str) -> None:
-    """Tag the experiment as model development (``mlflow.experimentKind``) unless it already has a kind."""
+def mark_experiment_kind(experiment_id: str, known_tags: dict | None = None) -> None:
+    """Tag the experiment as model development (``mlflow.experimentKind``) unless it already has a kind.
+    Once per experiment and process; ``known_tags`` (from a lookup already made) saves the request."""
+    if experiment_id in _kind_marked:
+        return
     client = mlflow.MlflowClient()
-    if EXPERIMENT_KIND_TAG in client.get_experiment(experiment_id).tags:
-        return
-    try:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    except MlflowException:
-        # two runs starting at once in a new experiment race to insert the tag; the loser finds it set
-        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
-            raise
+    tags = known_tags if known_tags is not None else client.get_experiment(experiment_id).tags
+    if EXPERIMENT_KIND_TAG not in tags:
+        try:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except MlflowException:
+            # two runs starting at once in a new experiment race to insert the tag; the loser finds it set
+            if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+                raise
+    _kind_marked.add(experiment_id)
 
 
 @contextlib.contextmanager

@@ -266,7 +266,7 @@ def run_mnist_suite(data: mnist.DigitSplits, epochs_scale: float = 1.0, team: st
         scores,
     )
     predictions = champion_predictions(data)
-    mlflow.log_image(champion_grid(data, predictions), key="mnist_champion_predictions")
+    mlflow.log_image(champion_grid(data, predictions), key="mnist_champion_predictions", synchronous=True)
     table = mnist_table(results)
     log_table(table, "mnist_versions")
     print_aliases(MNIST_MODEL, aliases)
