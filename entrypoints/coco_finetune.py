@@ -1,14 +1,15 @@
 """Fine-tune a torchvision Faster R-CNN on a COCO folder, logging the dataset and the model in one run.
 
     mlflow run . -e coco_finetune -P weights=none -P model=fasterrcnn_mobilenet_v3_large_320_fpn --env-manager local
-    torchrun --standalone --nproc_per_node 2 -m entrypoints.coco_finetune --data-dir coco/val500 --device cuda
+    python -m entrypoints.coco_finetune --nproc-per-node 2 --data-dir coco/val500 --device cuda   # DDP via torchrun
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from image_lineage.cli import add_image_arguments, optional, parse_count, run_entry_point
+from image_lineage.cli import add_image_arguments, optional, parse_count, run_on_processes
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
 from image_lineage.detection import EVALUATORS, MODELS
 
@@ -49,15 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "
         "logged as one image per epoch under key val_predictions")
     add_image_arguments(parser)
+    add("--nproc-per-node", type=parse_count, default=1,
+        help="processes to train on (DDP): more than 1 starts them with torchrun; only rank 0 talks to MLflow")
     add("--run-name", default="coco_finetune")
     add("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    request = FinetuneRequest(**vars(args))
-    return run_entry_point(lambda: run_finetune(request))
+    argv = sys.argv[1:] if argv is None else argv
+    args = vars(build_parser().parse_args(argv))
+    nproc = args.pop("nproc_per_node")
+    request = FinetuneRequest(**args)
+    return run_on_processes("entrypoints.coco_finetune", argv, nproc, lambda: run_finetune(request))
 
 
 if __name__ == "__main__":

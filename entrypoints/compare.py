@@ -1,15 +1,15 @@
 """Compare what an experiment logged: dataset versions, model versions, lineage (printed, CSV/MD/HTML, plots).
 
-    mlflow run . -e compare -P experiment=HW_Image_Dataset_<id> --env-manager local
-    mlflow run . -e compare -P experiment=<name> -P models=wine-quality-classifier --env-manager local
+    mlflow run . -e compare --experiment-name HW_Image_Dataset_<id> --env-manager local
+    mlflow run . -e compare --experiment-name <name> -P models=wine-quality-classifier --env-manager local
 """
 
 from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import optional_list, parse_bool, run_entry_point
-from image_lineage.compare import compare_experiment, find_experiment
+from image_lineage.cli import optional, optional_list, parse_bool, run_entry_point
+from image_lineage.compare import compare_experiment, compared_experiment
 from image_lineage.tracking import start_run
 
 
@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics, aliases, dataset digest, run id) and the lineage (datasets each model version used); log them "
         "under compare/ as CSV, Markdown and HTML with PNG plots (class counts per version, metrics per version)."
     )
-    parser.add_argument("--experiment", required=True, help="experiment whose dataset versions are compared")
+    parser.add_argument("--experiment", type=optional, default="none",
+                        help="experiment whose versions are compared; the compare run is logged into it. none: "
+                        "the run's own experiment (mlflow run --experiment-name), or MLFLOW_EXPERIMENT_NAME")
     parser.add_argument("--models", type=optional_list, default="auto",
                         help="comma-separated registered model names; auto: those with versions from this experiment")
     parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots")
@@ -34,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> None:
-        find_experiment(args.experiment)  # fail before opening a run when the name is wrong
-        with start_run(args.experiment, args.run_name):
-            compare_experiment(args.experiment, args.output_dir, args.models, args.screenshots)
+        experiment = compared_experiment(args.experiment)  # fails before opening a run when it is wrong
+        with start_run(experiment.name, args.run_name):
+            compare_experiment(experiment.name, args.output_dir, args.models, args.screenshots)
 
     return run_entry_point(work)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from typing import Callable
 
 from mlflow.exceptions import MlflowException
@@ -77,3 +80,13 @@ def run_entry_point(work: Callable[[], object]) -> int:
         LOGGER.error("MLflow refused the request: %s", exc.message)
         return 2
     return 0
+
+
+def run_on_processes(module: str, argv: list[str], nproc: int, work: Callable[[], object]) -> int:
+    """One process: ``run_entry_point(work)`` here, so a failure ends on our one line (no torchrun wrapper
+    printing its ChildFailedError report after it). More: ``torchrun --standalone`` starts ``nproc`` copies
+    of ``module`` with ``argv`` (each sees ``LOCAL_RANK`` and runs ``work``); its exit code is returned."""
+    if nproc <= 1 or "LOCAL_RANK" in os.environ:
+        return run_entry_point(work)
+    return subprocess.call([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            f"--nproc_per_node={nproc}", "-m", module, *argv])

@@ -243,15 +243,17 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
         train_index, val_index = resolve_data(request)
         mapping = CategoryMapping.from_index(train_index)
         device = detection.resolve_device(request.device)
+        # what can fail without the data (weights to download, the device) fails before the run logs anything
+        model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
         main = detection.is_main_process()
         run_context = start_run(request.experiment_name, request.run_name, log_system_metrics=True) if main else contextlib.nullcontext()
         with run_context as run:
-            return train_and_log(request, run, train_index, val_index, mapping, device, distributed)
+            return train_and_log(request, run, model, train_index, val_index, mapping, device, distributed)
     finally:
         detection.shutdown_distributed()
 
 
-def train_and_log(request, run, train_index, val_index, mapping, device, distributed) -> FinetuneResult:
+def train_and_log(request, run, model, train_index, val_index, mapping, device, distributed) -> FinetuneResult:
     main = run is not None
     quality = None
     if main and request.quality_check == "on":  # before anything heavy: on_leakage=fail stops the run here
@@ -263,7 +265,6 @@ def train_and_log(request, run, train_index, val_index, mapping, device, distrib
         log_params(run, request, train_index, val_index, mapping, device)
         model_id = start_model(datasets["train"], "object-detection", name=request.model)
     train_set, val_set = make_datasets(request, train_index, val_index, mapping)
-    model = detection.build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=request.lr, momentum=0.9, weight_decay=1e-4)
     use_amp = request.amp == "on" or (request.amp is None and device.type == "cuda")

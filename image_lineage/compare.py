@@ -5,15 +5,17 @@ between them ("which model versions were trained on dataset digest X", "which da
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.entities import Experiment
 
-from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, digest_prefix
+from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, LineageError, digest_prefix
 from image_lineage.model_lineage import model_id_of, models_measured_on
 from image_lineage.registry import find_model
+from image_lineage.tracking import in_project_run
 
 LOGGER = logging.getLogger(__name__)
 
@@ -27,6 +29,25 @@ def find_experiment(name: str) -> Experiment:
         names = sorted(e.name for e in mlflow.search_experiments())
         raise LookupError(f"experiment {name!r} not found; experiments: {', '.join(names) or 'none'}.")
     return experiment
+
+
+def compared_experiment(requested: str | None) -> Experiment:
+    """The experiment compare reads, which is also the one its run goes to: the compare run belongs with
+    what it compares. Under ``mlflow run`` that is the run's experiment (``--experiment-name``); a
+    ``-P experiment`` naming another one is refused before anything is logged, since the run cannot move."""
+    if in_project_run():
+        run_experiment = mlflow.get_experiment(mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id)
+        if requested and requested != run_experiment.name:
+            raise LineageError(
+                f"compare logs its run into the experiment it compares, but `mlflow run` put this run in "
+                f"{run_experiment.name!r} and -P experiment={requested}. Run it as "
+                f"`mlflow run . -e compare --experiment-name {requested}` (-P experiment can then be left out)."
+            )
+        return run_experiment
+    name = requested or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if not name:
+        raise LineageError("name the experiment to compare: --experiment <name> (or MLFLOW_EXPERIMENT_NAME).")
+    return find_experiment(name)
 
 
 def version_key(version: str) -> tuple:

@@ -27,7 +27,7 @@ def test_kubernetes_project_loads_with_mlflows_loader(monkeypatch):
     project = load_project(str(DEPLOY / "kubernetes"))
     assert project.docker_env["image"] == "image-lineage:latest"
     command = project.get_entry_point("coco_finetune").compute_command({"data_dir": "/data/coco"}, storage_dir=None)
-    assert command.startswith("torchrun --standalone --nproc_per_node 1 -m entrypoints.coco_finetune --data-dir /data/coco")
+    assert command.startswith("python -m entrypoints.coco_finetune --nproc-per-node 1 --data-dir /data/coco")
     monkeypatch.chdir(PROJECT_ROOT)  # the config names the template relative to the repository root
     config = _parse_kubernetes_config(json.loads((DEPLOY / "kubernetes/kubernetes_config.json").read_text()))
     assert {"kube-context", "repository-uri", "kube-job-template"} <= set(config)

@@ -52,7 +52,6 @@ ENTRY_POINTS = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "l
 REQUESTS = {"main": MainRequest, "log_folder_dataset": FolderVersionRequest, "log_hf_dataset": HfRequest,
             "coco_finetune": FinetuneRequest, "train_registry": RegistryRequest, "check_dataset": CheckRequest}
 CLI_ONLY = {"experiment_name", "project_dir"}  # flags for use outside `mlflow run`, which sets both itself
-LAUNCHER_ONLY = {"nproc_per_node"}  # read by torchrun, not by the entry point
 
 
 def flag(name: str) -> str:
@@ -63,10 +62,10 @@ def flag(name: str) -> str:
 def test_mlproject_and_parser_have_the_same_parameters(name):
     entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"][name]
     dests = {a.dest for a in ENTRY_POINTS[name].build_parser()._actions if a.dest != "help"}
-    assert set(entry["parameters"]) - LAUNCHER_ONLY == dests - CLI_ONLY
+    assert set(entry["parameters"]) == dests - CLI_ONLY
     launcher, _, arguments = entry["command"].partition(f"-m entrypoints.{name} ")
-    assert launcher in ("python ", "torchrun --standalone --nproc_per_node {nproc_per_node} ")
-    for parameter in set(entry["parameters"]) - LAUNCHER_ONLY:
+    assert launcher == "python "  # multi-process training starts torchrun itself (coco_finetune --nproc-per-node)
+    for parameter in entry["parameters"]:
         assert f"{flag(parameter)} {{{parameter}}}" in arguments, parameter
 
 
@@ -75,7 +74,7 @@ def test_mlproject_defaults_equal_parser_and_request_defaults(name):
     entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"][name]
     parser = ENTRY_POINTS[name].build_parser()
     required = [arg for p, spec in entry["parameters"].items() if "default" not in spec for arg in (flag(p), "x")]
-    typed = [arg for p, spec in entry["parameters"].items() if "default" in spec and p not in LAUNCHER_ONLY
+    typed = [arg for p, spec in entry["parameters"].items() if "default" in spec
              for arg in (flag(p), str(spec["default"]))]
     parsed = vars(parser.parse_args(required))
     assert vars(parser.parse_args(required + typed)) == parsed  # MLproject's defaults, as typed, change nothing
