@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(RUN_ENV) $(BIN)/mlflow run . --experiment-name $(DEMO_EXPERIMENT) --env-manager local
 	@echo
+	@echo "Runs: $(DEMO_TRACKING_URI) (in $(CURDIR)); their artifacts: $(CURDIR)/mlruns"
 	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI)"
 	@echo "then browse http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (experiment $(DEMO_EXPERIMENT));"
 	@echo "without workflowType, MLflow 3.17 opens its GenAI view: switch the sidebar to Model training."

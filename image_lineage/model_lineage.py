@@ -37,10 +37,13 @@ def log_model_metrics(model_id: str, metrics: dict, dataset, step: int | None = 
         mlflow.log_metrics(metrics, step=step, model_id=model_id, dataset=dataset)
 
 
-def models_measured_on(dataset_name: str, digest_prefix: str) -> list:
-    """LoggedModels with a metric measured on the dataset ``dataset_name`` with this (32-digit) digest."""
-    return mlflow.search_logged_models(datasets=[{"dataset_name": dataset_name, "dataset_digest": digest_prefix}],
-                                       output_format="list")
+def models_measured_on(dataset_name: str, digest_prefix: str, experiment_ids: list[str] | None = None) -> list:
+    """LoggedModels with a metric measured on the dataset ``dataset_name`` with this (32-digit) digest, in
+    ``experiment_ids`` (default: every active experiment; MLflow's own default is the current one only)."""
+    if experiment_ids is None:
+        experiment_ids = [experiment.experiment_id for experiment in mlflow.search_experiments()]
+    return mlflow.search_logged_models(experiment_ids=experiment_ids, output_format="list",
+                                       datasets=[{"dataset_name": dataset_name, "dataset_digest": digest_prefix}])
 
 
 def model_id_of(version) -> str | None:

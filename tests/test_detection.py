@@ -16,7 +16,7 @@ from image_lineage.coco import CategoryMapping, validation_report, xywh_to_xyxy
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
 from image_lineage.core import DatasetError
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
-from image_lineage.model_lineage import model_id_of
+from image_lineage.model_lineage import model_id_of, models_measured_on
 from helpers import artifact_paths
 from tests_paths import PROJECT_ROOT
 
@@ -226,6 +226,8 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     found = mlflow.search_logged_models(datasets=[{"dataset_name": "coco_validation", "dataset_digest": val_digest}],
                                         output_format="list")
     assert model_id_of(version) in {m.model_id for m in found}
+    mlflow.set_experiment(experiment_id="0")  # from another current experiment, our search still finds it
+    assert model_id_of(version) in {m.model_id for m in models_measured_on("coco_validation", val_digest)}
     by_dataset = {(m.key, m.dataset_name) for m in mlflow.get_logged_model(model_id_of(version)).metrics}
     assert {("mAP", "coco_validation"), ("epoch_loss", "coco_train")} <= by_dataset
     # pictures with steps: one val_predictions grid per evaluated epoch

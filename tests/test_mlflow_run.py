@@ -122,3 +122,54 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
     version = mlflow.MlflowClient().get_model_version("coco_sample_detector", str(row["Version"]))
     assert [m.model_id for m in found] == [model_id_of(version)] and found[0].source_run_id == detector.info.run_id
     assert all(TAG_STEP_KEY in r.data.tags for r in steps if r.data.tags["mlflow.project.entryPoint"] != "compare")
+
+
+def test_compare_run_lives_in_the_experiment_it_compares(project_clone, server_uri, experiment_name, tmp_path):
+    from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
+
+    clone, _ = project_clone
+    log_folder_version(FolderVersionRequest(data_dir=str(clone / "image_dataset"), version="v1", experiment_name=experiment_name))
+    done = mlflow_run([str(clone), "-e", "compare", "--experiment-name", experiment_name, "--env-manager", "local"],
+                      server_uri, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = {r.info.run_name: r.info.status for r in mlflow.search_runs(experiment_names=[experiment_name], output_format="list")}
+    assert names == {"image_v1": "FINISHED", "compare": "FINISHED"}
+    # naming the compared experiment only as a parameter would leave the run elsewhere: refused, nothing logged
+    other = f"{experiment_name}_other"
+    refused = mlflow_run([str(clone), "-e", "compare", "-P", f"experiment={experiment_name}", "--experiment-name", other,
+                          "--env-manager", "local"], server_uri, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert f"mlflow run . -e compare --experiment-name {experiment_name}" in "\n".join(refused.stderr.splitlines()[-3:])
+    (failed,) = mlflow.search_runs(experiment_names=[other], output_format="list")
+    assert failed.info.status == "FAILED" and not mlflow.MlflowClient().list_artifacts(failed.info.run_id)
+
+
+def test_dead_server_through_mlflow_run_fails_fast_naming_the_uri(project_clone, tmp_path):
+    import socket
+    import time
+
+    clone, _ = project_clone
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    # the two exports of the README's tracking-server block
+    done = mlflow_run([str(clone), "-e", "log_folder_dataset", "-P", "version=v1", "--env-manager", "local"],
+                      f"http://127.0.0.1:{port}", cwd=tmp_path,
+                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+    assert time.monotonic() - started < 30 and done.returncode != 0
+    assert f"127.0.0.1:{port}" in done.stderr.strip().splitlines()[-1]
+
+
+def test_coco_finetune_offline_weights_fail_before_logging(project_clone, server_uri, experiment_name, tmp_path):
+    clone, _ = project_clone
+    done = mlflow_run([str(clone), "-e", "coco_finetune", "-P", "model=fasterrcnn_mobilenet_v3_large_320_fpn",
+                       "--experiment-name", experiment_name, "--env-manager", "local"],
+                      server_uri, cwd=tmp_path, TORCH_HOME=str(tmp_path / "no_weights"))
+    assert done.returncode != 0
+    assert "ChildFailedError" not in done.stderr and "torch.distributed" not in done.stderr  # one process: no torchrun
+    tail = "\n".join(done.stderr.strip().splitlines()[-3:])
+    assert "-P weights=none" in tail, tail  # the last lines say what to do
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert run.info.status == "FAILED"
+    assert not run.inputs.dataset_inputs and not mlflow.MlflowClient().list_artifacts(run.info.run_id)

@@ -1,0 +1,75 @@
+"""The README's command blocks, pasted in order into one new shell in a fresh clone, as a user would.
+
+The clone sees the `.venv` that `make test` built (linked in: a user runs the blocks after the two set-up
+commands) and `../shared` beside it, but nothing of this test's environment: PATH is the system's, so the
+blocks' own `source .venv/bin/activate` is what makes `mlflow` and the project importable. Lines starting
+`mlflow server` are what this test's own server (a free port) stands for; the README's `127.0.0.1:5000`
+is rewritten to it. Not run: the set-up block (`make demo`/`make test`, which run this) and the benchmarks
+block (minutes per bench, run on purpose).
+"""
+
+import os
+import re
+import subprocess
+
+import mlflow
+import pytest
+from tests_paths import PROJECT_ROOT
+
+from image_lineage.local_server import LocalServer
+
+README = PROJECT_ROOT / "README.md"
+SKIPPED_SECTIONS = ("Benchmarks",)
+HOMEWORK_EXPERIMENT = "HW_Image_Dataset_6612345678"
+
+
+def command_blocks(text: str) -> list[tuple[str, str]]:
+    """(section title, block) for each ```bash block after the set-up block, outside skipped sections."""
+    blocks = []
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:  # [0] is the title and the set-up block
+        title = section.splitlines()[0]
+        if title not in SKIPPED_SECTIONS:
+            blocks.extend((title, block) for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S))
+    return blocks
+
+
+def shell_script(blocks: list[tuple[str, str]], server_uri: str) -> str:
+    lines = ["set -euo pipefail"]
+    for title, block in blocks:
+        lines.append(f"echo '### README block in: {title}'")
+        lines.extend(line.replace("http://127.0.0.1:5000", server_uri) for line in block.splitlines()
+                     if not line.startswith("mlflow server "))
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_blocks_are_commands_not_templates():
+    blocks = command_blocks(README.read_text())
+    assert len(blocks) >= 8
+    for title, block in blocks:
+        assert not re.search(r"<[a-z][^>]*>", block), f"a placeholder in a README block ({title}): {block}"
+
+
+def test_readme_blocks_work_pasted_into_a_new_shell(tmp_path):
+    if not (PROJECT_ROOT / ".venv" / "bin" / "activate").exists():
+        pytest.skip("no .venv: the README's blocks run after `make demo` / `make test` built it")
+    clone = tmp_path / "clone" / "project"
+    subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True)
+    (clone / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    if (PROJECT_ROOT.parent / "shared").is_dir():
+        (clone.parent / "shared").symlink_to(PROJECT_ROOT.parent / "shared")
+    with LocalServer(tmp_path / "server") as server:
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("MLFLOW_", "VIRTUAL_ENV", "PYTHON"))}
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
+                                      if not p.startswith(str(PROJECT_ROOT / ".venv")))
+        script = shell_script(command_blocks(README.read_text()), server.uri)
+        done = subprocess.run(["bash", "-c", script], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+        mlflow.set_tracking_uri(server.uri)
+        runs = mlflow.search_runs(experiment_names=[HOMEWORK_EXPERIMENT], output_format="list")
+    assert runs and all(run.info.status == "FINISHED" for run in runs)
+    names = {run.info.run_name for run in runs}
+    # the homework's three runs, compare among them (not in Default), and the main workflow's steps
+    assert {"image_v1", "image_v2", "compare", "main", "coco_finetune", "check_dataset"} <= names
+    assert mlflow.search_runs(experiment_names=["Default"], output_format="list") == []
