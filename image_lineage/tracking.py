@@ -171,7 +171,7 @@ def start_run(
 
 SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 URLS_OURS_ENV = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the switch above is ours, not the user's
-_kind_marked: set[str] = set()
+_kind_marked: set[tuple[str, str]] = set()
 
 
 def run_urls_printed_here() -> bool:
@@ -197,7 +197,8 @@ def print_run_url(experiment_id: str, run_id: str, run_name: str) -> None:
 def mark_experiment_kind(experiment_id: str, known_tags: dict | None = None) -> None:
     """Tag the experiment as model development (``mlflow.experimentKind``) unless it already has a kind.
     Once per experiment and process; ``known_tags`` (from a lookup already made) saves the request."""
-    if experiment_id in _kind_marked:
+    key = (mlflow.get_tracking_uri(), experiment_id)  # ids repeat across stores
+    if key in _kind_marked:
         return
     client = mlflow.MlflowClient()
     tags = known_tags if known_tags is not None else client.get_experiment(experiment_id).tags
@@ -208,7 +209,7 @@ def mark_experiment_kind(experiment_id: str, known_tags: dict | None = None) -> 
             # two runs starting at once in a new experiment race to insert the tag; the loser finds it set
             if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
                 raise
-    _kind_marked.add(experiment_id)
+    _kind_marked.add(key)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,9 @@ def project_clone(tmp_path_factory) -> tuple[Path, str]:
 
 
 def mlflow_run(args: list[str], tracking_uri: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, **extra_env)
+    # a new shell: not the experiment this test process last set (mlflow.set_experiment exports its id)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, **extra_env)
     # --env-manager local runs the entry point with the `python` on PATH: this test's interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, "-m", "mlflow", "run", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
