@@ -21,6 +21,8 @@ from image_lineage.local_server import LocalServer
 README = PROJECT_ROOT / "README.md"
 SKIPPED_SECTIONS = ("Benchmarks",)
 HOMEWORK_EXPERIMENT = "HW_Image_Dataset_6612345678"
+ENTRY_POINTS = ("main", "log_folder_dataset", "log_hf_dataset", "coco_finetune", "check_dataset", "train_registry",
+                "compare")
 
 
 def command_blocks(text: str) -> list[tuple[str, str]]:
@@ -69,7 +71,8 @@ def test_readme_blocks_work_pasted_into_a_new_shell(tmp_path):
         mlflow.set_tracking_uri(server.uri)
         runs = mlflow.search_runs(experiment_names=[HOMEWORK_EXPERIMENT], output_format="list")
     assert runs and all(run.info.status == "FINISHED" for run in runs)
-    names = {run.info.run_name for run in runs}
-    # the homework's three runs, compare among them (not in Default), and the main workflow's steps
-    assert {"image_v1", "image_v2", "compare", "main", "coco_finetune", "check_dataset"} <= names
+    # every entry point the blocks ran logged into the homework experiment (compare too), none into Default
+    entry_points = {run.data.tags.get("mlflow.project.entryPoint") for run in runs}
+    assert set(ENTRY_POINTS) <= entry_points
+    assert {"image_v1", "image_v2"} <= {run.info.run_name for run in runs}
     assert mlflow.search_runs(experiment_names=["Default"], output_format="list") == []
