@@ -152,21 +152,23 @@ def start_run(
     """
     if log_system_metrics:
         os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL_S)
-    print_url = run_urls_printed_here()
-    if in_project_run():
-        with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
-            mark_experiment_kind(run.info.experiment_id)
-            if run_name and run.info.run_name != run_name:
-                mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
-            yield run
-    else:
-        experiment_id = experiment_id or resolve_experiment_id(experiment_name)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None,
-                              log_system_metrics=log_system_metrics) as run:
-            mark_experiment_kind(experiment_id)
-            yield run
-    if print_url:
-        print_run_url(run.info.experiment_id, run.info.run_id, run_name or run.info.run_name)
+    print_url, run = run_urls_printed_here(), None
+    try:
+        if in_project_run():
+            with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
+                mark_experiment_kind(run.info.experiment_id)
+                if run_name and run.info.run_name != run_name:
+                    mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
+                yield run
+        else:
+            experiment_id = experiment_id or resolve_experiment_id(experiment_name)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None,
+                                  log_system_metrics=log_system_metrics) as run:
+                mark_experiment_kind(experiment_id)
+                yield run
+    finally:  # a FAILED run's address too, as MLflow prints it
+        if print_url and run is not None:
+            print_run_url(run.info.experiment_id, run.info.run_id, run_name or run.info.run_name)
 
 
 SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"

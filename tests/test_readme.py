@@ -68,11 +68,13 @@ def test_readme_blocks_work_pasted_into_a_new_shell(tmp_path):
         done = subprocess.run(["bash", "-c", script], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=1500)
         assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
-        mlflow.set_tracking_uri(server.uri)
-        runs = mlflow.search_runs(experiment_names=[HOMEWORK_EXPERIMENT], output_format="list")
+        client = mlflow.MlflowClient(server.uri)  # not the global tracking URI: this server stops here
+        homework, default = (client.get_experiment_by_name(name) for name in (HOMEWORK_EXPERIMENT, "Default"))
+        runs = client.search_runs([homework.experiment_id])
+        runs_in_default = client.search_runs([default.experiment_id])
     assert runs and all(run.info.status == "FINISHED" for run in runs)
     # every entry point the blocks ran logged into the homework experiment (compare too), none into Default
     entry_points = {run.data.tags.get("mlflow.project.entryPoint") for run in runs}
     assert set(ENTRY_POINTS) <= entry_points
     assert {"image_v1", "image_v2"} <= {run.info.run_name for run in runs}
-    assert mlflow.search_runs(experiment_names=["Default"], output_format="list") == []
+    assert not runs_in_default
