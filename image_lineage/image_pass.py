@@ -37,9 +37,15 @@ from image_lineage.perceptual import perceptual_hashes
 LOGGER = logging.getLogger(__name__)
 
 # Reading and sha256 release the GIL, the header walk does not: a few workers on chunks of files beat
-# one task per file (thousands of tiny tasks spend their time on the pool's locks).
-WORKERS = os.cpu_count() or 2
+# one task per file (thousands of tiny tasks spend their time on the pool's locks). Threads pay off while
+# they wait on the disk; for files already in the page cache the GIL hand-offs make two threads slower
+# than one (20,000 photos of 18 KB, 2 cores: one thread 0.68 s, two 1.0 s; from a cold disk, one 3.6 s,
+# four 2.3 s). A header-and-hash pass therefore runs on this thread when a sample of its files is in the
+# page cache (asked of the kernel: a read with RWF_NOWAIT fails rather than wait for the disk);
+# decodes and perceptual hashes always use the pool.
+WORKERS = max(4, os.cpu_count() or 2)
 CHUNK = 64
+PAGE_CACHE_SAMPLE = 16
 READ_LOG_ENV = "IMAGE_LINEAGE_READ_LOG"
 CHECK_DEPTH = {name: depth for depth, name in enumerate(("none", "structure", "decode"))}
 
@@ -291,13 +297,42 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
     def read_chunk(chunk: list[int]) -> list[ImageFacts | str]:
         return [read_image(paths[i], check, read_log, perceptual) for i in chunk]
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for chunk, chunk_results in zip(chunks, pool.map(read_chunk, chunks)):
-            for index, result in zip(chunk, chunk_results):
-                results[index] = result
+    for chunk, chunk_results in read_chunks(chunks, read_chunk, check != "decode" and not perceptual, paths):
+        for index, result in zip(chunk, chunk_results):
+            results[index] = result
     if cache and missing:
         cache.store([(keys[i], results[i]) for i in missing if isinstance(results[i], ImageFacts)])
     return results
+
+
+def read_chunks(chunks: list[list[int]], read_chunk, light: bool, paths: list[str]):
+    """(chunk, results) for every chunk, in order; see WORKERS for when the pool is used."""
+    if light and chunks and in_page_cache([paths[chunk[0]] for chunk in chunks]):
+        yield from ((chunk, read_chunk(chunk)) for chunk in chunks)
+        return
+    with ThreadPoolExecutor(WORKERS) as pool:
+        yield from zip(chunks, pool.map(read_chunk, chunks))
+
+
+def in_page_cache(paths: list[str]) -> bool:
+    """True when the first page of each of up to PAGE_CACHE_SAMPLE files, spread over ``paths``, is in
+    memory (Linux ``preadv2(RWF_NOWAIT)``); False where the kernel cannot tell."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    step = max(1, len(paths) // PAGE_CACHE_SAMPLE)
+    page = bytearray(4096)
+    for path in paths[::step][:PAGE_CACHE_SAMPLE]:
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # read_image reports it
+        try:
+            os.preadv(descriptor, [page], 0, os.RWF_NOWAIT)
+        except OSError:  # BlockingIOError: not in memory; EOPNOTSUPP: this filesystem cannot say
+            return False
+        finally:
+            os.close(descriptor)
+    return True
 
 
 def stat_key(path: str) -> tuple[str, int, int, int]:

@@ -2,6 +2,7 @@
 
 import io
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -156,3 +157,19 @@ def test_hf_dataset_checks_images_and_skips_with_on_bad_image(catsdogs_dir, tmp_
     assert run.data.params["num_rows"] == "3" and run.data.tags["dataset.ignored_files"] == "1"
     ignored = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/hf/train/ignored_files.json")
     assert "cut.jpg" in ignored
+
+
+def test_same_facts_on_this_thread_or_the_pool(catsdogs_dir, tmp_path, monkeypatch):
+    """Files in the page cache are read on the calling thread, others on the pool: the same facts either way,
+    bad files included."""
+    from image_lineage import image_pass
+
+    files = sorted(str(p) for p in catsdogs_dir.rglob("*.jpg"))[:150]
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(Path(files[0]).read_bytes()[:500])  # a truncated JPEG
+    files.append(str(cut))
+    assert image_pass.in_page_cache([str(cut)])  # just written: in memory (Linux can tell)
+    serial = read_images(files, "structure", cache=None)
+    monkeypatch.setattr(image_pass, "in_page_cache", lambda paths: False)
+    pooled = read_images(files, "structure", cache=None)
+    assert serial == pooled and isinstance(serial[-1], str) and all(isinstance(f, ImageFacts) for f in serial[:-1])
