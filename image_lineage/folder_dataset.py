@@ -105,7 +105,8 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             earlier = snapshot_search.result()
             snapshot = snapshot_id(earlier)
             # before the files: with on_leakage=fail the run stops here, its report logged
-            quality_status, *recorded = check_version(run, manifest, request, earlier, snapshot) if checking else (None, {}, {})
+            quality_status, quality_metrics, quality_tags = (
+                check_version(run, manifest, request, earlier, snapshot) if checking else (None, {}, {}))
             if snapshot:
                 LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
             else:
@@ -114,7 +115,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir,
                                        quality_status)
             params, metrics, tags = summary
-            log_values(run, params, {**metrics, **recorded[0]}, {**tags, **recorded[1]})  # one request
+            log_values(run, params, {**metrics, **quality_metrics}, {**tags, **quality_tags})  # one request
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
