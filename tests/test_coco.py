@@ -151,3 +151,60 @@ def test_features_equal_the_hub_datasets_features_plus_iscrowd(coco_tiny_dir):
     added = {name: ours["objects"].pop(name) for name in coco.HUB_FORM_ADDITIONS}
     assert ours == hub
     assert added == {"iscrowd": datasets.List(datasets.Value("bool"))}
+
+
+def break_duplicate_image_id(data):
+    data["images"][1]["id"] = data["images"][0]["id"]
+    return f"images ids used more than once: {data['images'][0]['id']}"
+
+
+def break_duplicate_annotation_id(data):
+    data["annotations"][1]["id"] = data["annotations"][0]["id"]
+    return f"annotations ids used more than once: {data['annotations'][0]['id']}"
+
+
+def break_missing_bbox(data):
+    del data["annotations"][0]["bbox"]
+    return f"annotation id {data['annotations'][0]['id']} has no 'bbox'"
+
+
+def break_missing_file_name(data):
+    del data["images"][0]["file_name"]
+    return f"image id {data['images'][0]['id']} has no 'file_name'"
+
+
+def break_image_without_id(data):
+    del data["images"][2]["id"]
+    return "images[2] has no 'id'"
+
+
+def break_short_bbox(data):
+    data["annotations"][0]["bbox"] = [1, 2, 3]
+    return f"annotation {data['annotations'][0]['id']} has bbox [1, 2, 3]"
+
+
+@pytest.mark.parametrize("breakage", [break_duplicate_image_id, break_duplicate_annotation_id, break_missing_bbox,
+                                      break_missing_file_name, break_image_without_id, break_short_bbox])
+def test_broken_real_annotations_name_the_file_entry_and_field(coco_tiny_dir, tmp_path, breakage):
+    """On the real COCO 2017 subset: each breakage stops loading with a message naming the file, the entry
+    and the field (before, a missing field was a bare KeyError and duplicate ids merged two pictures' boxes)."""
+    root = copy_coco(coco_tiny_dir, tmp_path)
+    split = coco.find_coco_splits(root)["validation"]
+    expected = {}
+    edit_annotations(split.annotation_file, lambda data: expected.setdefault("text", breakage(data)))
+    with pytest.raises(DatasetError) as raised:
+        coco.index_split(split)
+    assert expected["text"] in str(raised.value) and str(split.annotation_file) in str(raised.value)
+
+
+def test_duplicate_image_ids_stop_log_hf_dataset_before_any_run(coco_tiny_dir, tmp_path, sqlite_uri, experiment_name, caplog):
+    import mlflow
+
+    from entrypoints import log_hf_dataset
+
+    root = copy_coco(coco_tiny_dir, tmp_path)
+    split = coco.find_coco_splits(root)["validation"]
+    edit_annotations(split.annotation_file, break_duplicate_image_id)
+    assert log_hf_dataset.main(["--source", str(root), "--experiment-name", experiment_name]) == 2
+    assert "images ids used more than once" in caplog.text
+    assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
