@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,54 +120,43 @@ def same_picture(a: str, b: str) -> bool:
 
 class RequestCounter:
     """Counts the HTTP requests this process sends (MLflow's REST calls and artifact uploads go through
-    ``requests``), per phase: ``with counter.phase("re-log"): ...`` then ``counter.report()``."""
+    ``requests``), per phase, with the time spent waiting on each kind: ``with counter.phase("re-log"): ...``
+    then ``counter.report()``."""
 
     def __init__(self):
-        import collections
-
         import requests
 
-        self.phases: dict[str, collections.Counter] = {}
-        self.current: collections.Counter | None = None
-        self.seconds: dict[str, collections.Counter] = {}  # per phase: time spent waiting on each kind
+        self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.seconds: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.current: str | None = None
         original = requests.Session.send
-        counter = self
 
         def send(session, request, **kwargs):
-            if counter.current is None:
-                return original(session, request, **kwargs)
-            path = request.path_url.split("?")[0]
-            # one line per REST method; artifact uploads and downloads grouped by direction
-            key = f"{request.method} {'/api/2.0/mlflow-artifacts/artifacts/...' if 'mlflow-artifacts' in path else path}"
-            phase, seconds = counter.current, counter.seconds[counter.current_name]
+            phase = self.current
             started = time.perf_counter()
             try:
                 return original(session, request, **kwargs)
             finally:
-                phase[key] += 1
-                seconds[key] += time.perf_counter() - started
+                if phase is not None:
+                    path = request.path_url.split("?")[0]
+                    # one line per REST method; artifact transfers grouped (thousands of distinct paths)
+                    key = f"{request.method} {'/api/2.0/mlflow-artifacts/artifacts/...' if 'mlflow-artifacts' in path else path}"
+                    self.counts[phase][key] += 1
+                    self.seconds[phase][key] += time.perf_counter() - started
 
         requests.Session.send = send
 
+    @contextlib.contextmanager
     def phase(self, name: str):
-        import collections
-        import contextlib
-
-        @contextlib.contextmanager
-        def counting():
-            self.current = self.phases.setdefault(name, collections.Counter())
-            self.current_name = name
-            self.seconds.setdefault(name, collections.Counter())
-            try:
-                yield
-            finally:
-                self.current = None
-
-        return counting()
+        self.current = name
+        try:
+            yield
+        finally:
+            self.current = None
 
     def report(self) -> str:
         lines = []
-        for name, counts in self.phases.items():
+        for name, counts in self.counts.items():
             lines.append(f"requests in {name}: {sum(counts.values())}")
             lines.extend(f"    {count:6d}  {key}  ({1000 * self.seconds[name][key] / count:.0f} ms each)"
                          for key, count in counts.most_common())

@@ -182,9 +182,10 @@ def versions_trained_on(digest: str) -> pd.DataFrame:
     prefix = digest_prefix(digest)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"datasets.digest = '{prefix}'", output_format="list")
     names = {i.dataset.name for run in runs for i in run.inputs.dataset_inputs if i.dataset.digest == prefix}
+    experiment_ids = sorted({run.info.experiment_id for run in runs})  # where the datasets, so the models, are
     found = {}
     for name in sorted(names):
-        for model in models_measured_on(name, prefix):
+        for model in models_measured_on(name, prefix, experiment_ids):
             for v in client.search_model_versions(f"run_id = '{model.source_run_id}'"):
                 if model_id_of(v) == model.model_id:
                     found[(v.name, int(v.version))] = (v, "model")

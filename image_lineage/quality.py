@@ -177,7 +177,8 @@ def report_html(report: QualityReport, files: dict[str, str]) -> str:
     metrics = "".join(f"<li>{html.escape(k)}: <b>{v}</b></li>" for k, v in report.metrics.items())
     shown = report.pairs.head(REPORT_PAIRS_MAX)
     paths = sorted(set(shown["path_a"]) | set(shown["path_b"])) if len(shown) else []
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:  # a file in many pairs is decoded once; JPEG decodes release the GIL
+    # a file in many pairs is decoded once; JPEG decodes release the GIL
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         thumbnails = dict(zip(paths, pool.map(thumbnail_uri, [files[path] for path in paths])))
     rows = []
     for row in shown.itertuples():

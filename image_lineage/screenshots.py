@@ -92,11 +92,12 @@ def wait_for_text(page, text: str) -> None:
         raise ScreenshotError(f"{page.url} never showed {text!r} within {LOAD_TIMEOUT_MS // 1000} s") from exc
 
 
-def snap(page, png_path: Path) -> str:
-    """Screenshot the page into ``png_path``; return the text it shows (for checks)."""
+def snap(page, out_dir: Path, name: str) -> tuple[Path, str]:
+    """Screenshot the page into ``out_dir/<name>.png``; return that path and the text the page shows."""
     page.wait_for_timeout(1500)  # late cells and images settle
-    page.screenshot(path=str(png_path))
-    return page.inner_text("body")
+    png = out_dir / f"{name}.png"
+    page.screenshot(path=str(png))
+    return png, page.inner_text("body")
 
 
 def ui_pages(base: str, experiment_id: str, run_id: str | None, model_name: str | None) -> dict[str, tuple[str, str]]:
@@ -118,30 +119,30 @@ def capture_ui(tracking_uri: str, experiment_id: str, run_id: str | None, model_
     with browser_page() as page:
         for name, (url, ready) in ui_pages(base, experiment_id, run_id, model_name).items():
             open_page(page, url, ready)
-            shots[name] = (out_dir / f"{name}.png", snap(page, out_dir / f"{name}.png"))
+            shots[name] = snap(page, out_dir, name)
     return shots
 
 
 def capture_lineage(tracking_uri: str, experiment_id: str, folder_run_id: str, dataset_name: str,
                     detector_run_id: str, model_name: str, model_id: str, out_dir: Path) -> dict[str, tuple[Path, str]]:
     """{page: (png path, page text)}: the Models tab, the detector's own page (each metric with the dataset
-    it was measured on), a folder run's dataset drawer, the detector's ``val_predictions`` at step 1. The last page's text ends with the slider's range (``steps 1-N``) and
-    the address of the image shown."""
+    it was measured on), a folder run's dataset drawer, the detector's ``val_predictions`` at step 1. The
+    last page's text ends with the slider's range (``steps 1-N``) and the address of the image shown."""
     base = require_server(tracking_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = {}
     with browser_page() as page:
         open_page(page, f"{base}/#/experiments/{experiment_id}/models?{ML_VIEW}", model_name)
         wait_for_text(page, "Dataset:")  # metric columns come with their dataset
-        shots["models_tab"] = (out_dir / "models_tab.png", snap(page, out_dir / "models_tab.png"))
+        shots["models_tab"] = snap(page, out_dir, "models_tab")
 
         open_page(page, f"{base}/#/experiments/{experiment_id}/models/{model_id}?{ML_VIEW}", "Metrics (")
-        shots["model_metrics"] = (out_dir / "model_metrics.png", snap(page, out_dir / "model_metrics.png"))
+        shots["model_metrics"] = snap(page, out_dir, "model_metrics")
 
         open_page(page, f"{base}/#/experiments/{experiment_id}/runs/{folder_run_id}?{ML_VIEW}", f"{dataset_name} (")
         page.get_by_text(f"{dataset_name} (").first.click()  # the Datasets section's link opens the drawer
         wait_for_text(page, "Data details for")
-        shots["dataset_drawer"] = (out_dir / "dataset_drawer.png", snap(page, out_dir / "dataset_drawer.png"))
+        shots["dataset_drawer"] = snap(page, out_dir, "dataset_drawer")
 
         open_page(page, f"{base}/#/experiments/{experiment_id}/runs/{detector_run_id}/model-metrics?{ML_VIEW}",
                   "Model metrics")
@@ -149,12 +150,13 @@ def capture_lineage(tracking_uri: str, experiment_id: str, folder_run_id: str, d
         slider = page.locator("[role=slider]").first
         slider.focus()
         page.keyboard.press("ArrowRight")  # the card opens below the first step: move to step 1
-        image = page.locator("img[src*='val_predictions']").first
-        image.wait_for()
+        images = page.locator("img[src*='val_predictions']")
+        images.first.wait_for()
+        source = images.first.get_attribute("src")
         page.locator("[data-component-id=fullscreen_button_chartcard]").first.click()  # the card, full size
         page.wait_for_function(IMAGE_DRAWN)
-        page.locator("img[src*='val_predictions']").last.scroll_into_view_if_needed()
-        text = snap(page, out_dir / "val_predictions.png")
+        images.last.scroll_into_view_if_needed()  # the full-size copy
+        png, text = snap(page, out_dir, "val_predictions")
         steps = f"steps {slider.get_attribute('aria-valuemin')}-{slider.get_attribute('aria-valuemax')}"
-        shots["val_predictions"] = (out_dir / "val_predictions.png", f"{text}\n{steps}\n{image.get_attribute('src')}")
+        shots["val_predictions"] = (png, f"{text}\n{steps}\n{source}")
     return shots

@@ -37,8 +37,12 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment
-# Without it the MLflow 3 UI opens an experiment on its GenAI (traces) view; ours hold training runs.
+# The MLflow 3 UI reads it where it has no GenAI / Model training switch; 3.17's UI goes by the URL's
+# workflowType instead, which the run addresses printed here ask for (print_run_url).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+_kind_marked: set[tuple[str, str]] = set()  # (tracking URI, experiment id) tagged by this process
+SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+URLS_OURS_ENV = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the switch above is ours, not the user's
 # MLflow samples system metrics every 10 s: a short training run would show none. Users can still set it.
 SYSTEM_METRICS_INTERVAL_S = "1"
 
@@ -169,11 +173,6 @@ def start_run(
     finally:  # a FAILED run's address too, as MLflow prints it
         if print_url and run is not None:
             print_run_url(run.info.experiment_id, run.info.run_id, run_name or run.info.run_name)
-
-
-SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-URLS_OURS_ENV = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the switch above is ours, not the user's
-_kind_marked: set[tuple[str, str]] = set()
 
 
 def run_urls_printed_here() -> bool:

@@ -59,3 +59,8 @@ def dataset_metrics(run) -> dict:
     """A run's metrics other than the leakage check's (which every checked run also holds: asserted here)."""
     assert QUALITY_METRICS <= set(run.data.metrics), sorted(run.data.metrics)
     return {k: v for k, v in run.data.metrics.items() if k not in QUALITY_METRICS}
+
+
+# a detector that trains in seconds on a CPU: no downloaded weights, mobilenet 320, tiny images, 2 per split
+SMALL_DETECTOR = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": None, "image_size": 128,
+                  "num_workers": 0, "batch_size": 2, "max_images": 2, "previews": 1}

@@ -17,11 +17,9 @@ from image_lineage.coco_finetune import FinetuneRequest, run_finetune
 from image_lineage.core import DatasetError
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
 from image_lineage.model_lineage import model_id_of, models_measured_on
-from helpers import artifact_paths
+from helpers import SMALL_DETECTOR, artifact_paths
 from tests_paths import PROJECT_ROOT
 
-SMALL = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": None, "image_size": 128, "num_workers": 0,
-         "batch_size": 2, "max_images": 2, "previews": 1}
 
 
 def split_index(folder, split="validation", max_images=None):
@@ -197,7 +195,7 @@ def fast_system_metrics(monkeypatch):
 
 def run(experiment_name, data_dir, **overrides):
     return run_finetune(FinetuneRequest(data_dir=str(data_dir), experiment_name=experiment_name,
-                                        register_as=f"det_{experiment_name}", **{**SMALL, **overrides}))
+                                        register_as=f"det_{experiment_name}", **{**SMALL_DETECTOR, **overrides}))
 
 
 @pytest.mark.parametrize("input_kind", ["coco", "hf"])
@@ -304,7 +302,7 @@ def test_torchrun_one_cpu_process(bundled_coco, experiment_name, server_uri, tmp
     env = dict(os.environ, MLFLOW_TRACKING_URI=server_uri, PYTHONPATH=str(PROJECT_ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                "-m", "entrypoints.coco_finetune", "--data-dir", str(bundled_coco), "--experiment-name", experiment_name,
-               "--register-as", f"det_{experiment_name}", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]]
+               "--register-as", f"det_{experiment_name}", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL_DETECTOR.items()]]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (finished,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")

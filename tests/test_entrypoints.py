@@ -33,12 +33,11 @@ def test_missing_version_exits_2_listing_versions(bundled_images, experiment_nam
 
 
 def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
-    import socket
     import time
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from image_lineage.local_server import free_port
+
+    port = free_port()  # nobody listens on it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     code = log_folder_dataset.main(["--data-dir", str(bundled_images), "--version", "v1"])

@@ -147,13 +147,12 @@ def test_compare_run_lives_in_the_experiment_it_compares(project_clone, server_u
 
 
 def test_dead_server_through_mlflow_run_fails_fast_naming_the_uri(project_clone, tmp_path):
-    import socket
     import time
 
+    from image_lineage.local_server import free_port
+
     clone, _ = project_clone
-    with socket.socket() as sock:  # a free port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it
     started = time.monotonic()
     # the two exports of the README's tracking-server block
     done = mlflow_run([str(clone), "-e", "log_folder_dataset", "-P", "version=v1", "--env-manager", "local"],

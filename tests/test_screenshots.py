@@ -2,17 +2,18 @@ import shutil
 
 import mlflow
 import pytest
+from helpers import SMALL_DETECTOR
 from PIL import Image
 
 from entrypoints import compare as compare_cli
-from image_lineage.model_lineage import model_id_of
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
+from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
+from image_lineage.model_lineage import model_id_of
 from image_lineage.screenshots import WINDOW, ScreenshotError, capture_lineage, capture_ui
 from image_lineage.train_registry import WINE_MODEL, RegistryRequest, run_registry_workflow
 
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed (.ci/run installs it)")
-TINY_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+TINY_DETECTOR = SMALL_DETECTOR["model"]
 
 
 def assert_drawn(png):
@@ -53,9 +54,7 @@ def test_ui_shows_models_per_dataset_profiles_and_prediction_steps(bundled_image
     folder_run = log_folder_version(FolderVersionRequest(data_dir=str(bundled_images), version="v2",
                                                          experiment_name=experiment_name))
     detector = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=2,
-                                            model=TINY_DETECTOR, weights=None, image_size=128, num_workers=0,
-                                            batch_size=2, max_images=2, previews=1, preview_images=2,
-                                            register_as=f"det_{experiment_name}"))
+                                            preview_images=2, register_as=f"det_{experiment_name}", **SMALL_DETECTOR))
     experiment = mlflow.get_experiment_by_name(experiment_name)
     tags = mlflow.get_run(detector.run_id).data.tags
     detector_digests = {split: tags[f"dataset.digest.{split}"][:32] for split in ("train", "validation")}
