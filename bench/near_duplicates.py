@@ -58,7 +58,7 @@ def hash_speed(files: list[str]) -> None:
 
     os.environ["IMAGE_LINEAGE_CACHE_DIR"] = "off"
     theirs, _ = timed(f"(a) imagehash.phash, {len(files)} photos", baseline)
-    ours, _ = timed(f"(a) ours: image pass with perceptual hashes (x3 per photo)",
+    ours, _ = timed("(a) ours: image pass with perceptual hashes (x3 per photo)",
                     lambda: read_images(files, "structure", cache=False, perceptual=True))
     print(f"    {len(files) / theirs:.0f} vs {len(files) / ours:.0f} images/s: ratio = {theirs / ours:.1f}   (goal >= 3)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
@@ -14,12 +15,14 @@ from image_lineage.core import (
     IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, DatasetError,
 )
 from image_lineage.screenshots import ScreenshotError
-from image_lineage.tracking import TrackingCredentialsRejected, TrackingServerUnreachable, configure_tracking
+from image_lineage.tracking import (
+    TrackingCredentialsRejected, TrackingServerUnreachable, TrackingUriUnusable, configure_tracking,
+)
 
 LOGGER = logging.getLogger("image_lineage")
 # Errors whose message already says what to do: print it, no traceback.
-USER_ERRORS = (DatasetError, TrackingServerUnreachable, TrackingCredentialsRejected, ScreenshotError, LookupError,
-               FileNotFoundError)
+USER_ERRORS = (DatasetError, TrackingServerUnreachable, TrackingCredentialsRejected, TrackingUriUnusable, ScreenshotError,
+               LookupError, FileNotFoundError)
 
 
 def parse_bool(text: str) -> bool:
@@ -29,7 +32,8 @@ def parse_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    # argparse prints an ArgumentTypeError's own words (for a ValueError only "invalid parse_bool value")
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def optional(text: str) -> str | None:
@@ -44,9 +48,12 @@ def optional_list(text: str) -> list[str] | None:
 
 def parse_count(text: str) -> int:
     """A non-negative whole number; MLproject ``float`` parameters may arrive as ``50.0``."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if value < 0 or value != int(value):
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return int(value)
 
 

@@ -18,13 +18,14 @@ import collections
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from image_lineage.core import ON_BAD_IMAGE_CHOICES, DatasetError
+from image_lineage.core import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, DatasetError
 from image_lineage.image_pass import ImageFacts, read_images
 
 LOGGER = logging.getLogger(__name__)
@@ -77,6 +78,23 @@ def find_coco_splits(coco_dir: str | Path) -> dict[str, CocoSplit]:
     if not splits:
         raise DatasetError(f"no annotations/instances_<name>.json in {root}: nothing to read as COCO.")
     return splits
+
+
+def unannotated_folders(coco_dir: str | Path) -> list[dict]:
+    """Folders of a COCO folder that hold images but have no ``annotations/instances_<name>.json``: each
+    ``{"path", "reason"}``. Reading them as COCO is impossible, and leaving them out silently loses data."""
+    root = Path(coco_dir)
+    annotated = {split.name for split in find_coco_splits(root).values()}
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "annotations" and not p.name.startswith(".")):
+        if folder.name not in annotated and holds_images(folder):
+            found.append({"path": folder.name, "reason": f"no annotations/instances_{folder.name}.json"})
+    return found
+
+
+def holds_images(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries)
 
 
 def load_coco_json(path: str | Path) -> dict:

@@ -28,6 +28,9 @@ TAG_SOURCE_KIND = "dataset.source_kind"
 TAG_IGNORED = "dataset.ignored_files"
 TAG_QUALITY_STATUS = "quality.status"  # clean, duplicates or leakage (the leakage check)
 
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # what counts as an image file
+TAG_SKIPPED_FOLDERS = "dataset.skipped_folders"  # folders of a source that were not logged, and why (JSON)
+
 ON_BAD_IMAGE_CHOICES = ("fail", "skip")
 # structure: every file must be whole (end markers, declared sizes), checked in the pass that hashes it;
 # decode: also decode every image; none: hash and read the header only.

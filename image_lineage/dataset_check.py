@@ -6,15 +6,16 @@ finds the pairs, logs them and applies ``on_leakage``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import mlflow
 
-from image_lineage.core import DatasetError
+from image_lineage.core import TAG_SKIPPED_FOLDERS, DatasetError
 from image_lineage.perceptual import DEFAULT_THRESHOLD
 from image_lineage.quality import QualityImage, QualityReport, apply_gate, find_pairs, log_quality, require_on_leakage
 from image_lineage.source_kinds import LoadOptions, kind_of
-from image_lineage.source_kinds.base import dataset_name_of
+from image_lineage.source_kinds.base import dataset_name_of, passed_over_folders
 from image_lineage.tracking import log_values, start_run
 
 
@@ -59,9 +60,11 @@ def check_dataset(request: CheckRequest) -> tuple[str, QualityReport]:
     require_on_leakage(request.on_leakage)
     options = LoadOptions(None, request.image_check, request.on_bad_image, perceptual=True)
     images = source_images(request.source, options)
+    passed_over = passed_over_folders(request.source)
     run_name = request.run_name or f"check_{dataset_name_of(request.source)}"
     with start_run(request.experiment_name, run_name) as run:
         log_values(run, params={"source": request.source, "threshold": request.threshold, "num_images": len(images),
-                                "splits": ",".join(sorted({image.split for image in images}))})
+                                "splits": ",".join(sorted({image.split for image in images}))},
+                   tags={TAG_SKIPPED_FOLDERS: json.dumps(passed_over)} if passed_over else None)
         report = check_in_run(run, images, request.image_check, request.on_leakage, request.threshold)
     return run.info.run_id, report

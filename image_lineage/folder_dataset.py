@@ -90,9 +90,10 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     require_on_leakage(request.on_leakage)
     checking = request.quality_check == "on"
     manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check, perceptual=checking)
-    previous = mf.previous_version(request.data_dir, request.version)
-    old_manifest = mf.scan_version(Path(request.data_dir) / previous, "skip") if previous else None
+    old_manifest, passed_over = mf.scan_previous_version(request.data_dir, request.version)
     diff = mf.diff_manifests(old_manifest, manifest)
+    if passed_over:
+        diff["skipped_versions"] = passed_over  # in diff.json: why the diff base is not the folder just before
     all_classes = all_class_names(request.data_dir)
 
     run_name = request.run_name or f"image_{request.version}"

@@ -29,13 +29,15 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.utils import _infer_schema as infer_schema
 
 from image_lineage.arrow_digest import compute_arrow_digest  # noqa: F401  (public name: the hub kind's digest)
-from image_lineage.core import ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SOURCE_KIND, DatasetError, digest_prefix
+from image_lineage.core import (
+    ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SKIPPED_FOLDERS, TAG_SOURCE_KIND, DatasetError, digest_prefix,
+)
 from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import with_profile
 from image_lineage.quality import require_on_leakage
 from image_lineage.source_kinds import SPLIT_CHOICES, LoadedSplit, LoadOptions, kind_of, reload_split, resolve_targets
-from image_lineage.source_kinds.base import dataset_name_of
+from image_lineage.source_kinds.base import dataset_name_of, passed_over_folders
 from image_lineage.tracking import log_values, schema_hints_silenced, start_run, upload_folder
 
 LOGGER = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     checking = request.quality_check == "on"
     options = LoadOptions(request.revision, request.image_check, request.on_bad_image, perceptual=checking)
     splits = load_splits(request.source, request.split, options, request.targets)
+    passed_over = passed_over_folders(request.source, request.split)
     images = [image for s in splits for image in s.images] if checking and all(s.images is not None for s in splits) else None
     if checking and images is None:
         LOGGER.info("leakage check skipped: %s sources hold no image files to read", kind_of(request.source).name)
@@ -107,7 +110,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
         for loaded in splits:
             log_split_input(loaded, name, request.context, quality.status if quality else None)
         log_split_files(splits)
-        log_split_summary(run, splits, request.source)
+        log_split_summary(run, splits, request.source, passed_over)
     return run.info.run_id, splits
 
 
@@ -195,8 +198,8 @@ def metric_key(split: str, kind: str, name: str) -> str:
     return f"{split}/{kind}_{safe}"
 
 
-def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: str) -> None:
-    """Params, metrics and tags in one ``log_batch``."""
+def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: str, passed_over: list[dict]) -> None:
+    """Params, metrics and tags in one ``log_batch``; ``passed_over``: folders of the source not logged."""
     names = list(dict.fromkeys(n for s in splits for n in s.class_counts))  # label order, first split first
     params = {
         "num_rows": str(sum(len(s.dataset) for s in splits)),
@@ -212,6 +215,8 @@ def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: 
     tags = {TAG_DIGEST: combined_digest({s.split: s.digest for s in splits}), TAG_SOURCE_KIND: kind_of(source).name}
     tags.update({f"{TAG_DIGEST}.{s.split}": s.digest for s in splits})
     tags[TAG_IGNORED] = str(sum(len(s.ignored) for s in splits))
+    if passed_over:
+        tags[TAG_SKIPPED_FOLDERS] = json.dumps(passed_over)
     log_values(run, params, metrics, tags)
 
 

@@ -21,12 +21,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from image_lineage.core import ON_BAD_IMAGE_CHOICES, DatasetError
+from image_lineage.core import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, DatasetError
 from image_lineage.image_pass import ImageFacts, read_images
 
 LOGGER = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # A class name becomes an artifact folder (samples/<class>/) and a metric key (class_<name>_count).
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -97,16 +96,28 @@ def resolve_version_dir(data_dir: str | Path, version: str) -> Path:
     return Path(data_dir) / version
 
 
-def previous_version(data_dir: str | Path, version: str) -> str | None:
-    """The version folder just before ``version`` in natural order (v1 for v2), if any."""
+def scan_previous_version(data_dir: str | Path, version: str) -> tuple[Manifest | None, list[dict]]:
+    """The manifest of the nearest earlier version folder that is a dataset version (v1 for v2), and the
+    folders passed over on the way, each ``{"version", "reason"}``.
+
+    Logging one version judges that version only: an earlier folder that is not a version (``pool/``
+    with loose files, a class folder with an unsafe name, ...) is listed, not fatal."""
     versions = list_versions(data_dir)
-    index = versions.index(version)
-    return versions[index - 1] if index > 0 else None
+    skipped = []
+    for name in reversed(versions[: versions.index(version)]):
+        try:
+            return scan_version(Path(data_dir) / name, "skip"), skipped
+        except DatasetError as exc:
+            LOGGER.warning("diff base: folder %s is not a dataset version, passed over: %s", name, exc)
+            skipped.append({"version": name, "reason": str(exc)})
+    return None, skipped
 
 
 def list_class_names(version_dir: str | Path) -> list[str]:
-    """Class folder names of one version (no hashing): for counting classes across versions."""
-    return sorted(p.name for p in Path(version_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Class folder names of one version (no hashing), for counting classes across versions; a folder
+    whose name is not a safe path segment belongs to no loggable version and is left out."""
+    return sorted(p.name for p in Path(version_dir).iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and SAFE_SEGMENT.match(p.name))
 
 
 def scan_version(
@@ -212,13 +223,30 @@ def ignore_reason(entry: os.DirEntry, root: Path) -> str | None:
 
 
 def refuse_escaping_link(entry: os.DirEntry, root: Path) -> None:
+    """A symbolic link must lead, inside ``root``, to something that exists."""
     if entry.is_symlink():
-        target = Path(entry.path).resolve()
+        target = resolve_link(entry.path)
         if not target.is_relative_to(root):
             raise DatasetError(
                 f"{entry.path} is a symbolic link to {target}, outside data_dir {str(root)!r}: refused. "
                 f"Copy the file into the dataset folder instead."
             )
+
+
+def resolve_link(path: str) -> Path:
+    """Where a symbolic link leads; a dangling link or a loop is an error naming the link."""
+    try:
+        return Path(path).resolve(strict=True)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: remove the link, or "
+            f"point it at the image file."
+        ) from None
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) after
+        raise DatasetError(
+            f"{path} is a symbolic link that leads back to itself (a loop): remove the link, or point it at "
+            f"the image file."
+        ) from None
 
 
 def compute_digest(records: list[ImageRecord]) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import shlex
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -65,6 +66,10 @@ class TrackingCredentialsRejected(RuntimeError):
     """The tracking server answers, but refuses the credentials (or their absence)."""
 
 
+class TrackingUriUnusable(RuntimeError):
+    """The tracking URI names no store MLflow has, or a sqlite file that cannot be written."""
+
+
 def configure_tracking(tracking_uri: str | None = None) -> str:
     """Set HTTP limits and the tracking URI; return the URI in use.
 
@@ -73,9 +78,58 @@ def configure_tracking(tracking_uri: str | None = None) -> str:
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    mlflow.set_tracking_uri(uri)
+    check_scheme(uri)
+    check_sqlite_writable(uri)
     check_server(uri)
+    mlflow.set_tracking_uri(uri)
     return uri
+
+
+def check_scheme(uri: str) -> None:
+    """A URI whose scheme MLflow has no store for fails here, naming the ones it has (MLflow's own message
+    speaks of the model registry and ends in a traceback)."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry as stores
+
+    try:
+        stores.get_store_builder(uri)
+    except MlflowException:
+        known = ", ".join(sorted(f"{s}://" for s in stores._registry if s))
+        raise TrackingUriUnusable(
+            f"tracking URI {uri!r}: MLflow has no store for its scheme. Use sqlite:///<file>.db, "
+            f"http(s)://<server>, postgresql://..., or a folder path (schemes known here: {known})."
+        ) from None
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder, as SQLAlchemy reads
+    it); None for other URIs and the in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    name = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
+
+
+def check_sqlite_writable(uri: str) -> None:
+    """MLflow retries a store it cannot write for minutes, then fails naming neither path nor cause:
+    check the database file and its folder (SQLite writes its journal beside the file) first."""
+    path = sqlite_file(uri)
+    if path is None:
+        return
+    folder = path.parent.absolute()
+    while not folder.exists():  # MLflow creates missing folders: the nearest existing one must be writable
+        folder = folder.parent
+    try:
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        where = f"the database file {path}" if exc.filename == str(path) else f"the folder {folder}"
+        raise TrackingUriUnusable(
+            f"tracking URI {uri!r}: {where} is not writable ({exc.strerror}). Point "
+            f"MLFLOW_TRACKING_URI at a sqlite file in a folder you can write, e.g. sqlite:///mlflow.db."
+        ) from None
 
 
 def check_server(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:

@@ -1,6 +1,7 @@
 import os
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 from helpers import build_real_versions, build_tree, write_image
@@ -135,8 +136,8 @@ def test_missing_data_dir_and_version(tmp_path):
 def test_versions_in_natural_order(tmp_path):
     build_tree(tmp_path, {name: {"cat": 1} for name in ("v10", "v2", "v1")})
     assert mf.list_versions(tmp_path) == ["v1", "v2", "v10"]
-    assert mf.previous_version(tmp_path, "v10") == "v2"
-    assert mf.previous_version(tmp_path, "v1") is None
+    assert Path(mf.scan_previous_version(tmp_path, "v10")[0].version_dir).name == "v2"
+    assert mf.scan_previous_version(tmp_path, "v1") == (None, [])
 
 
 def test_empty_class_folder_counts_zero_with_warning(tmp_path, caplog):

@@ -13,7 +13,7 @@ from PIL import Image
 from bench.common import build_leaky_splits, same_picture
 from entrypoints import check_dataset as check_cli
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.dataset_check import CheckRequest, check_dataset, source_images
+from image_lineage.dataset_check import source_images
 from image_lineage.perceptual import near_pairs, pairs_within
 from image_lineage.quality import LeakageError, find_pairs
 from image_lineage.source_kinds import LoadOptions

@@ -18,12 +18,15 @@ Adding a kind is one module with a :class:`SourceKind` subclass and one ``regist
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from mlflow.data.dataset_source import DatasetSource
 
 from image_lineage.core import DatasetError
 from image_lineage.quality import QualityImage
+
+LOGGER = logging.getLogger(__name__)
 
 SPLIT_CHOICES = ("all", "train", "validation", "test")
 
@@ -70,6 +73,10 @@ class SourceKind:
     def available(self, source: str) -> dict[str, object]:
         raise NotImplementedError
 
+    def passed_over(self, source: str) -> list[dict]:
+        """Parts of ``source`` that look like data but are no split of it, each ``{"path", "reason"}``."""
+        return []
+
     def load_split(self, split: str, handle: object, options: LoadOptions) -> LoadedSplit:
         raise NotImplementedError
 
@@ -113,6 +120,15 @@ def kind_of(source: str) -> SourceKind:
         f"(annotations/instances_<name>.json + <name>/), or hub:<name> for a Hugging Face hub dataset "
         f"(kinds known: {', '.join(k.name for k in KINDS)})."
     )
+
+
+def passed_over_folders(source: str, wanted: str = "all") -> list[dict]:
+    """What ``split=all`` leaves out of ``source`` (``{"path", "reason"}`` each), logged as a warning; the
+    caller records it in the run (tag ``dataset.skipped_folders``). A split asked for by name skips nothing."""
+    folders = kind_of(source).passed_over(source) if wanted == "all" else []
+    for folder in folders:
+        LOGGER.warning("%s/%s is not logged: %s", source, folder["path"], folder["reason"])
+    return folders
 
 
 def reload_split(source_type: str, source: dict, options: LoadOptions | None = None) -> LoadedSplit:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from image_lineage import coco
+from image_lineage.core import DatasetError
 from image_lineage.profiles import image_profile
 from image_lineage.quality import QualityImage
 from image_lineage.source_kinds.base import LoadedSplit, LoadOptions, SourceKind
@@ -20,6 +21,18 @@ class CocoFolder(SourceKind):
 
     def available(self, source: str) -> dict[str, coco.CocoSplit]:
         return coco.find_coco_splits(source)
+
+    def splits(self, source: str, wanted: str) -> dict[str, coco.CocoSplit]:
+        for folder in self.passed_over(source):  # asked for by name: say why it cannot be read
+            if wanted != "all" and coco.split_name(folder["path"]) == wanted:
+                raise DatasetError(
+                    f"split {wanted!r}: {Path(source) / folder['path']} holds images but there is {folder['reason']}. "
+                    f"Add the annotation file, or pick another split."
+                )
+        return super().splits(source, wanted)
+
+    def passed_over(self, source: str) -> list[dict]:
+        return coco.unannotated_folders(source)
 
     def load_split(self, split: str, handle: coco.CocoSplit, options: LoadOptions) -> LoadedSplit:
         return load_index(self.read(handle, options), split)

@@ -39,11 +39,12 @@ class ImageFolder(SourceKind):
         if skipped:  # bad images left out of the manifest (on_bad_image=skip) leave the dataset too
             dataset = without_files(dataset, skipped)
         source = HuggingFaceDatasetSource(path=IMAGEFOLDER, data_dir=str(handle.resolve()), split="train")
+        counts, ignored = label_counts_of(dataset, manifest)
         records = manifest.records
         profile = image_profile((r.width for r in records), (r.height for r in records), (r.size for r in records),
-                                manifest.class_counts(), manifest.digest)
-        return LoadedSplit(split, dataset, manifest.digest, manifest.class_counts(), "rows", "label", source,
-                           manifest.ignored, profile=profile, images=split_images(manifest, split, handle))
+                                counts, manifest.digest)
+        return LoadedSplit(split, dataset, manifest.digest, counts, "rows", "label", source,
+                           ignored, profile=profile, images=split_images(manifest, split, handle))
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != "hugging_face" or source.get("path") != IMAGEFOLDER:
@@ -52,6 +53,16 @@ class ImageFolder(SourceKind):
 
     def list_images(self, split: str, handle: Path, options: LoadOptions) -> list[QualityImage]:
         return split_images(scan(handle, options), split, handle)
+
+
+def label_counts_of(dataset, manifest: Manifest) -> tuple[dict[str, int], list[dict]]:
+    """Rows per class in the order of the dataset's ``ClassLabel`` (label i decodes to the i-th name logged),
+    and the manifest's ignored entries plus every class folder that is no label (it holds no images)."""
+    counts = manifest.class_counts()
+    names = dataset.features["label"].names
+    empty = [{"path": name, "reason": "class folder holds no images: not a label of the dataset"}
+             for name in counts if name not in names]
+    return {name: counts.get(name, 0) for name in names}, manifest.ignored + empty
 
 
 def scan(handle: Path, options: LoadOptions) -> Manifest:
