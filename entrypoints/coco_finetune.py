@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from image_lineage.cli import add_image_arguments, optional, parse_count, run_on_processes
+from image_lineage.cli import add_image_arguments, add_snapshot_argument, optional, parse_count, run_on_processes
 from image_lineage.coco_finetune import INPUTS, FinetuneRequest, run_finetune
 from image_lineage.detection import EVALUATORS, MODELS
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "
         "logged as one image per epoch under key val_predictions")
     add_image_arguments(parser)
+    add_snapshot_argument(parser)
     add("--nproc-per-node", type=parse_count, default=1,
         help="processes to train on (DDP): more than 1 starts them with torchrun; only rank 0 talks to MLflow")
     add("--run-name", default="coco_finetune")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from image_lineage.cli import add_image_arguments, optional, parse_count, run_entry_point
+from image_lineage.cli import add_image_arguments, add_snapshot_argument, optional, parse_count, run_entry_point
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-samples-per-class", type=parse_count, default=50,
                         help="images per class uploaded as samples/; larger classes also go into one archive")
     add_image_arguments(parser)
+    add_snapshot_argument(parser)
     parser.add_argument("--experiment-name", default=None,
                         help="experiment to log into when not started by `mlflow run`")
     return parser

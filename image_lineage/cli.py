@@ -12,7 +12,8 @@ from typing import Callable
 from mlflow.exceptions import MlflowException
 
 from image_lineage.core import (
-    IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, DatasetError,
+    IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, SNAPSHOT_CHOICES,
+    DatasetError,
 )
 from image_lineage.screenshots import ScreenshotError
 from image_lineage.tracking import (
@@ -72,6 +73,14 @@ def add_image_arguments(parser, leakage_check: bool = True) -> None:
                             "metrics, tag quality.status, quality/pairs.csv and report.html); off")
         parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
                             help="warn, fail (the run ends FAILED with its report, before any training) or ignore")
+
+
+def add_snapshot_argument(parser) -> None:
+    """The flag of every entry point that stores dataset files (image_lineage.snapshot)."""
+    parser.add_argument("--snapshot", choices=SNAPSHOT_CHOICES, default="reuse",
+                        help="reuse: when a run on this tracking server (any experiment) already holds the files of "
+                        "the same content digest, record a link to them (tags dataset.snapshot_run_id, "
+                        "dataset.snapshot_uri) instead of uploading them again; copy: upload them anyway")
 
 
 def run_entry_point(work: Callable[[], object]) -> int:

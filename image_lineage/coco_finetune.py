@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +26,15 @@ from mlflow.types import Schema, TensorSpec
 
 from image_lineage import coco, detection, hf_dataset
 from image_lineage.coco import CategoryMapping
-from image_lineage.core import TAG_DIGEST, TAG_IGNORED, DatasetError, digest_prefix
+from image_lineage.archive import write_archive
+from image_lineage.core import TAG_ARCHIVE_SHA256, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT_URI, DatasetError, digest_prefix
 from image_lineage.dataset_check import check_in_run
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, prediction_grid
 from image_lineage.model_lineage import log_model_metrics, start_model
 from image_lineage.plots import plot_class_counts
-from image_lineage.quality import QualityImage, require_on_leakage
 from image_lineage.profiles import with_profile
+from image_lineage.quality import QualityImage, require_on_leakage
+from image_lineage.snapshot import find_holder, holder_tags, link_tags, mark_shared, require_snapshot_choice
 from image_lineage.source_kinds.coco_folder import coco_profile, index_images, load_index
 from image_lineage.sources import CocoDatasetSource
 from image_lineage.tracking import MetricBuffer, link_or_copy, log_values, schema_hints_silenced, start_run, upload_folder
@@ -74,6 +75,7 @@ class FinetuneRequest:
     on_bad_image: str = "fail"
     quality_check: str = "on"  # duplicates, near-duplicates and leakage between train and validation
     on_leakage: str = "warn"  # fail: stop before training, the report logged
+    snapshot: str = "reuse"  # copy: upload the images even when a run on the server already holds them
     run_name: str = "coco_finetune"
     experiment_name: str | None = None
 
@@ -143,54 +145,69 @@ def make_loader(dataset, request, shuffle: bool, distributed: bool):
 def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], mapping: CategoryMapping,
                 quality_status: str | None = None) -> tuple[str, dict]:
     """Everything about the data, before training; returns the combined content digest and the MLflow
-    dataset of each split ({role: dataset})."""
-    digests, datasets = {}, {}
+    dataset of each split ({role: dataset}). The annotation files and images are uploaded only when no run
+    on the server holds this digest's files yet (or with ``snapshot=copy``); otherwise the run links to them."""
+    digests = {role: coco.compute_coco_digest(index) for role, index in indexes.items()}
+    combined = hf_dataset.combined_digest(digests)
+    run = mlflow.active_run()
+    holder = find_holder(combined, run.info.experiment_id) if request.snapshot == "reuse" else None
+    datasets, archives = {}, {}
     with tempfile.TemporaryDirectory(prefix="coco_finetune_") as staging:
         root = Path(staging)
+        snapshot_uri = link_tags(holder)[TAG_SNAPSHOT_URI] if holder else f"runs:/{run.info.run_id}/coco"
         for role, index in indexes.items():
-            digests[role], datasets[role] = log_split_input(request, role, index, quality_status)
-            stage_split_files(request, role, index, root)
+            datasets[role] = log_split_input(request, role, index, digests[role], quality_status, snapshot_uri)
+            archive_sha256 = stage_split_files(request, role, index, root, with_data=holder is None)
+            if archive_sha256:
+                archives[f"{TAG_ARCHIVE_SHA256}.{role}"] = archive_sha256
         (root / "category_mapping.json").write_text(mapping.to_json())
         upload_folder(root)
-    combined = hf_dataset.combined_digest(digests)
+    if holder:
+        LOGGER.info("digest %s already stored by run %s: images not uploaded again", combined[:12], holder.info.run_id)
+        mark_shared(holder)
+    snapshot_tags = link_tags(holder) if holder else {**holder_tags(combined, run.info.run_id, "coco"), **archives}
     ignored = sum(len(index.ignored) for index in indexes.values())
-    mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
+    mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **snapshot_tags,
+                     **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
     return combined, datasets
 
 
-def log_split_input(request, role: str, index: coco.CocoIndex, quality_status: str | None = None) -> tuple[str, object]:
-    """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco);
-    returns (content digest, the MLflow dataset)."""
+def log_split_input(request, role: str, index: coco.CocoIndex, digest: str, quality_status: str | None = None,
+                    snapshot_uri: str | None = None):
+    """The dataset input: the HF form (input=hf) or a per-image table with a COCO source (input=coco),
+    its source naming where the files are stored (``snapshot_uri``); returns the MLflow dataset."""
     context = "training" if role == "train" else "validation"
     if request.input == "hf":
         loaded = load_index(index, role)
-        return loaded.digest, hf_dataset.log_split_input(loaded, "coco", context, quality_status)
-    digest = coco.compute_coco_digest(index)
+        loaded.mlflow_source.snapshot_uri = snapshot_uri
+        return hf_dataset.log_split_input(loaded, "coco", context, quality_status)
     table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"], "height": i["height"],
                            "annotations": len(index.annotations_by_image[i["id"]])} for i in index.images])
     with schema_hints_silenced():
-        dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split), name=f"coco_{role}",
-                                          digest=digest_prefix(digest))
+        dataset = mlflow.data.from_pandas(table, source=CocoDatasetSource.from_split(index.split, snapshot_uri),
+                                          name=f"coco_{role}", digest=digest_prefix(digest))
         with_profile(dataset, {**coco_profile(index, digest, coco.instances_per_category(index)),
                                "quality_status": quality_status})
         mlflow.log_input(dataset, context=context, tags={"split": role})
-    return digest, dataset
+    return dataset
 
 
-def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> None:
-    """Annotation file, images (files or one archive), class balance, validation report, previews."""
+def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path, with_data: bool = True) -> str | None:
+    """Class balance, validation report, previews and, ``with_data``, the annotation file and the images
+    (files, or one deterministic archive); returns the archive's sha256 when there is one."""
     folder = root / "coco" / role
     folder.mkdir(parents=True)
-    (folder / index.split.annotation_file.name).write_bytes(index.split.annotation_file.read_bytes())
-    if len(index.images) <= request.image_artifacts_max:
-        for image in index.images:
-            target = folder / "images" / image["file_name"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(index.image_path(image), target)
-    else:
-        with tarfile.open(folder / f"{index.split.name}_images.tar", "w") as archive:
+    archive_sha256 = None
+    if with_data:
+        (folder / index.split.annotation_file.name).write_bytes(index.split.annotation_file.read_bytes())
+        if len(index.images) <= request.image_artifacts_max:
             for image in index.images:
-                archive.add(index.image_path(image), arcname=f"{index.split.name}/{image['file_name']}")
+                target = folder / "images" / image["file_name"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(index.image_path(image), target)
+        else:
+            archive_sha256 = write_archive(((f"{index.split.name}/{image['file_name']}", index.image_path(image))
+                                            for image in index.images), folder / f"{index.split.name}_images.tar")
     balance = {"instances": coco.instances_per_category(index), "images": coco.images_per_category(index)}
     (folder / "class_balance.json").write_text(json.dumps(balance, indent=1))
     plot_class_counts(balance["instances"], folder / "class_balance.png", f"{role}: instances per category")
@@ -198,6 +215,7 @@ def stage_split_files(request, role: str, index: coco.CocoIndex, root: Path) -> 
     if index.ignored:
         (folder / "ignored_files.json").write_text(json.dumps(index.ignored, indent=1))
     draw_previews(CocoDetectionDataset(index), folder / "previews", request.previews)
+    return archive_sha256
 
 
 def split_images(indexes: dict[str, coco.CocoIndex]) -> list[QualityImage]:
@@ -235,6 +253,7 @@ def load_checkpoint(run_id: str) -> dict:
 def run_finetune(request: FinetuneRequest) -> FinetuneResult:
     detection.coco_api(request.evaluator)  # an unknown evaluator or gate fails before anything is read
     require_on_leakage(request.on_leakage)
+    require_snapshot_choice(request.snapshot)
     if request.amp not in (None, "on", "off"):
         raise DatasetError(f"amp must be on, off or auto, got {request.amp!r}.")
     distributed = detection.init_distributed()

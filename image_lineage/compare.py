@@ -12,9 +12,10 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Experiment
 
-from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, LineageError, digest_prefix
+from image_lineage.core import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, TAG_SNAPSHOT, LineageError, digest_prefix
 from image_lineage.model_lineage import model_id_of, models_measured_on
 from image_lineage.registry import find_model
+from image_lineage.snapshot import missing_holders
 from image_lineage.tracking import in_project_run
 
 LOGGER = logging.getLogger(__name__)
@@ -77,8 +78,22 @@ def dataset_versions_table(experiment_name: str) -> pd.DataFrame:
     table["Digest"] = runs.get(f"tags.{TAG_DIGEST}", pd.Series("", index=runs.index)).fillna("").str[:12]
     table["Diff"] = runs.get(f"tags.{TAG_DIFF}", pd.Series("", index=runs.index)).fillna("")
     table["Quality"] = [quality_summary(row) for _, row in runs.iterrows()]
+    table["Files"] = files_column(runs)
     table["Run ID"] = runs["run_id"]
     return table.reset_index(drop=True)
+
+
+def files_column(runs: pd.DataFrame) -> list[str]:
+    """Where each run's images are stored: ``this run``, ``run <id>`` (a snapshot it links to), or
+    ``MISSING: run <id> deleted`` when that run is gone (the link dangles: log the version again)."""
+    holders = runs.get(f"tags.{TAG_SNAPSHOT}", pd.Series(None, index=runs.index))
+    linked = [h for h in holders if isinstance(h, str) and h]
+    missing = missing_holders(linked)
+    for holder in sorted(missing):
+        LOGGER.warning("dataset files of run(s) linked to snapshot run %s are gone: that run was deleted. Log "
+                       "the version again (it then uploads its files).", holder)
+    return ["this run" if not (isinstance(h, str) and h) else f"MISSING: run {h} deleted" if h in missing
+            else f"run {h}" for h in holders]
 
 
 QUALITY_COUNTS = {"exact": "exact_duplicate_pairs", "near": "near_duplicate_pairs", "leaking": "leakage_pairs",

@@ -22,7 +22,14 @@ DatasetError = LineageError  # the name before the error covered weights, device
 DIGEST_PREFIX_LEN = 32
 
 TAG_DIGEST = "dataset.digest"  # full sha256 of the logged data (per split: dataset.digest.<split>)
+# Snapshots (image_lineage.snapshot): the files of a digest are stored once per tracking server.
 TAG_SNAPSHOT = "dataset.snapshot_run_id"  # the run that holds the files of an already-logged digest
+TAG_SNAPSHOT_DIGEST = "dataset.snapshot_digest"  # on the run that holds them: the digest they are
+TAG_SNAPSHOT_URI = "dataset.snapshot_uri"  # runs:/<holder>/<path> of the files
+TAG_SNAPSHOT_SHARED = "dataset.snapshot_shared"  # "true" on a holder other runs rely on
+TAG_ARCHIVE_SHA256 = "dataset.archive_sha256"  # sha256 of the holder's archive, checked on download
+TAG_REPORTS_DIGEST = "dataset.reports_digest"  # of a version run's diff.json + ignored_files.json
+SNAPSHOT_CHOICES = ("reuse", "copy")  # reuse the stored files of a digest, or upload a copy anyway
 TAG_DIFF = "dataset.diff_summary"
 TAG_SOURCE_KIND = "dataset.source_kind"
 TAG_IGNORED = "dataset.ignored_files"

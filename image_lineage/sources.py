@@ -17,11 +17,13 @@ from mlflow.data.dataset_source import DatasetSource
 class FolderDatasetSource(DatasetSource):
     """A local folder, with the git commit that holds it when it lies inside a checkout."""
 
-    def __init__(self, uri: str, git_commit: str | None = None, path_in_repo: str | None = None, git_dirty: bool | None = None):
+    def __init__(self, uri: str, git_commit: str | None = None, path_in_repo: str | None = None, git_dirty: bool | None = None,
+                 snapshot_uri: str | None = None):
         self.uri = uri
         self.git_commit = git_commit
         self.path_in_repo = path_in_repo
         self.git_dirty = git_dirty
+        self.snapshot_uri = snapshot_uri  # runs:/<run>/<path>: the copy of the files in the tracking server
 
     @staticmethod
     def _get_source_type() -> str:
@@ -49,6 +51,8 @@ class FolderDatasetSource(DatasetSource):
         info = {"uri": self.uri}
         if self.git_commit:
             info.update(git_commit=self.git_commit, path_in_repo=self.path_in_repo, git_dirty=self.git_dirty)
+        if self.snapshot_uri:
+            info["snapshot_uri"] = self.snapshot_uri
         return info
 
     @classmethod
@@ -56,11 +60,11 @@ class FolderDatasetSource(DatasetSource):
         return cls(**source_dict)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "FolderDatasetSource":
+    def from_folder(cls, folder: str | Path, snapshot_uri: str | None = None) -> "FolderDatasetSource":
         folder = Path(folder).resolve()
         commit, repo_root, dirty = git_state(folder)
         path_in_repo = folder.relative_to(repo_root).as_posix() if repo_root else None
-        return cls(folder.as_uri(), commit, path_in_repo, dirty)
+        return cls(folder.as_uri(), commit, path_in_repo, dirty, snapshot_uri)
 
 
 def git_state(folder: Path) -> tuple[str | None, Path | None, bool | None]:
@@ -98,8 +102,8 @@ class CocoDatasetSource(FolderDatasetSource):
         return {**super().to_dict(), "annotation_file": self.annotation_file, "images_dir": self.images_dir, "name": self.name}
 
     @classmethod
-    def from_split(cls, split) -> "CocoDatasetSource":
-        folder = FolderDatasetSource.from_folder(split.annotation_file.parent.parent)
+    def from_split(cls, split, snapshot_uri: str | None = None) -> "CocoDatasetSource":
+        folder = FolderDatasetSource.from_folder(split.annotation_file.parent.parent, snapshot_uri)
         git = {k: v for k, v in folder.to_dict().items() if k != "uri"}
         return cls(folder.uri, str(split.annotation_file.resolve()), str(split.images_dir.resolve()), split.name, **git)
 

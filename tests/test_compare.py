@@ -25,7 +25,7 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
     out = capsys.readouterr().out.splitlines()
     printed = out[next(i for i, line in enumerate(out) if line.lstrip().startswith("Run Name")):]
     assert printed[0].split() == ["Run", "Name", "Version", "Total", "Images", "Cat", "Dog", "Num", "Classes", "Digest", "Diff",
-                                  "Quality"]
+                                  "Quality", "Files"]
     assert printed[1].split()[:6] == ["image_v1", "1.0.0", "2", "2", "0", "1"]
     assert printed[2].split()[:6] == ["image_v2", "2.0.0", "3", "1", "2", "2"]
 

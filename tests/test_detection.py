@@ -200,7 +200,7 @@ def run(experiment_name, data_dir, **overrides):
 
 @pytest.mark.parametrize("input_kind", ["coco", "hf"])
 def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, input_kind):
-    result = run(experiment_name, bundled_coco, input=input_kind, epochs=1)
+    result = run(experiment_name, bundled_coco, input=input_kind, epochs=1, snapshot="copy")  # its own copy of the files
     finished = mlflow.get_run(result.run_id)
     assert finished.info.status == "FINISHED"
     metrics = finished.data.metrics
