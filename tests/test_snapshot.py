@@ -155,3 +155,10 @@ def test_long_names_get_a_pax_header_only_where_needed(tmp_path):
         infos = {i.name: i for i in archive.getmembers()}
     assert set(infos) == {"cat/short.png", long_name}
     assert not infos["cat/short.png"].pax_headers and infos[long_name].pax_headers
+
+
+@pytest.mark.parametrize("name,size", [("cat/cat_00001.jpg", 12345), ("a" * 100, 0), ("x", 8 ** 11 - 1), ("é.png", 5)])
+def test_fast_header_is_tarfiles_header(name, size):
+    from image_lineage.archive import fast_header, member_header
+
+    assert fast_header(name.encode(), size) == member_header(name, size)
