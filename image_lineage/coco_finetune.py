@@ -27,10 +27,13 @@ from mlflow.types import Schema, TensorSpec
 from image_lineage import coco, detection, hf_dataset
 from image_lineage.coco import CategoryMapping
 from image_lineage.archive import write_archive
-from image_lineage.core import TAG_ARCHIVE_SHA256, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT_URI, DatasetError, digest_prefix
+from image_lineage.core import (
+    TAG_ARCHIVE_SHA256, TAG_DIGEST, TAG_IGNORED, TAG_SNAPSHOT_URI, TAG_SOURCE_URI, DatasetError, digest_prefix,
+)
 from image_lineage.dataset_check import check_in_run
 from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews, prediction_grid
 from image_lineage.model_lineage import log_model_metrics, start_model
+from image_lineage.object_store import is_object_uri, mirror_prefix
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import with_profile
 from image_lineage.quality import QualityImage, require_on_leakage
@@ -99,8 +102,10 @@ def find_split(splits: dict[str, coco.CocoSplit], wanted: str) -> coco.CocoSplit
 
 
 def resolve_data(request: FinetuneRequest) -> tuple[coco.CocoIndex, coco.CocoIndex]:
-    """(train, validation) indexes; a folder with one split gets 20% of its images held out."""
-    splits = coco.find_coco_splits(request.data_dir)
+    """(train, validation) indexes; a folder with one split gets 20% of its images held out. An s3:// folder
+    is mirrored first (each rank reads only the objects its mirror lacks)."""
+    data_dir = str(mirror_prefix(request.data_dir).folder) if is_object_uri(request.data_dir) else request.data_dir
+    splits = coco.find_coco_splits(data_dir)
     train = find_split(splits, request.train_split)
     if train is None:
         raise DatasetError(f"train split {request.train_split!r} not in {request.data_dir}; splits: "
@@ -167,7 +172,8 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
         mark_shared(holder)
     snapshot_tags = link_tags(holder) if holder else {**holder_tags(combined, run.info.run_id, "coco"), **archives}
     ignored = sum(len(index.ignored) for index in indexes.values())
-    mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **snapshot_tags,
+    remote = {TAG_SOURCE_URI: request.data_dir} if is_object_uri(request.data_dir) else {}
+    mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **snapshot_tags, **remote,
                      **{f"{TAG_DIGEST}.{r}": d for r, d in digests.items()}})
     return combined, datasets
 
@@ -307,8 +313,9 @@ def train_and_log(request, run, model, train_index, val_index, mapping, device, 
     for epoch in range(start_epoch, request.epochs + 1):
         if distributed:
             train_loader.sampler.set_epoch(epoch)
-        losses = detection.train_one_epoch(trained, optimizer, train_loader, device, epoch, scaler,
-                                           on_step=buffer.add if main else None, first_step=step)
+            record_shards(train_loader, train_index, epoch, main)
+        losses = detection.mean_over_ranks(detection.train_one_epoch(
+            trained, optimizer, train_loader, device, epoch, scaler, on_step=buffer.add if main else None, first_step=step))
         step += len(train_loader)
         if main:
             buffer.flush()
@@ -329,9 +336,19 @@ def train_and_log(request, run, model, train_index, val_index, mapping, device, 
     return FinetuneResult(run.info.run_id if main else None, version, metrics, start_epoch)
 
 
+def record_shards(loader, index: coco.CocoIndex, epoch: int, main: bool) -> None:
+    """Which training images each process trains on this epoch (DistributedSampler's shard of the shuffled
+    order), logged by rank 0 as ``distributed/train_shards_epoch_<n>.json``: the lineage of a DDP run."""
+    shards = detection.gather_from_ranks([index.images[i]["file_name"] for i in loader.sampler])
+    if main:
+        mlflow.log_dict({"epoch": epoch, "world_size": len(shards), "shards": shards},
+                        f"distributed/train_shards_epoch_{epoch}.json")
+
+
 def log_params(run, request, train_index, val_index, mapping, device) -> None:
     """The request's values (those `mlflow run` has not logged already) and what was derived from them."""
     derived = {"num_train_images": len(train_index.images), "num_val_images": len(val_index.images),
+               "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
                "num_classes": len(mapping.names), "device_used": str(device),
                "train_annotation_file": train_index.split.annotation_file.name,
                "val_annotation_file": val_index.split.annotation_file.name}

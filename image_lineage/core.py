@@ -32,6 +32,7 @@ TAG_REPORTS_DIGEST = "dataset.reports_digest"  # of a version run's diff.json + 
 SNAPSHOT_CHOICES = ("reuse", "copy")  # reuse the stored files of a digest, or upload a copy anyway
 TAG_DIFF = "dataset.diff_summary"
 TAG_SOURCE_KIND = "dataset.source_kind"
+TAG_SOURCE_URI = "dataset.source_uri"  # an s3:// source (the dataset source names the local mirror read)
 TAG_IGNORED = "dataset.ignored_files"
 TAG_QUALITY_STATUS = "quality.status"  # clean, duplicates or leakage (the leakage check)
 

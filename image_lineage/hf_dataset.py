@@ -31,9 +31,10 @@ from mlflow.types.utils import _infer_schema as infer_schema
 
 from image_lineage.arrow_digest import compute_arrow_digest  # noqa: F401  (public name: the hub kind's digest)
 from image_lineage.core import (
-    ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SKIPPED_FOLDERS, TAG_SOURCE_KIND, DatasetError, digest_prefix,
+    ON_BAD_IMAGE_CHOICES, TAG_DIGEST, TAG_IGNORED, TAG_SKIPPED_FOLDERS, TAG_SOURCE_KIND, TAG_SOURCE_URI, DatasetError, digest_prefix,
 )
 from image_lineage.dataset_check import check_in_run
+from image_lineage.object_store import is_object_uri
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import with_profile
 from image_lineage.snapshot import find_holder, link_tags, mark_shared
@@ -225,6 +226,8 @@ def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: 
         metrics[f"{s.split}/num_rows"] = len(s.dataset)
         metrics.update({metric_key(s.split, s.count_kind, n): c for n, c in s.class_counts.items()})
     tags = {TAG_DIGEST: combined_digest({s.split: s.digest for s in splits}), TAG_SOURCE_KIND: kind_of(source).name}
+    if is_object_uri(source):
+        tags[TAG_SOURCE_URI] = source
     tags.update({f"{TAG_DIGEST}.{s.split}": s.digest for s in splits})
     tags[TAG_IGNORED] = str(sum(len(s.ignored) for s in splits))
     if passed_over:

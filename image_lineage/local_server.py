@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,8 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """``mlflow server`` with a sqlite backend (or ``backend_store_uri``) and proxied artifacts under ``root``.
+    """``mlflow server`` with a sqlite backend (or ``backend_store_uri``) and proxied artifacts under ``root``
+    (or ``artifacts_destination``, e.g. an s3:// bucket).
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`. ``extra_args`` go to the server
     command (e.g. ``("--app-name", "basic-auth")``). ``workers=None`` keeps MLflow's default (4), as
@@ -28,12 +30,13 @@ class LocalServer:
     """
 
     def __init__(self, root: str | Path, extra_args: tuple[str, ...] = (), env: dict | None = None, workers: int | None = 1,
-                 backend_store_uri: str | None = None, port: int | None = None):
+                 backend_store_uri: str | None = None, port: int | None = None, artifacts_destination: str | None = None):
         self.root = Path(root)
         self.extra_args = extra_args
         self.workers = workers
         self.env = env
         self.backend_store_uri = backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        self.artifacts_destination = artifacts_destination or str(self.root / "artifacts")  # or s3://bucket/path
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = self.root / "server.log"
@@ -43,7 +46,7 @@ class LocalServer:
         return [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
             "--backend-store-uri", self.backend_store_uri,
-            "--artifacts-destination", str(self.root / "artifacts"),
+            "--artifacts-destination", self.artifacts_destination,
             *(("--workers", str(self.workers)) if self.workers else ()), *self.extra_args,
         ]
 
@@ -86,6 +89,93 @@ class LocalServer:
             self.process.wait()
 
     def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LoopbackS3:
+    """An S3-compatible server on a loopback port (moto's standalone server, a test/bench dependency: MinIO
+    is not on PyPI), counting the requests it answers by method, and object GETs apart.
+
+    ``env`` holds what a client needs (endpoint and a key pair; moto accepts any key), for boto3 and for
+    ``mlflow server --artifacts-destination s3://...``. ``stop_after_gets`` makes it drop the connection
+    from the n-th object GET on, as a server that dies mid-read does."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+                    "AWS_ACCESS_KEY_ID": "loopback-key", "AWS_SECRET_ACCESS_KEY": "loopback-secret",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.counts: dict[str, int] = {}
+        self.stop_after_gets: int | None = None
+        self._server = None
+        self._thread = None
+
+    def object_gets(self) -> int:
+        return self.counts.get("GET object", 0)
+
+    def _app(self):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        moto_app = DomainDispatcherApplication(create_backend_app)
+
+        def counting(environ, start_response):
+            method, path, query = environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+            kind = "GET object" if method == "GET" and path.strip("/").count("/") >= 1 and not query.startswith(
+                ("list-type", "versions", "versioning", "delimiter", "prefix")) else method
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if kind == "GET object" and self.stop_after_gets is not None and self.counts[kind] > self.stop_after_gets:
+                threading.Thread(target=self.stop, daemon=True).start()  # from now on: connection refused
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return [b""]
+            return moto_app(environ, start_response)
+
+        return counting
+
+    def start(self) -> "LoopbackS3":
+        """Start (or start again, on the same port, with the objects it held: moto keeps them in memory)."""
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args) -> None:  # one stderr line per request drowns the test output
+                pass
+
+        self._server = make_server("127.0.0.1", self.port, self._app(), threaded=True, request_handler=QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> None:
+        """Every file under ``folder`` to ``s3://bucket/prefix/<relative path>`` (the bucket is created)."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            client.upload_file(str(path), bucket, f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}")
+
+    def __enter__(self) -> "LoopbackS3":
         return self.start()
 
     def __exit__(self, *exc) -> None:

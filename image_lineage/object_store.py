@@ -14,12 +14,14 @@ objects and reads none. Reads run on a thread pool, each streamed to its file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ LOGGER = logging.getLogger(__name__)
 
 SCHEME = "s3://"
 READ_THREADS = 16
+INLINE_OBJECTS = 200
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
@@ -60,14 +63,25 @@ def endpoint_url() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
 
 
+CLIENT_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_DEFAULT_REGION", *ENDPOINT_VARIABLES)
+
+
 def s3_client():
+    """A client for the credentials and endpoint the environment names now (one per setting: boto3's
+    default session would keep the first credentials it found for the life of the process)."""
+    return client_for(tuple(os.environ.get(name) for name in CLIENT_VARIABLES))
+
+
+@functools.lru_cache(maxsize=8)
+def client_for(settings: tuple):
     import boto3
     from botocore.config import Config
 
     # a few seconds to hear that the endpoint is wrong, not botocore's minutes of retries
     config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"},
                     max_pool_connections=READ_THREADS)
-    return boto3.client("s3", endpoint_url=endpoint_url(), config=config)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url(), config=config)
 
 
 def explain(error: Exception, uri: str) -> LineageError:
@@ -121,7 +135,7 @@ def what_is_there(client, bucket: str, prefix: str) -> str:
     parent = f"{parent}/" if parent else ""
     page = client.list_objects_v2(Bucket=bucket, Prefix=parent, Delimiter="/", MaxKeys=50)
     names = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    return (f"Prefixes under s3://{bucket}/{parent}: {', '.join(names)}." if names
+    return (f"Prefixes under s3://{bucket}/{parent}: {', '.join(n.rstrip('/') for n in names)}." if names
             else f"s3://{bucket}/{parent} holds no prefixes.")
 
 
@@ -141,6 +155,14 @@ class Mirror:
 
     def to_dict(self) -> dict:
         return {"uri": self.uri, "objects": [asdict(o) for o in self.objects]}
+
+    def source_objects(self) -> list[dict] | str:
+        """What a dataset source records of the objects: each one's key, ETag and version id, or, past
+        ``INLINE_OBJECTS`` (a source is one database field), the run artifact that lists them."""
+        if len(self.objects) > INLINE_OBJECTS:
+            return "s3_objects.json"
+        return [{"key": o.key, "etag": o.etag, **({"version_id": o.version_id} if o.version_id else {})}
+                for o in self.objects]
 
 
 def mirror_prefix(uri: str) -> Mirror:
@@ -163,7 +185,9 @@ def mirror_prefix(uri: str) -> Mirror:
         with ThreadPoolExecutor(READ_THREADS) as pool:
             list(pool.map(lambda rel: fetch(client, bucket, wanted[rel], folder / rel, uri), stale))
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    index_path.write_text(json.dumps({rel: [o.etag, o.size, o.last_modified] for rel, o in wanted.items()}))
+    written = index_path.with_name(f"{index_path.name}.{os.getpid()}.{threading.get_ident()}")
+    written.write_text(json.dumps({rel: [o.etag, o.size, o.last_modified] for rel, o in wanted.items()}))
+    os.replace(written, index_path)  # whole or not at all, even with several processes (DDP ranks) at once
     return Mirror(uri, folder, objects, len(stale))
 
 
@@ -174,7 +198,7 @@ def fetch(client, bucket: str, stored: StoredObject, target: Path, uri: str) -> 
 
     target.parent.mkdir(parents=True, exist_ok=True)
     extra = {"VersionId": stored.version_id} if stored.version_id else {"IfMatch": f'"{stored.etag}"'}
-    partial = target.with_name(f".{target.name}.part")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")  # one per reader
     try:
         body = client.get_object(Bucket=bucket, Key=stored.key, **extra)["Body"]
         with open(partial, "wb") as out:
@@ -183,3 +207,38 @@ def fetch(client, bucket: str, stored: StoredObject, target: Path, uri: str) -> 
         partial.unlink(missing_ok=True)
         raise explain(exc, f"s3://{bucket}/{stored.key}") from None
     os.replace(partial, target)
+
+
+def list_prefixes(client, uri: str) -> list[str]:
+    """The "folders" directly under ``uri`` (names, without the parent prefix)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_uri(uri)
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, uri) from None
+
+
+def mirror_versions(data_uri: str, version: str) -> tuple[Path, Mirror]:
+    """``data_uri`` (``s3://bucket/cats``) holding version prefixes: mirror ``version`` and the version
+    before it (the diff's base); returns (the local data folder, the version's mirror)."""
+    from image_lineage.manifest import natural_key
+
+    client = s3_client()
+    versions = sorted((name for name in list_prefixes(client, data_uri) if not name.startswith(".")), key=natural_key)
+    if version not in versions:
+        if not versions:
+            raise LineageError(f"no version prefixes under {data_uri} (such as {data_uri.rstrip('/')}/v1/<class>/<image>). "
+                               f"{what_is_there(client, *split_uri(data_uri))}")
+        raise LineageError(f"version {version!r} not found under {data_uri}; versions found: {', '.join(versions)}.")
+    base = data_uri.rstrip("/")
+    mirrored = mirror_prefix(f"{base}/{version}")
+    index = versions.index(version)
+    if index > 0:
+        mirror_prefix(f"{base}/{versions[index - 1]}")
+    local = mirrored.folder.parent
+    for stale in (p for p in local.iterdir() if p.is_dir() and p.name not in versions):
+        shutil.rmtree(stale)  # deleted from the bucket since it was mirrored: not a version any more
+    return local, mirrored

@@ -18,19 +18,23 @@ class FolderDatasetSource(DatasetSource):
     """A local folder, with the git commit that holds it when it lies inside a checkout."""
 
     def __init__(self, uri: str, git_commit: str | None = None, path_in_repo: str | None = None, git_dirty: bool | None = None,
-                 snapshot_uri: str | None = None):
+                 snapshot_uri: str | None = None, objects: list[dict] | str | None = None):
         self.uri = uri
         self.git_commit = git_commit
         self.path_in_repo = path_in_repo
         self.git_dirty = git_dirty
         self.snapshot_uri = snapshot_uri  # runs:/<run>/<path>: the copy of the files in the tracking server
+        self.objects = objects  # an s3:// uri: each object's key, ETag (and version id), or the artifact listing them
 
     @staticmethod
     def _get_source_type() -> str:
         return "folder"
 
     def load(self) -> str:
-        """The local folder, checked to still exist."""
+        """The local folder, checked to still exist; an s3:// prefix is mirrored (objects read only where
+        the mirror is not current) and must hold the objects recorded, with the same ETags."""
+        if self.uri.startswith("s3://"):
+            return self.load_objects()
         path = Path(self.uri.removeprefix("file://"))
         if not path.is_dir():
             raise FileNotFoundError(
@@ -38,6 +42,20 @@ class FolderDatasetSource(DatasetSource):
                 f"and use {self.path_in_repo}" if self.git_commit else f"dataset folder {path} is gone"
             )
         return str(path)
+
+    def load_objects(self) -> str:
+        from image_lineage.core import LineageError
+        from image_lineage.object_store import mirror_prefix
+
+        mirror = mirror_prefix(self.uri)
+        if isinstance(self.objects, list):
+            now = {o.key: o.etag for o in mirror.objects}
+            then = {o["key"]: o["etag"] for o in self.objects}
+            if now != then:
+                changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+                raise LineageError(f"{self.uri} changed since it was logged: {len(changed)} object(s) differ, "
+                                   f"e.g. {', '.join(changed[:3])}.")
+        return str(mirror.folder)
 
     @staticmethod
     def _can_resolve(raw_source: Any) -> bool:
@@ -53,6 +71,8 @@ class FolderDatasetSource(DatasetSource):
             info.update(git_commit=self.git_commit, path_in_repo=self.path_in_repo, git_dirty=self.git_dirty)
         if self.snapshot_uri:
             info["snapshot_uri"] = self.snapshot_uri
+        if self.objects:
+            info["objects"] = self.objects
         return info
 
     @classmethod

@@ -95,3 +95,28 @@ def bundled_coco() -> Path:
 @pytest.fixture
 def coco_tiny_dir() -> Path:
     return shared_dir("coco_tiny")
+
+
+@pytest.fixture(scope="session")
+def loopback_s3_server():
+    """One S3-compatible server (moto's) on a loopback port for the whole run."""
+    from image_lineage.local_server import LoopbackS3
+
+    with LoopbackS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(loopback_s3_server, monkeypatch):
+    """The loopback S3 server, its endpoint and key in the environment (as a user exports them), a bucket
+    of this test's own (``s3.bucket``), and its request counts reset."""
+    for name, value in loopback_s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    loopback_s3_server.counts.clear()
+    loopback_s3_server.stop_after_gets = None
+    loopback_s3_server.bucket = f"data-{uuid.uuid4().hex[:10]}"
+    loopback_s3_server.client().create_bucket(Bucket=loopback_s3_server.bucket)
+    yield loopback_s3_server
+    loopback_s3_server.stop_after_gets = None
+    if not loopback_s3_server.running:  # a test stopped it
+        loopback_s3_server.start()

@@ -10,7 +10,9 @@ from image_lineage.source_kinds.base import (  # noqa: F401  (the package's API)
 from image_lineage.source_kinds.coco_folder import CocoFolder
 from image_lineage.source_kinds.hub import HubDataset
 from image_lineage.source_kinds.image_folder import ImageFolder
+from image_lineage.source_kinds.object_store import ObjectStorePrefix
 
+register(ObjectStorePrefix())  # s3://bucket/prefix: mirrored, then read as the folder it holds
 register(HubDataset())
 register(CocoFolder())
 register(ImageFolder())  # last: any other folder is an image folder

@@ -167,6 +167,9 @@ def dataset_name_of(source: str) -> str:
     """A dataset name derived from a source: ``image_dataset/v2`` -> ``image_dataset_v2``, ``hub:a/b`` -> ``a/b``."""
     from pathlib import Path
 
+    if source.startswith("s3://"):  # s3://bucket/cats/v2 -> cats_v2, as the folder cats/v2 is named
+        parts = source[len("s3://"):].strip("/").split("/")
+        return "_".join(parts[-2:])
     if ":" in source and not Path(source).exists():  # hub:<name> and other scheme-prefixed sources
         return source.split(":", 1)[1]
     path = Path(source).resolve()

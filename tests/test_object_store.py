@@ -1,0 +1,191 @@
+"""s3:// datasets on a real S3-compatible server (moto's, on loopback): same digests as local folders,
+re-logs that read no object, clear errors, and an MLflow server whose artifacts live in S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import mlflow
+from helpers import SMALL_DETECTOR, artifact_paths, build_real_versions, write_image
+from tests_paths import PROJECT_ROOT
+
+from entrypoints import check_dataset as check_cli
+from entrypoints import log_folder_dataset as folder_cli
+from image_lineage.coco_finetune import FinetuneRequest, run_finetune
+from image_lineage.core import TAG_DIGEST, TAG_SOURCE_URI
+from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
+from image_lineage.hf_dataset import HfRequest, log_hf_dataset
+from image_lineage.local_server import LocalServer
+
+
+def unique_versions(catsdogs_dir, root):
+    build_real_versions(catsdogs_dir, root)
+    write_image(root / "v2" / "cat" / "marker.png", seed=random.SystemRandom().randrange(1, 10**9))
+    return root
+
+
+def log_folder(data_dir, experiment, **kwargs):
+    return log_folder_version(FolderVersionRequest(data_dir=str(data_dir), version="v2", experiment_name=experiment,
+                                                   quality_check="off", **kwargs))
+
+
+def runs_of(experiment):
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def test_a_folder_copied_to_a_bucket_keeps_its_digest_and_its_runs(catsdogs_dir, tmp_path, s3, server_uri):
+    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    local = log_folder(data, f"local_{uuid.uuid4().hex[:8]}")
+    s3.upload_folder(data, s3.bucket, "cats")
+    remote = log_folder(f"s3://{s3.bucket}/cats", f"s3_{uuid.uuid4().hex[:8]}")
+    assert remote.digest == local.digest and remote.snapshot_run_id == local.run_id  # stored once, found again
+    run = mlflow.get_run(remote.run_id)
+    source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
+    assert source["uri"] == f"s3://{s3.bucket}/cats/v2"
+    keys = {o["key"]: o["etag"] for o in source["objects"]}
+    assert len(keys) == len(remote.manifest.records) and all(len(etag) == 32 for etag in keys.values())
+    listed = json.loads(mlflow.artifacts.load_text(f"runs:/{remote.run_id}/s3_objects.json"))
+    assert {o["key"] for o in listed["objects"]} == set(keys)
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{remote.run_id}/diff.json"))["old_version"] == "v1"
+
+
+def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tmp_path, s3, server_uri):
+    s3.upload_folder(unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
+    experiment = f"s3_{uuid.uuid4().hex[:8]}"
+    first = log_folder(f"s3://{s3.bucket}/cats", experiment)
+    gets = s3.object_gets()
+    assert gets == len(list((tmp_path / "data").rglob("*.*")))  # v2 and v1 (the diff's base), each object once
+    again = log_folder(f"s3://{s3.bucket}/cats", experiment)
+    assert s3.object_gets() == gets and again.digest == first.digest  # counted at the server: no GET at all
+    # one object replaced: only it is read again, and the digest follows it
+    s3.client().put_object(Bucket=s3.bucket, Key="cats/v2/cat/marker.png", Body=write_image(tmp_path / "m.png", 7).read_bytes())
+    changed = log_folder(f"s3://{s3.bucket}/cats", experiment)
+    assert s3.object_gets() == gets + 1 and changed.digest != first.digest
+
+
+def test_hf_check_and_coco_sources_in_a_bucket(bundled_images, bundled_coco, tmp_path, s3, server_uri, experiment_name):
+    s3.upload_folder(bundled_images, s3.bucket, "images")
+    s3.upload_folder(bundled_coco, s3.bucket, "coco")
+    for local, remote in ((bundled_images / "v2", f"s3://{s3.bucket}/images/v2"), (bundled_coco, f"s3://{s3.bucket}/coco")):
+        local_id, _ = log_hf_dataset(HfRequest(source=str(local), experiment_name=experiment_name, quality_check="off"))
+        remote_id, _ = log_hf_dataset(HfRequest(source=remote, experiment_name=experiment_name, quality_check="off"))
+        local_run, remote_run = mlflow.get_run(local_id), mlflow.get_run(remote_id)
+        assert remote_run.data.tags[TAG_DIGEST] == local_run.data.tags[TAG_DIGEST]
+        assert remote_run.data.tags[TAG_SOURCE_URI] == remote and remote_run.data.tags["dataset.source_kind"] == "s3"
+    assert check_cli.main(["--source", f"s3://{s3.bucket}/images/v2", "--experiment-name", experiment_name]) == 0
+
+
+def test_coco_finetune_from_a_bucket(bundled_coco, s3, server_uri, experiment_name):
+    s3.upload_folder(bundled_coco, s3.bucket, "coco")
+    request = dict(experiment_name=experiment_name, register_as=f"det_{experiment_name}", epochs=0, quality_check="off",
+                   **SMALL_DETECTOR)
+    local = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), **request))
+    remote = run_finetune(FinetuneRequest(data_dir=f"s3://{s3.bucket}/coco", **request))
+    local_run, remote_run = mlflow.get_run(local.run_id), mlflow.get_run(remote.run_id)
+    assert remote_run.info.status == "FINISHED"
+    assert remote_run.data.tags[TAG_DIGEST] == local_run.data.tags[TAG_DIGEST]
+    assert remote_run.data.tags[TAG_SOURCE_URI] == f"s3://{s3.bucket}/coco"
+
+
+def bad_input_message(argv, experiment_name, caplog):
+    code = folder_cli.main([*argv, "--experiment-name", experiment_name])
+    assert code == 2
+    assert not runs_of(experiment_name)  # nothing half-logged: the store is read before any run opens
+    return caplog.text
+
+
+def test_missing_bucket_and_prefix_without_versions(bundled_images, s3, server_uri, experiment_name, caplog):
+    text = bad_input_message(["--data-dir", "s3://no-such-bucket/cats"], experiment_name, caplog)
+    assert "bucket 'no-such-bucket' does not exist" in text
+    s3.upload_folder(bundled_images, s3.bucket, "images")
+    text = bad_input_message(["--data-dir", f"s3://{s3.bucket}/image"], experiment_name, caplog)
+    assert "no version prefixes under" in text and "images" in text  # names what is there
+    text = bad_input_message(["--data-dir", f"s3://{s3.bucket}/images", "--version", "v7"], experiment_name, caplog)
+    assert "versions found: v1, v2" in text
+
+
+def test_wrong_or_missing_credentials_name_the_variables_never_the_values(bundled_images, s3, server_uri, experiment_name,
+                                                                          caplog, monkeypatch):
+    import boto3
+    from moto import settings
+
+    s3.upload_folder(bundled_images, s3.bucket, "images")
+    iam = boto3.client("iam", endpoint_url=s3.endpoint, region_name="us-east-1")
+    user = f"reader-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-value")
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server checks signatures from now on
+    text = bad_input_message(["--data-dir", f"s3://{s3.bucket}/images"], experiment_name, caplog)
+    assert "refused the credentials" in text and "AWS_SECRET_ACCESS_KEY" in text
+    assert "not-the-secret-value" not in text and key["AccessKeyId"] not in text
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
+    caplog.clear()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup off a cloud machine
+    text = bad_input_message(["--data-dir", f"s3://{s3.bucket}/images"], experiment_name, caplog)
+    assert "no S3 credentials found" in text and "AWS_ACCESS_KEY_ID" in text
+
+
+def test_server_stopped_mid_read_then_rerun_completes(catsdogs_dir, tmp_path, s3, server_uri, experiment_name, caplog):
+    s3.upload_folder(unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
+    s3.stop_after_gets = 3
+    argv = ["--data-dir", f"s3://{s3.bucket}/cats", "--version", "v2", "--quality-check", "off"]
+    started = time.monotonic()
+    text = bad_input_message(argv, experiment_name, caplog)
+    assert time.monotonic() - started < 30, "a stopped store must be reported within seconds"
+    assert f"s3://{s3.bucket}/cats/" in text and ("does not answer" in text or "run again" in text)
+    s3.stop_after_gets = None
+    s3.start()
+    assert folder_cli.main([*argv, "--experiment-name", experiment_name]) == 0
+    (run,) = runs_of(experiment_name)
+    assert run.info.status == "FINISHED" and run.data.metrics["total_images"] == 10
+
+
+def test_mlflow_server_with_its_artifacts_in_s3(s3, tmp_path, bundled_images, experiment_name):
+    """The compose recipe's artifact path: `mlflow server --artifacts-destination s3://...` (proxied)."""
+    env = {**os.environ, **s3.env}
+    with LocalServer(tmp_path / "server", env=env, artifacts_destination=f"s3://{s3.bucket}/mlartifacts") as server:
+        mlflow.set_tracking_uri(server.uri)
+        logged = log_folder_version(FolderVersionRequest(data_dir=str(bundled_images), version="v2",
+                                                         experiment_name=experiment_name, snapshot="copy"))
+        paths = artifact_paths(logged.run_id)
+        assert {"manifest.json", "samples/dog/dog_01.jpg"} <= set(paths)
+        keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="mlartifacts/")["Contents"]]
+        assert any(k.endswith(f"{logged.run_id}/artifacts/samples/dog/dog_01.jpg") for k in keys)
+        downloaded = mlflow.artifacts.download_artifacts(f"runs:/{logged.run_id}/samples/dog/dog_01.jpg", dst_path=str(tmp_path))
+        assert open(downloaded, "rb").read() == (bundled_images / "v2/dog/dog_01.jpg").read_bytes()
+        listing = f"{server.uri}/ajax-api/2.0/mlflow/artifacts/list?run_uuid={logged.run_id}&path=samples"  # the UI's list
+        with urllib.request.urlopen(listing) as answer:
+            assert {f["path"] for f in json.load(answer)["files"]} == {"samples/cat", "samples/dog"}
+
+
+def test_two_processes_train_on_disjoint_shards(bundled_coco, tmp_path, server_uri, experiment_name):
+    """coco_finetune with nproc_per_node=2 on CPU (gloo): one run, each rank a disjoint half of the training
+    images, losses averaged over the ranks, and a model that loads."""
+    args = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in {**SMALL_DETECTOR, "max_images": 0}.items()]
+    command = [sys.executable, "-m", "entrypoints.coco_finetune", "--nproc-per-node", "2", "--data-dir", str(bundled_coco),
+               "--experiment-name", experiment_name, "--register-as", f"det_{experiment_name}", "--epochs", "1",
+               "--quality-check", "off", *args]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server_uri, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs_of(experiment_name)  # only rank 0 talked to MLflow
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    shards = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/distributed/train_shards_epoch_1.json"))
+    first, second = map(set, shards["shards"])
+    assert not first & second and len(first | second) == int(run.data.params["num_train_images"])
+    assert "epoch_loss" in run.data.metrics
+    model = mlflow.pytorch.load_model(f"models:/det_{experiment_name}/1")
+    assert sum(p.numel() for p in model.parameters()) > 0
