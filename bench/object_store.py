@@ -1,0 +1,142 @@
+"""Logging a dataset that lives in S3: our mirror (parallel, streamed, one read per ETag) vs one-by-one downloads.
+
+Builds a version folder of ``--images`` real photos (../shared/data/catsdogs, each re-encoded with a unique
+stamp), uploads it to a loopback S3-compatible server (moto's standalone server, in its own process, its
+request log counting the object GETs), starts a local ``mlflow server``, and times in this one run:
+
+  (a) cold log: ``log_folder_dataset -P data_dir=s3://bench/cats`` with empty caches (files uploaded);
+  (b) warm re-log of the unchanged prefix (goal: >= 20x faster than (a), and 0 object GETs at the server);
+  (c) the baseline: download every object one by one with boto3 (``download_file``), then log the local
+      folder (empty caches, files uploaded as in (a)); goal: (c) / (a) >= 3.
+
+    python bench/object_store.py [--images 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import SHARED_PHOTOS, build_folder  # noqa: E402
+from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
+from image_lineage.local_server import LocalServer, free_port  # noqa: E402
+from image_lineage.tracking import configure_tracking  # noqa: E402
+
+BUCKET = "bench"
+OBJECT_GET = re.compile(rf'"GET /{BUCKET}/\S+ HTTP')
+
+
+class MotoProcess:
+    """``python -m moto.server`` on a loopback port, its request log in a file."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.log = folder / "moto.log"
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                import urllib.request
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"moto server did not start: {self.log.read_text()[-2000:]}")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+    def object_gets(self) -> int:
+        return len(OBJECT_GET.findall(self.log.read_text()))
+
+
+def fresh_caches() -> None:
+    os.environ["IMAGE_LINEAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_s3_cache_")  # hashes and the S3 mirror
+
+
+def log(data_dir: str, experiment: str, snapshot: str = "reuse"):
+    return log_folder_version(FolderVersionRequest(data_dir=data_dir, version="v1", experiment_name=experiment,
+                                                   quality_check="off", snapshot=snapshot))
+
+
+def timed(label: str, work):
+    started = time.perf_counter()
+    result = work()
+    seconds = time.perf_counter() - started
+    print(f"{label}: {seconds:.2f} s", flush=True)
+    return result, seconds
+
+
+def download_one_by_one(client, target: Path) -> None:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="cats/"):
+        for item in page.get("Contents", []):
+            path = target / item["Key"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(BUCKET, item["Key"], str(path))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import boto3
+    from botocore.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="bench_s3_") as tmp:
+        tmp = Path(tmp)
+        version = tmp / "photos" / "v1"
+        size = build_folder(SHARED_PHOTOS, version, args.images)
+        with MotoProcess(tmp) as moto, LocalServer(tmp / "server", workers=None) as server:
+            os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                              AWS_DEFAULT_REGION="us-east-1")
+            client = boto3.session.Session().client("s3", endpoint_url=moto.endpoint,
+                                                     config=Config(max_pool_connections=16))
+            client.create_bucket(Bucket=BUCKET)
+            files = sorted(p for p in version.rglob("*.jpg"))
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda p: client.upload_file(str(p), BUCKET, f"cats/v1/{p.relative_to(version).as_posix()}"),
+                              files))
+            print(f"{len(files)} photos, {size / 1e6:.1f} MB, in s3://{BUCKET}/cats/v1", flush=True)
+            configure_tracking(server.uri)
+            mlflow.set_tracking_uri(server.uri)
+            experiment = f"bench_s3_{uuid.uuid4().hex[:6]}"
+
+            fresh_caches()
+            gets = moto.object_gets()
+            cold_run, cold = timed("(a) cold log from s3://", lambda: log(f"s3://{BUCKET}/cats", experiment, "copy"))
+            print(f"    object GETs: {moto.object_gets() - gets}")
+            gets = moto.object_gets()
+            warm_run, warm = timed("(b) re-log, prefix unchanged", lambda: log(f"s3://{BUCKET}/cats", experiment))
+            warm_gets = moto.object_gets() - gets
+            print(f"    object GETs: {warm_gets} (goal 0); same digest: {warm_run.digest == cold_run.digest}")
+
+            fresh_caches()
+            local = tmp / "downloaded"
+            _, download = timed("(c) boto3 download_file one by one", lambda: download_one_by_one(client, local))
+            local_run, local_log = timed("(c) then log the local folder", lambda: log(str(local / "cats"), experiment, "copy"))
+            baseline = download + local_log
+            print(f"    local digest equals the s3 digest: {local_run.digest == cold_run.digest}")
+            print(f"ratio (a)/(b): {cold / warm:.1f}x (goal >= 20), {warm_gets} GETs on the re-log")
+            print(f"ratio (c)/(a): {baseline / cold:.2f}x (goal >= 3): {baseline:.2f} s vs {cold:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
