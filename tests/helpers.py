@@ -41,6 +41,16 @@ def build_real_versions(catsdogs: Path, root: Path, v1_cats: int = 6, v2_cats: i
     return root
 
 
+def build_unique_versions(catsdogs: Path, root: Path) -> Path:
+    """:func:`build_real_versions` plus one drawn image no other test has: a digest of the test's own (the
+    suite's server stores each digest's files once, so shared content would link to another test's run)."""
+    import random
+
+    build_real_versions(catsdogs, root)
+    write_image(root / "v2" / "cat" / "marker.png", seed=random.SystemRandom().randrange(1, 10**9))
+    return root
+
+
 def artifact_paths(run_id: str, path: str | None = None) -> list[str]:
     """Every artifact file of a run, recursively, sorted."""
     import mlflow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import urllib.request
 import uuid
 
 import mlflow
-from helpers import SMALL_DETECTOR, artifact_paths, build_real_versions, write_image
+from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 from tests_paths import PROJECT_ROOT
 
 from entrypoints import check_dataset as check_cli
@@ -23,12 +22,6 @@ from image_lineage.core import TAG_DIGEST, TAG_SOURCE_URI
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 from image_lineage.hf_dataset import HfRequest, log_hf_dataset
 from image_lineage.local_server import LocalServer
-
-
-def unique_versions(catsdogs_dir, root):
-    build_real_versions(catsdogs_dir, root)
-    write_image(root / "v2" / "cat" / "marker.png", seed=random.SystemRandom().randrange(1, 10**9))
-    return root
 
 
 def log_folder(data_dir, experiment, **kwargs):
@@ -41,7 +34,7 @@ def runs_of(experiment):
 
 
 def test_a_folder_copied_to_a_bucket_keeps_its_digest_and_its_runs(catsdogs_dir, tmp_path, s3, server_uri):
-    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     local = log_folder(data, f"local_{uuid.uuid4().hex[:8]}")
     s3.upload_folder(data, s3.bucket, "cats")
     remote = log_folder(f"s3://{s3.bucket}/cats", f"s3_{uuid.uuid4().hex[:8]}")
@@ -57,7 +50,7 @@ def test_a_folder_copied_to_a_bucket_keeps_its_digest_and_its_runs(catsdogs_dir,
 
 
 def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tmp_path, s3, server_uri):
-    s3.upload_folder(unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
+    s3.upload_folder(build_unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
     experiment = f"s3_{uuid.uuid4().hex[:8]}"
     first = log_folder(f"s3://{s3.bucket}/cats", experiment)
     gets = s3.object_gets()
@@ -139,7 +132,7 @@ def test_wrong_or_missing_credentials_name_the_variables_never_the_values(bundle
 
 
 def test_server_stopped_mid_read_then_rerun_completes(catsdogs_dir, tmp_path, s3, server_uri, experiment_name, caplog):
-    s3.upload_folder(unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
+    s3.upload_folder(build_unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
     s3.stop_after_gets = 3
     argv = ["--data-dir", f"s3://{s3.bucket}/cats", "--version", "v2", "--quality-check", "off"]
     started = time.monotonic()

@@ -12,7 +12,7 @@ import uuid
 
 import mlflow
 import pytest
-from helpers import SMALL_DETECTOR, artifact_paths, build_real_versions, write_image
+from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 
 from entrypoints import compare as compare_cli
 from image_lineage.archive import write_archive
@@ -25,20 +25,13 @@ from image_lineage.hf_dataset import HfRequest, log_hf_dataset
 from image_lineage.snapshot import download_archive
 
 
-def unique_versions(catsdogs_dir, root):
-    """Real photos plus one drawn image no other test has: a digest of this test's own."""
-    build_real_versions(catsdogs_dir, root)
-    write_image(root / "v2" / "cat" / "marker.png", seed=random.SystemRandom().randrange(1, 10**9))
-    return root
-
-
 def log(data_dir, experiment, **kwargs):
     return log_folder_version(FolderVersionRequest(data_dir=str(data_dir), version="v2", experiment_name=experiment,
                                                    quality_check="off", **kwargs))
 
 
 def test_second_experiment_links_to_the_stored_files(catsdogs_dir, tmp_path, server_uri):
-    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     first = log(data, f"snap_a_{uuid.uuid4().hex[:8]}", max_samples_per_class=2)  # an archive holds the rest
     second = log(data, f"snap_b_{uuid.uuid4().hex[:8]}", max_samples_per_class=2)
     holder, linked = mlflow.get_run(first.run_id), mlflow.get_run(second.run_id)
@@ -61,7 +54,7 @@ def test_second_experiment_links_to_the_stored_files(catsdogs_dir, tmp_path, ser
 
 
 def test_copy_uploads_anyway_and_holds_its_own(catsdogs_dir, tmp_path, server_uri):
-    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     first = log(data, f"snap_a_{uuid.uuid4().hex[:8]}")
     copied = log(data, f"snap_c_{uuid.uuid4().hex[:8]}", snapshot="copy")
     run = mlflow.get_run(copied.run_id)
@@ -71,7 +64,7 @@ def test_copy_uploads_anyway_and_holds_its_own(catsdogs_dir, tmp_path, server_ur
 
 
 def test_deleted_snapshot_run_is_flagged_and_the_next_log_uploads_again(catsdogs_dir, tmp_path, server_uri, capsys):
-    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     experiment_b = f"snap_b_{uuid.uuid4().hex[:8]}"
     first = log(data, f"snap_a_{uuid.uuid4().hex[:8]}")
     linked = log(data, experiment_b)
@@ -89,7 +82,7 @@ def test_deleted_snapshot_run_is_flagged_and_the_next_log_uploads_again(catsdogs
 
 
 def test_hf_run_links_to_the_folder_runs_files(catsdogs_dir, tmp_path, server_uri):
-    data = unique_versions(catsdogs_dir, tmp_path / "data")
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     folder_run = log(data, f"snap_a_{uuid.uuid4().hex[:8]}")
     run_id, _ = log_hf_dataset(HfRequest(source=str(data / "v2"), quality_check="off",
                                          experiment_name=f"snap_hf_{uuid.uuid4().hex[:8]}"))

@@ -116,6 +116,6 @@ def test_a_kind_defined_here_logs_and_reloads_through_log_hf_dataset(image_list_
 
 
 def test_unknown_source_lists_the_registered_kinds(image_list_kind):
-    with pytest.raises(DatasetError, match="kinds known: hub, coco, folder, image_list"):
+    with pytest.raises(DatasetError, match="kinds known: s3, hub, coco, folder, image_list"):
         kind_of("nowhere:at-all")
-    assert [k.name for k in KINDS] == ["hub", "coco", "folder", "image_list"]
+    assert [k.name for k in KINDS] == ["s3", "hub", "coco", "folder", "image_list"]

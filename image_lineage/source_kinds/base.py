@@ -117,7 +117,8 @@ def kind_of(source: str) -> SourceKind:
             return kind
     raise DatasetError(
         f"unknown source {source!r}: pass an image folder (e.g. image_dataset/v2), a COCO folder "
-        f"(annotations/instances_<name>.json + <name>/), or hub:<name> for a Hugging Face hub dataset "
+        f"(annotations/instances_<name>.json + <name>/), either under s3://<bucket>/<prefix>, or hub:<name> for a "
+        f"Hugging Face hub dataset "
         f"(kinds known: {', '.join(k.name for k in KINDS)})."
     )
 
