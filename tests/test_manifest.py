@@ -213,3 +213,25 @@ def test_hash_cache_can_be_turned_off(tmp_path, monkeypatch):
     assert RecordCache.default() is None
     root = build_tree(tmp_path, {"v1": {"cat": 1}})
     assert len(scan(root / "v1").records) == 1
+
+
+def test_unchanged_folder_is_answered_by_its_last_scan_and_a_change_is_seen(tmp_path, monkeypatch, caplog):
+    """A re-scan of an unchanged folder reads one cache row for the whole folder (the warm re-log's path);
+    one rewritten file, or a skipped bad image, still shows."""
+    root = build_tree(tmp_path, {"v1": {"cat": 3, "dog": 2}})
+    log = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
+    first = mf.scan_version(root / "v1")
+    again = mf.scan_version(root / "v1")
+    assert again.records == first.records and again.digest == first.digest and len(log.read_text().splitlines()) == 5
+    write_image(root / "v1" / "dog" / "dog_02.png", seed=999)
+    changed = mf.scan_version(root / "v1")
+    assert changed.digest != first.digest and len(log.read_text().splitlines()) == 6  # only that file read again
+    (root / "v1" / "cat" / "cat_01.png").write_bytes(b"")
+    skipped = mf.scan_version(root / "v1", "skip")
+    caplog.clear()
+    remembered = mf.scan_version(root / "v1", "skip")
+    assert remembered.ignored == skipped.ignored == [{"path": "cat/cat_01.png", "reason": skipped.ignored[0]["reason"]}]
+    assert "skipping bad image cat/cat_01.png" in caplog.text and remembered.digest == skipped.digest
+    with pytest.raises(mf.DatasetError, match="cat_01.png"):  # another option: not the remembered scan
+        mf.scan_version(root / "v1", "fail")
