@@ -10,18 +10,21 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import mlflow
+import pytest
 from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 from tests_paths import PROJECT_ROOT
 
 from entrypoints import check_dataset as check_cli
 from entrypoints import log_folder_dataset as folder_cli
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.core import TAG_DIGEST, TAG_SOURCE_URI
+from image_lineage.core import TAG_DIGEST, TAG_SOURCE_URI, LineageError
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
 from image_lineage.hf_dataset import HfRequest, log_hf_dataset
 from image_lineage.local_server import LocalServer
+from image_lineage.sources import FolderDatasetSource
 
 
 def log_folder(data_dir, experiment, **kwargs):
@@ -47,6 +50,12 @@ def test_a_folder_copied_to_a_bucket_keeps_its_digest_and_its_runs(catsdogs_dir,
     listed = json.loads(mlflow.artifacts.load_text(f"runs:/{remote.run_id}/s3_objects.json"))
     assert {o["key"] for o in listed["objects"]} == set(keys)
     assert json.loads(mlflow.artifacts.load_text(f"runs:/{remote.run_id}/diff.json"))["old_version"] == "v1"
+    # the source reloads the prefix, and refuses once an object changed
+    logged = FolderDatasetSource.from_dict(source)
+    assert sorted(p.name for p in Path(logged.load()).rglob("*.*")) == sorted(p.name for p in (data / "v2").rglob("*.*"))
+    s3.client().put_object(Bucket=s3.bucket, Key="cats/v2/cat/marker.png", Body=b"another picture")
+    with pytest.raises(LineageError, match="changed since it was logged: 1 object"):
+        logged.load()
 
 
 def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tmp_path, s3, server_uri):
