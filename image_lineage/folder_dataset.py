@@ -128,7 +128,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
                 if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_digest(reports):  # another folder or base
                     upload_reports(reports)
             else:
-                stored_at, archive_sha256 = log_version_files(manifest, diff, request, dataset_version)
+                stored_at, archive_sha256 = log_version_files(manifest, reports, request, dataset_version)
                 snapshot_tags = holder_tags(manifest.digest, run.info.run_id, stored_at, archive_sha256)
             summary = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version)
             source = dataset_source(version_dir, remote, snapshot_tags[TAG_SNAPSHOT_URI])
@@ -223,7 +223,7 @@ def log_dataset_input(run_id: str, manifest: mf.Manifest, dataset_name: str, sou
     mlflow.MlflowClient().log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
 
 
-def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionRequest,
+def log_version_files(manifest: mf.Manifest, reports: dict[str, str], request: FolderVersionRequest,
                       dataset_version: str) -> tuple[str, str | None]:
     """Stage every file in one temp folder and upload it in one go; returns (the artifact path that holds
     every image: ``samples`` or ``archive/<version>.tar``, the archive's sha256 or None)."""
@@ -235,7 +235,7 @@ def log_version_files(manifest: mf.Manifest, diff: dict, request: FolderVersionR
             stored_at = f"archive/{request.version}.tar"
             archive_sha256 = stage_archive(manifest, stage / stored_at)
         (stage / "manifest.json").write_text(manifest.to_json())
-        write_reports(version_reports(manifest, diff), stage)
+        write_reports(reports, stage)
         plot_class_counts(
             manifest.class_counts(), stage / "class_counts.png",
             f"{request.dataset_name} {dataset_version} ({len(manifest.records)} images)",

@@ -62,6 +62,7 @@ def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tm
     s3.upload_folder(build_unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
     experiment = f"s3_{uuid.uuid4().hex[:8]}"
     first = log_folder(f"s3://{s3.bucket}/cats", experiment)
+    assert first.snapshot_run_id is None and "s3_objects.json" in artifact_paths(first.run_id)  # it holds the files
     gets = s3.object_gets()
     assert gets == len(list((tmp_path / "data").rglob("*.*")))  # v2 and v1 (the diff's base), each object once
     again = log_folder(f"s3://{s3.bucket}/cats", experiment)

@@ -12,14 +12,15 @@ class ObjectStorePrefix(SourceKind):
     name = "s3"
 
     def __init__(self):
-        self.folders: dict[str, str] = {}  # source -> its mirror (one listing per source and process)
+        self.folders: dict[str, str] = {}  # source -> its mirror, as the last listing left it
 
     def detect(self, source: str) -> bool:
         return is_object_uri(source)
 
-    def local(self, source: str) -> tuple[SourceKind, str]:
-        """The kind of the mirrored folder, and the folder."""
-        if source not in self.folders:
+    def local(self, source: str, refresh: bool = True) -> tuple[SourceKind, str]:
+        """The kind of the mirrored folder, and the folder; ``refresh``: list the prefix again (a log starts
+        with ``splits``, which does; what it asks next of the same source uses that listing)."""
+        if refresh or source not in self.folders:
             self.folders[source] = str(mirror_prefix(source).folder)
         folder = self.folders[source]
         return next(kind for kind in KINDS if kind is not self and kind.detect(folder)), folder
@@ -32,7 +33,7 @@ class ObjectStorePrefix(SourceKind):
         return self.splits(source, "all")
 
     def passed_over(self, source: str) -> list[dict]:
-        kind, folder = self.local(source)
+        kind, folder = self.local(source, refresh=False)
         return kind.passed_over(folder)
 
     def load_split(self, split: str, handle, options: LoadOptions) -> LoadedSplit:
