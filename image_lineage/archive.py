@@ -11,6 +11,7 @@ is computed while writing, so a run can record it and a download can check it.
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,8 @@ BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # tar archives end on a 10240-byte record, as tarfile writes them
 CHUNK = 1 << 20
 READ_THREADS = 4
-READ_BATCH = 256  # files read ahead at a time: bounded memory (a few MB of photos)
+READ_BATCH = 256  # files read ahead at a time
+READ_AHEAD_MAX = 1 << 20  # larger files are streamed, not read ahead: at most 256 MB held
 
 
 def member_header(name: str, size: int) -> bytes:
@@ -54,9 +56,26 @@ def header_for(name: str, size: int) -> bytes:
     return fast_header(encoded, size) if len(encoded) <= 100 and size < 8 ** 11 else member_header(name, size)
 
 
-def read_file(path: str) -> bytes:
+def read_file(path: str) -> bytes | None:
+    """The file's bytes when it is small enough to hold while its batch waits (``READ_AHEAD_MAX``); None for
+    a larger one, which is streamed when its turn comes (memory stays bounded whatever the images are)."""
     with open(path, "rb", buffering=0) as file:
-        return file.read()
+        return file.read() if os.fstat(file.fileno()).st_size <= READ_AHEAD_MAX else None
+
+
+def stream_file(path: str, emit) -> int:
+    """A large file in ``CHUNK`` pieces: its size (declared in its header first), then its bytes."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        emit(None, size)
+        left = size
+        while left:
+            chunk = file.read(min(CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path} shrank while it was archived (expected {size} bytes).")
+            emit(chunk)
+            left -= len(chunk)
+    return size
 
 
 def write_archive(members: Iterable[tuple[str, str | Path]], path: str | Path) -> str:
@@ -79,10 +98,15 @@ def write_archive(members: Iterable[tuple[str, str | Path]], path: str | Path) -
             contents = list(ahead)
             if index + 1 < len(batches):  # the next batch is read while this one is written
                 ahead = pool.map(read_file, [source for _, source in batches[index + 1]])
-            for (name, _), data in zip(batch, contents):
-                emit(header_for(name, len(data)))
-                emit(data)
-                emit(b"\0" * (-len(data) % BLOCK))
+            for (name, source), data in zip(batch, contents):
+                if data is None:
+                    size = stream_file(source, lambda chunk, size=None, name=name: emit(
+                        header_for(name, size) if chunk is None else chunk))
+                else:
+                    size = len(data)
+                    emit(header_for(name, size))
+                    emit(data)
+                emit(b"\0" * (-size % BLOCK))
         emit(b"\0" * (2 * BLOCK))
         emit(b"\0" * (-written % RECORD))
     return digest.hexdigest()

@@ -155,3 +155,15 @@ def test_fast_header_is_tarfiles_header(name, size):
     from image_lineage.archive import fast_header, member_header
 
     assert fast_header(name.encode(), size) == member_header(name, size)
+
+
+def test_large_files_are_streamed_into_the_same_archive(tmp_path, monkeypatch):
+    import image_lineage.archive as archive
+
+    big, small = tmp_path / "big.bin", write_image(tmp_path / "small.png", seed=5)
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 123))
+    members = [("a/big.bin", big), ("a/small.png", small)]
+    held = write_archive(members, tmp_path / "held.tar")
+    monkeypatch.setattr(archive, "READ_AHEAD_MAX", 1024)  # both files now streamed in chunks
+    assert write_archive(members, tmp_path / "streamed.tar") == held
+    assert (tmp_path / "held.tar").read_bytes() == (tmp_path / "streamed.tar").read_bytes()
