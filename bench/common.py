@@ -161,3 +161,12 @@ class RequestCounter:
             lines.extend(f"    {count:6d}  {key}  ({1000 * self.seconds[name][key] / count:.0f} ms each)"
                          for key, count in counts.most_common())
         return "\n".join(lines)
+
+
+def timed(label: str, work):
+    """Run ``work()``, print ``label: <seconds> s``; return (its result, the seconds)."""
+    started = time.perf_counter()
+    result = work()
+    seconds = time.perf_counter() - started
+    print(f"{label}: {seconds:.2f} s", flush=True)
+    return result, seconds

@@ -30,7 +30,7 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_PHOTOS, build_folder  # noqa: E402
+from bench.common import SHARED_PHOTOS, build_folder, timed  # noqa: E402
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
 from image_lineage.local_server import LocalServer, free_port  # noqa: E402
 from image_lineage.tracking import configure_tracking  # noqa: E402
@@ -74,14 +74,6 @@ def fresh_caches() -> None:
 def log(data_dir: str, experiment: str, snapshot: str = "reuse"):
     return log_folder_version(FolderVersionRequest(data_dir=data_dir, version="v1", experiment_name=experiment,
                                                    quality_check="off", snapshot=snapshot))
-
-
-def timed(label: str, work):
-    started = time.perf_counter()
-    result = work()
-    seconds = time.perf_counter() - started
-    print(f"{label}: {seconds:.2f} s", flush=True)
-    return result, seconds
 
 
 def download_one_by_one(client, target: Path) -> None:

@@ -39,7 +39,7 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_DATA, SHARED_PHOTOS, build_folder  # noqa: E402
+from bench.common import SHARED_DATA, SHARED_PHOTOS, build_folder, timed  # noqa: E402
 from image_lineage.archive import write_archive  # noqa: E402
 from image_lineage.coco_finetune import FinetuneRequest, run_finetune  # noqa: E402
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
@@ -52,14 +52,6 @@ IMAGE_FILES = (".tar", ".jpg")  # dataset files in the store: samples, archives,
 
 def folder_bytes(folder: Path, suffixes: tuple[str, ...] = ()) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (not suffixes or p.name.endswith(suffixes)))
-
-
-def timed(label: str, work):
-    started = time.perf_counter()
-    result = work()
-    seconds = time.perf_counter() - started
-    print(f"{label}: {seconds:.2f} s", flush=True)
-    return result, seconds
 
 
 def ensure_version(workdir: Path, count: int) -> Path:

@@ -74,3 +74,36 @@ def dataset_metrics(run) -> dict:
 # a detector that trains in seconds on a CPU: no downloaded weights, mobilenet 320, tiny images, 2 per split
 SMALL_DETECTOR = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": None, "image_size": 128,
                   "num_workers": 0, "batch_size": 2, "max_images": 2, "previews": 1}
+
+
+# COCO annotation breakages: each edits a loaded instances file and returns what the error must say
+
+
+def break_duplicate_image_id(data):
+    data["images"][1]["id"] = data["images"][0]["id"]
+    return f"images ids used more than once: {data['images'][0]['id']}"
+
+
+def break_duplicate_annotation_id(data):
+    data["annotations"][1]["id"] = data["annotations"][0]["id"]
+    return f"annotations ids used more than once: {data['annotations'][0]['id']}"
+
+
+def break_missing_bbox(data):
+    del data["annotations"][0]["bbox"]
+    return f"annotation id {data['annotations'][0]['id']} has no 'bbox'"
+
+
+def break_missing_file_name(data):
+    del data["images"][0]["file_name"]
+    return f"image id {data['images'][0]['id']} has no 'file_name'"
+
+
+def break_image_without_id(data):
+    del data["images"][2]["id"]
+    return "images[2] has no 'id'"
+
+
+def break_short_bbox(data):
+    data["annotations"][0]["bbox"] = [1, 2, 3]
+    return f"annotation {data['annotations'][0]['id']} has bbox [1, 2, 3]"

@@ -27,7 +27,10 @@ from typing import Callable
 import mlflow
 import pytest
 from conftest import shared_dir
-from helpers import SMALL_DETECTOR
+from helpers import (
+    SMALL_DETECTOR, break_duplicate_annotation_id, break_duplicate_image_id, break_missing_bbox, break_missing_file_name,
+    break_short_bbox,
+)
 
 from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset
 from image_lineage.local_server import free_port
@@ -240,31 +243,6 @@ def coco_edit(change: Callable[[dict], object], entry: str = "hf", *extra: str):
     return build
 
 
-def duplicate_image_id(data):
-    data["images"][1]["id"] = data["images"][0]["id"]
-    return f"images ids used more than once: {data['images'][0]['id']}"
-
-
-def duplicate_annotation_id(data):
-    data["annotations"][1]["id"] = data["annotations"][0]["id"]
-    return "annotations ids used more than once"
-
-
-def annotation_without_bbox(data):
-    del data["annotations"][0]["bbox"]
-    return f"annotation id {data['annotations'][0]['id']}"
-
-
-def image_without_file_name(data):
-    del data["images"][0]["file_name"]
-    return f"image id {data['images'][0]['id']}"
-
-
-def short_bbox(data):
-    data["annotations"][0]["bbox"] = [1, 2, 3]
-    return "bbox"
-
-
 def unknown_category(data):
     data["annotations"][0]["category_id"] = 4242
     return "4242"
@@ -468,14 +446,14 @@ CASES = [
          check=label_conflict_recorded),
     Case("check/train photos copied into val, on_leakage=fail", "check", train_val_copy, runs="failed"),
     # COCO annotation files (items 1, 7)
-    Case("hf/COCO duplicate image ids", "hf", coco_edit(duplicate_image_id)),
-    Case("finetune/COCO duplicate image ids", "finetune", coco_edit(duplicate_image_id, "finetune")),
-    Case("check/COCO duplicate image ids", "check", coco_edit(duplicate_image_id, "check")),
-    Case("hf/COCO duplicate annotation ids", "hf", coco_edit(duplicate_annotation_id)),
-    Case("hf/COCO annotation without bbox", "hf", coco_edit(annotation_without_bbox), says=("bbox",)),
-    Case("finetune/COCO image without file_name", "finetune", coco_edit(image_without_file_name, "finetune"),
+    Case("hf/COCO duplicate image ids", "hf", coco_edit(break_duplicate_image_id)),
+    Case("finetune/COCO duplicate image ids", "finetune", coco_edit(break_duplicate_image_id, "finetune")),
+    Case("check/COCO duplicate image ids", "check", coco_edit(break_duplicate_image_id, "check")),
+    Case("hf/COCO duplicate annotation ids", "hf", coco_edit(break_duplicate_annotation_id)),
+    Case("hf/COCO annotation without bbox", "hf", coco_edit(break_missing_bbox), says=("bbox",)),
+    Case("finetune/COCO image without file_name", "finetune", coco_edit(break_missing_file_name, "finetune"),
          says=("file_name",)),
-    Case("hf/COCO bbox of three numbers", "hf", coco_edit(short_bbox), says=("four numbers",)),
+    Case("hf/COCO bbox of three numbers", "hf", coco_edit(break_short_bbox), says=("four numbers",)),
     Case("hf/COCO unknown category", "hf", coco_edit(unknown_category), says=("categories",)),
     Case("hf/COCO without annotations list", "hf", coco_edit(no_annotations_key), says=("missing top-level",)),
     Case("hf/COCO file that is not JSON", "hf", not_json, says=("not valid JSON",)),

@@ -3,6 +3,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import (
+    break_duplicate_annotation_id, break_duplicate_image_id, break_image_without_id, break_missing_bbox,
+    break_missing_file_name, break_short_bbox,
+)
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -151,36 +155,6 @@ def test_features_equal_the_hub_datasets_features_plus_iscrowd(coco_tiny_dir):
     added = {name: ours["objects"].pop(name) for name in coco.HUB_FORM_ADDITIONS}
     assert ours == hub
     assert added == {"iscrowd": datasets.List(datasets.Value("bool"))}
-
-
-def break_duplicate_image_id(data):
-    data["images"][1]["id"] = data["images"][0]["id"]
-    return f"images ids used more than once: {data['images'][0]['id']}"
-
-
-def break_duplicate_annotation_id(data):
-    data["annotations"][1]["id"] = data["annotations"][0]["id"]
-    return f"annotations ids used more than once: {data['annotations'][0]['id']}"
-
-
-def break_missing_bbox(data):
-    del data["annotations"][0]["bbox"]
-    return f"annotation id {data['annotations'][0]['id']} has no 'bbox'"
-
-
-def break_missing_file_name(data):
-    del data["images"][0]["file_name"]
-    return f"image id {data['images'][0]['id']} has no 'file_name'"
-
-
-def break_image_without_id(data):
-    del data["images"][2]["id"]
-    return "images[2] has no 'id'"
-
-
-def break_short_bbox(data):
-    data["annotations"][0]["bbox"] = [1, 2, 3]
-    return f"annotation {data['annotations'][0]['id']} has bbox [1, 2, 3]"
 
 
 @pytest.mark.parametrize("breakage", [break_duplicate_image_id, break_duplicate_annotation_id, break_missing_bbox,
