@@ -164,9 +164,9 @@ class RequestCounter:
 
 
 def timed(label: str, work):
-    """Run ``work()``, print ``label: <seconds> s``; return (its result, the seconds)."""
+    """Run ``work()``, print the label and its seconds in aligned columns; return (its result, the seconds)."""
     started = time.perf_counter()
     result = work()
     seconds = time.perf_counter() - started
-    print(f"{label}: {seconds:.2f} s", flush=True)
+    print(f"{label:<58} {seconds:8.2f} s", flush=True)
     return result, seconds

@@ -21,27 +21,18 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_PHOTOS, TRANSFORMS, build_folder, build_leaky_splits, same_picture  # noqa: E402
+from bench.common import SHARED_PHOTOS, TRANSFORMS, build_folder, build_leaky_splits, same_picture, timed  # noqa: E402
 from image_lineage.dataset_check import source_images  # noqa: E402
 from image_lineage.image_pass import read_images  # noqa: E402
 from image_lineage.perceptual import DEFAULT_THRESHOLD, pairs_within  # noqa: E402
 from image_lineage.quality import find_pairs  # noqa: E402
 from image_lineage.source_kinds import LoadOptions  # noqa: E402
-
-
-def timed(label: str, work):
-    started = time.perf_counter()
-    result = work()
-    seconds = time.perf_counter() - started
-    print(f"{label:<58} {seconds:8.2f} s", flush=True)
-    return seconds, result
 
 
 def hash_speed(files: list[str]) -> None:
@@ -57,8 +48,8 @@ def hash_speed(files: list[str]) -> None:
                 imagehash.phash(image)
 
     os.environ["IMAGE_LINEAGE_CACHE_DIR"] = "off"
-    theirs, _ = timed(f"(a) imagehash.phash, {len(files)} photos", baseline)
-    ours, _ = timed("(a) ours: image pass with perceptual hashes (x3 per photo)",
+    _, theirs = timed(f"(a) imagehash.phash, {len(files)} photos", baseline)
+    _, ours = timed("(a) ours: image pass with perceptual hashes (x3 per photo)",
                     lambda: read_images(files, "structure", cache=False, perceptual=True))
     print(f"    {len(files) / theirs:.0f} vs {len(files) / ours:.0f} images/s: ratio = {theirs / ours:.1f}   (goal >= 3)")
 
@@ -71,7 +62,7 @@ def pair_speed(count: int, threshold: int) -> None:
     for i in range(planted):  # hash 2i+1 is hash 2i with up to `threshold` bits flipped
         flips = rng.choice(64, size=i % (threshold + 1), replace=False)
         hashes[2 * i + 1] = hashes[2 * i] ^ np.uint64(sum(1 << int(f) for f in flips))
-    seconds, (a, b, _) = timed(f"(b) all pairs within {threshold} bits among {count:,} hashes",
+    (a, b, _), seconds = timed(f"(b) all pairs within {threshold} bits among {count:,} hashes",
                                lambda: pairs_within(hashes, hashes, threshold, same=True))
     found = {(int(x), int(y)) for x, y in zip(a, b)}
     print(f"    {len(found)} pairs, {sum((2 * i, 2 * i + 1) in found for i in range(planted))}/{planted} planted found   "
@@ -84,8 +75,8 @@ def check_speed(folder: Path) -> None:
     def check():
         return find_pairs(source_images(str(folder), LoadOptions(perceptual=True)))
 
-    cold, report = timed("(c) whole check of the 2,000-image folder, cold", check)
-    warm, _ = timed("(c) the same, warm (hashes cached)", check)
+    report, cold = timed("(c) whole check of the 2,000-image folder, cold", check)
+    _, warm = timed("(c) the same, warm (hashes cached)", check)
     print(f"    status {report.status}, {len(report.pairs)} pairs; cold/warm = {cold / warm:.0f}")
 
 
