@@ -156,10 +156,11 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
     combined = hf_dataset.combined_digest(digests)
     run = mlflow.active_run()
     holder = find_holder(combined, run.info.experiment_id) if request.snapshot == "reuse" else None
+    linked = link_tags(holder) if holder else None
     datasets, archives = {}, {}
     with tempfile.TemporaryDirectory(prefix="coco_finetune_") as staging:
         root = Path(staging)
-        snapshot_uri = link_tags(holder)[TAG_SNAPSHOT_URI] if holder else f"runs:/{run.info.run_id}/coco"
+        snapshot_uri = linked[TAG_SNAPSHOT_URI] if linked else f"runs:/{run.info.run_id}/coco"
         for role, index in indexes.items():
             datasets[role] = log_split_input(request, role, index, digests[role], quality_status, snapshot_uri)
             archive_sha256 = stage_split_files(request, role, index, root, with_data=holder is None)
@@ -170,7 +171,7 @@ def log_dataset(request: FinetuneRequest, indexes: dict[str, coco.CocoIndex], ma
     if holder:
         LOGGER.info("digest %s already stored by run %s: images not uploaded again", combined[:12], holder.info.run_id)
         mark_shared(holder)
-    snapshot_tags = link_tags(holder) if holder else {**holder_tags(combined, run.info.run_id, "coco"), **archives}
+    snapshot_tags = linked or {**holder_tags(combined, run.info.run_id, "coco"), **archives}
     ignored = sum(len(index.ignored) for index in indexes.values())
     remote = {TAG_SOURCE_URI: request.data_dir} if is_object_uri(request.data_dir) else {}
     mlflow.set_tags({TAG_DIGEST: combined, TAG_IGNORED: str(ignored), **snapshot_tags, **remote,
@@ -184,7 +185,7 @@ def log_split_input(request, role: str, index: coco.CocoIndex, digest: str, qual
     its source naming where the files are stored (``snapshot_uri``); returns the MLflow dataset."""
     context = "training" if role == "train" else "validation"
     if request.input == "hf":
-        loaded = load_index(index, role)
+        loaded = load_index(index, role, digest)
         loaded.mlflow_source.snapshot_uri = snapshot_uri
         return hf_dataset.log_split_input(loaded, "coco", context, quality_status)
     table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"], "height": i["height"],

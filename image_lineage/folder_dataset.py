@@ -121,11 +121,12 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             quality_status, quality_metrics, quality_tags = (
                 check_version(run, manifest, request, holder, snapshot) if checking else (None, {}, {}))
             reports = version_reports(manifest, diff, remote)
+            reports_tag = reports_digest(reports)
             if holder:
                 LOGGER.info("digest %s already stored by run %s: files not uploaded again", manifest.digest[:12], snapshot)
                 pool.submit(mark_shared, holder)
                 snapshot_tags = link_tags(holder)
-                if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_digest(reports):  # another folder or base
+                if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag:  # another folder or diff base
                     upload_reports(reports)
             else:
                 stored_at, archive_sha256 = log_version_files(manifest, reports, request, dataset_version)
@@ -135,7 +136,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
             input_logged = pool.submit(log_dataset_input, run.info.run_id, manifest, request.dataset_name, source,
                                        quality_status)
             params, metrics, tags = summary
-            tags[TAG_REPORTS_DIGEST] = reports_digest(reports)
+            tags[TAG_REPORTS_DIGEST] = reports_tag
             log_values(run, params, {**metrics, **quality_metrics}, {**tags, **quality_tags, **snapshot_tags})  # one request
             input_logged.result()
     run_id = run.info.run_id

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import mlflow
 from mlflow.data.huggingface_dataset import HuggingFaceDataset
-from mlflow.entities import RunTag
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -37,8 +36,8 @@ from image_lineage.dataset_check import check_in_run
 from image_lineage.object_store import is_object_uri
 from image_lineage.plots import plot_class_counts
 from image_lineage.profiles import with_profile
-from image_lineage.snapshot import find_holder, link_tags, mark_shared
 from image_lineage.quality import require_on_leakage
+from image_lineage.snapshot import find_holder, link_tags, mark_shared
 from image_lineage.source_kinds import SPLIT_CHOICES, LoadedSplit, LoadOptions, kind_of, reload_split, resolve_targets
 from image_lineage.source_kinds.base import dataset_name_of, passed_over_folders
 from image_lineage.tracking import log_values, schema_hints_silenced, start_run, upload_folder
@@ -113,18 +112,18 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
         for loaded in splits:
             log_split_input(loaded, name, request.context, quality.status if quality else None)
         log_split_files(splits)
-        log_split_summary(run, splits, request.source, passed_over)
-        link_stored_files(run, combined_digest({s.split: s.digest for s in splits}))
+        log_split_summary(run, splits, request.source, passed_over, stored_files_tags(run, splits))
     return run.info.run_id, splits
 
 
-def link_stored_files(run: mlflow.ActiveRun, digest: str) -> None:
+def stored_files_tags(run: mlflow.ActiveRun, splits: list[LoadedSplit]) -> dict[str, str]:
     """This run stores no images; when a run on the server holds the files of the same digest (a folder
-    version, a ``coco_finetune`` dataset), record where they are (:mod:`image_lineage.snapshot`)."""
-    holder = find_holder(digest, run.info.experiment_id)
-    if holder:
-        mark_shared(holder)
-        mlflow.MlflowClient().log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in link_tags(holder).items()])
+    version, a ``coco_finetune`` dataset), the tags that say where they are (:mod:`image_lineage.snapshot`)."""
+    holder = find_holder(combined_digest({s.split: s.digest for s in splits}), run.info.experiment_id)
+    if holder is None:
+        return {}
+    mark_shared(holder)
+    return link_tags(holder)
 
 
 class ContentDigestDataset(HuggingFaceDataset):
@@ -211,8 +210,10 @@ def metric_key(split: str, kind: str, name: str) -> str:
     return f"{split}/{kind}_{safe}"
 
 
-def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: str, passed_over: list[dict]) -> None:
-    """Params, metrics and tags in one ``log_batch``; ``passed_over``: folders of the source not logged."""
+def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: str, passed_over: list[dict],
+                      extra_tags: dict[str, str]) -> None:
+    """Params, metrics and tags (``extra_tags`` too) in one ``log_batch``; ``passed_over``: folders of the
+    source not logged."""
     names = list(dict.fromkeys(n for s in splits for n in s.class_counts))  # label order, first split first
     params = {
         "num_rows": str(sum(len(s.dataset) for s in splits)),
@@ -232,7 +233,7 @@ def log_split_summary(run: mlflow.ActiveRun, splits: list[LoadedSplit], source: 
     tags[TAG_IGNORED] = str(sum(len(s.ignored) for s in splits))
     if passed_over:
         tags[TAG_SKIPPED_FOLDERS] = json.dumps(passed_over)
-    log_values(run, params, metrics, tags)
+    log_values(run, params, metrics, {**tags, **extra_tags})
 
 
 def log_split_files(splits: list[LoadedSplit]) -> None:

@@ -369,13 +369,20 @@ class RecordCache:
             # a folder's last scan as a whole (image_lineage.manifest): one row read instead of a row per file
             db.execute("CREATE TABLE IF NOT EXISTS scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)")
 
+    @staticmethod
+    def folder() -> Path | None:
+        """Where the project caches what it learned (``$IMAGE_LINEAGE_CACHE_DIR``, default
+        ``~/.cache/image_lineage``); None when the variable says ``off``."""
+        folder = os.environ.get(RecordCache.ENV) or str(Path.home() / ".cache" / "image_lineage")
+        return None if folder.lower() == "off" else Path(folder)
+
     @classmethod
     def default(cls) -> "RecordCache | None":
-        folder = os.environ.get(cls.ENV) or str(Path.home() / ".cache" / "image_lineage")
-        if folder.lower() == "off":
+        folder = cls.folder()
+        if folder is None:
             return None
         try:
-            return cls(Path(folder) / cls.FILE)
+            return cls(folder / cls.FILE)
         except (OSError, sqlite3.Error) as exc:  # a read-only home must not stop logging
             LOGGER.warning("image record cache disabled (%s): %s", folder, exc)
             return None

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from image_lineage.core import LineageError
+from image_lineage.image_pass import RecordCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -140,10 +141,9 @@ def what_is_there(client, bucket: str, prefix: str) -> str:
 
 
 def mirror_root() -> Path:
-    folder = os.environ.get("IMAGE_LINEAGE_CACHE_DIR") or str(Path.home() / ".cache" / "image_lineage")
-    if folder.lower() == "off":
-        return Path(tempfile.mkdtemp(prefix="image_lineage_s3_"))
-    return Path(folder) / "s3"
+    """Mirrors live beside the image record cache (a temporary folder when that cache is off)."""
+    folder = RecordCache.folder()
+    return folder / "s3" if folder else Path(tempfile.mkdtemp(prefix="image_lineage_s3_"))
 
 
 @dataclass

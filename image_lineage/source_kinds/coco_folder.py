@@ -51,9 +51,10 @@ class CocoFolder(SourceKind):
         return self.load_split(handle.split, handle, options)
 
 
-def load_index(index: coco.CocoIndex, split: str | None = None) -> LoadedSplit:
-    """A checked COCO index (a whole split, or a part held out of one) as a split to log."""
-    digest, counts = coco.compute_coco_digest(index), coco.instances_per_category(index)
+def load_index(index: coco.CocoIndex, split: str | None = None, digest: str | None = None) -> LoadedSplit:
+    """A checked COCO index (a whole split, or a part held out of one) as a split to log; ``digest``: its
+    :func:`coco.compute_coco_digest` when the caller has it already."""
+    digest, counts = digest or coco.compute_coco_digest(index), coco.instances_per_category(index)
     return LoadedSplit(
         split or index.split.split, coco.coco_to_hf(index), digest, counts, "instances", None,
         CocoDatasetSource.from_split(index.split), index.ignored, coco.validation_report(index),
