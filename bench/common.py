@@ -163,6 +163,31 @@ class RequestCounter:
         return "\n".join(lines)
 
 
+def wait_until_idle(pid: int, busy_below: float = 0.05, timeout_s: float = 90.0) -> float:
+    """Wait until the process ``pid`` and its children use less than ``busy_below`` of a CPU over a second;
+    return the seconds waited. A fresh ``mlflow server`` keeps both cores of a small machine busy for ~10 s
+    after it answers (its job runner starts its workers): timings taken then measure that, not us."""
+    import psutil
+
+    started = time.monotonic()
+    root = psutil.Process(pid)
+
+    def cpu_seconds() -> float:
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    while time.monotonic() - started < timeout_s:
+        before = cpu_seconds()
+        time.sleep(1.0)
+        if cpu_seconds() - before < busy_below:
+            break
+    return time.monotonic() - started
+
+
 def timed(label: str, work):
     """Run ``work()``, print the label and its seconds in aligned columns; return (its result, the seconds)."""
     started = time.perf_counter()

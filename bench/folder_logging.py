@@ -33,7 +33,7 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_PHOTOS, RequestCounter, build_folder  # noqa: E402
+from bench.common import SHARED_PHOTOS, RequestCounter, build_folder, wait_until_idle  # noqa: E402
 from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
 from image_lineage.local_server import LocalServer  # noqa: E402
 from image_lineage.manifest import scan_version  # noqa: E402
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'(d) dvc add --no-commit':<48} {dvc_seconds:8.2f} s  (of which {dvc_startup:.2f} s is dvc's start-up)")
         requests = RequestCounter()
         with LocalServer(Path(tmp) / "server", workers=None) as server:  # a plain `mlflow server`
+            print(f"server idle after {wait_until_idle(server.process.pid):.0f} s", flush=True)
             configure_tracking(server.uri)
             with requests.phase("(a) homework loop"):
                 a = timed("(a) homework loop, one log_artifact per image", lambda: homework_loop(version_dir, "bench_homework"))

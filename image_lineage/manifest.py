@@ -22,7 +22,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from image_lineage.core import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, DatasetError
-from image_lineage.image_pass import ImageFacts, RecordCache, read_images, stat_key
+from image_lineage.image_pass import ImageFacts, RecordCache, gc_paused, read_images
 
 LOGGER = logging.getLogger(__name__)
 
@@ -135,7 +135,13 @@ def scan_version(
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise DatasetError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}.")
-    version_dir = Path(version_dir)
+    with gc_paused():
+        return scan_folder(Path(version_dir), on_bad_image, root, use_cache, image_check, perceptual)
+
+
+def scan_folder(version_dir: Path, on_bad_image: str, root: str | Path | None, use_cache: bool, image_check: str,
+                perceptual: bool) -> Manifest:
+    """:func:`scan_version`'s work."""
     root = Path(root) if root is not None else version_dir.parent
     folder = os.path.abspath(version_dir)
     candidates, ignored, classes = collect_candidates(Path(folder), root.resolve())
@@ -153,7 +159,8 @@ def scan_version(
     records = []
     for (rel_path, _), result in zip(candidates, results):
         if isinstance(result, ImageFacts):
-            records.append(ImageRecord(rel_path, rel_path.split("/", 1)[0], result.size, result.sha256, result.width, result.height))
+            records.append(record_from_row((rel_path, rel_path[:rel_path.index("/")], result.size, result.sha256,
+                                            result.width, result.height)))
         elif on_bad_image == "skip":
             LOGGER.warning("skipping bad image %s: %s", rel_path, result)
             ignored.append({"path": rel_path, "reason": result})
@@ -168,50 +175,75 @@ def scan_version(
             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})."
         )
     manifest = Manifest(str(version_dir), records, classes, ignored)
-    warn_empty_classes(manifest)
+    warn_empty_classes(manifest.version_dir, manifest.class_counts())
     manifest.digest = compute_digest(records)
     if state:
-        cache.store_scan(folder, state, json.dumps({"digest": manifest.digest, "ignored": ignored,
-                                                    "records": [astuple(r) for r in records]}))
+        # two JSON lines: what every re-scan needs, then the records, parsed only when asked for
+        head = {"digest": manifest.digest, "ignored": ignored, "counts": manifest.class_counts()}
+        cache.store_scan(folder, state, f"{json.dumps(head)}\n{json.dumps([astuple(r) for r in records])}")
     return manifest
 
 
 def scan_state(candidates, classes, ignored, *options) -> str | None:
     """A digest of everything a scan's result depends on: each file's stat key (path, size, mtime, inode),
     the folder's other entries and the options; None when a file vanished meanwhile."""
+    stat, lines = os.stat, []
     try:
-        keys = [stat_key(file) for _, file in candidates]
+        for _, file in candidates:  # stat_key's fields, one line a file (a repr of 20,000 tuples costs more)
+            st = stat(file)
+            lines.append(f"{file}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n")
     except OSError:
         return None
-    return hashlib.sha256(repr((keys, classes, ignored, options)).encode()).hexdigest()
+    lines.append(repr((classes, ignored, options)))
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def manifest_from_scan(version_dir: Path, classes: list[str], ignored: list[dict], remembered: str) -> Manifest:
     """The manifest a previous scan of the unchanged folder found (its skipped bad images said again)."""
-    result = json.loads(remembered)
-    for entry in result["ignored"][len(ignored):]:
+    head_line, _, records_line = remembered.partition("\n")
+    head = json.loads(head_line)
+    for entry in head["ignored"][len(ignored):]:
         LOGGER.warning("skipping bad image %s: %s", entry["path"], entry["reason"])
-    manifest = Manifest(str(version_dir), [record_from_row(row) for row in result["records"]], classes,
-                        result["ignored"], result["digest"])
-    warn_empty_classes(manifest)
+    manifest = RememberedManifest(str(version_dir), records_line, classes, head["ignored"], head["digest"], head["counts"])
+    warn_empty_classes(version_dir, head["counts"])
     return manifest
+
+
+class RememberedManifest(Manifest):
+    """A manifest from a previous scan whose records are made from the stored rows when first asked for: a
+    re-log that needs only the digest skips 20,000 records (~40 ms)."""
+
+    def __init__(self, version_dir: str, records_json: str, classes: list[str], ignored: list[dict], digest: str,
+                 counts: dict[str, int]):
+        self.version_dir, self.classes, self.ignored, self.digest = version_dir, classes, ignored, digest
+        self._records_json, self._records, self._counts = records_json, None, counts
+
+    def class_counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    @property
+    def records(self) -> list[ImageRecord]:
+        if self._records is None:
+            self._records = [record_from_row(row) for row in json.loads(self._records_json)]
+            self._records_json = None
+        return self._records
 
 
 RECORD_FIELDS = tuple(ImageRecord.__dataclass_fields__)
 
 
-def record_from_row(row: list) -> ImageRecord:
+def record_from_row(row: list | tuple) -> ImageRecord:
     """``ImageRecord(*row)`` at half the cost: a frozen dataclass sets each field through
-    ``object.__setattr__`` (50 ms for 20,000 records on a warm re-log); the instance is the same."""
+    ``object.__setattr__`` (50 ms for 20,000 records on a scan); the instance is the same."""
     record = object.__new__(ImageRecord)
     record.__dict__.update(zip(RECORD_FIELDS, row))
     return record
 
 
-def warn_empty_classes(manifest: Manifest) -> None:
-    for name, count in manifest.class_counts().items():
+def warn_empty_classes(version_dir: str | Path, counts: dict[str, int]) -> None:
+    for name, count in counts.items():
         if count == 0:
-            LOGGER.warning("class folder %s/%s holds no images: its count is 0", manifest.version_dir, name)
+            LOGGER.warning("class folder %s/%s holds no images: its count is 0", version_dir, name)
 
 
 def collect_candidates(version_dir: Path, root: Path) -> tuple[list[tuple[str, str]], list[dict], list[str]]:
@@ -234,7 +266,13 @@ def collect_candidates(version_dir: Path, root: Path) -> tuple[list[tuple[str, s
         check_class_name(Path(class_entry.path))
         classes.append(class_entry.name)
         for entry in sorted_entries(class_entry.path):
-            rel_path = f"{class_entry.name}/{entry.name}"
+            name = entry.name
+            rel_path = f"{class_entry.name}/{name}"
+            # the common case first, without a call: a plain file (not a link) with an image extension
+            if name[0] != "." and name[name.rfind("."):].lower() in IMAGE_EXTENSIONS and entry.is_file(
+                    follow_symlinks=False):
+                candidates.append((rel_path, entry.path))
+                continue
             reason = ignore_reason(entry, root)
             if reason:
                 ignored.append({"path": rel_path, "reason": reason})
@@ -298,10 +336,7 @@ def resolve_link(path: str) -> Path:
 def compute_digest(records: list[ImageRecord]) -> str:
     """sha256 over the sorted ``path, label, sha256`` lines: independent of order, mtime and location."""
     lines = sorted(f"{r.path}\t{r.label}\t{r.sha256}\n" for r in records)
-    digest = hashlib.sha256()
-    for line in lines:
-        digest.update(line.encode("utf-8"))
-    return digest.hexdigest()
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def diff_manifests(old: Manifest | None, new: Manifest) -> dict:

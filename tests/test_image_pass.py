@@ -173,3 +173,39 @@ def test_same_facts_on_this_thread_or_the_pool(catsdogs_dir, tmp_path, monkeypat
     monkeypatch.setattr(image_pass, "in_page_cache", lambda paths: False)
     pooled = read_images(files, "structure", cache=None)
     assert serial == pooled and isinstance(serial[-1], str) and all(isinstance(f, ImageFacts) for f in serial[:-1])
+
+
+def test_helper_processes_read_the_same_facts_once(catsdogs_dir, tmp_path, monkeypatch):
+    """Light reads shared with helper processes give what this thread gives, in order, bad files and PNG/GIF
+    included; each file is read once (the read log); a missing file raises as it would here."""
+    from image_lineage import image_pass
+
+    photos = sorted(catsdogs_dir.rglob("*.jpg"))[:60]
+    files = [str(p) for p in photos]
+    for name, data in (("cut.jpg", photos[0].read_bytes()[:500]), ("photo.png", png_of(photos[1].read_bytes())),
+                       ("photo.gif", encode(photos[2].read_bytes(), "GIF")), ("empty.jpg", b""),
+                       ("photo.webp", encode(photos[3].read_bytes(), "WEBP"))):  # PIL: the helper adds site-packages
+        (tmp_path / name).write_bytes(data)
+        files.insert(len(files) // 2, str(tmp_path / name))
+    serial = read_images(files, "structure", cache=None)
+    monkeypatch.setattr(image_pass, "PROCESS_MIN_SHARE", 10)
+    monkeypatch.setattr(image_pass, "usable_cpus", lambda: 3)  # two helpers, this machine's CPUs aside
+    log = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
+    helper = image_pass.HelperRead(files[:20], True, None)
+    assert helper.results() == [image_pass.read_light(f, True, None) for f in files[:20]] and helper.error is None
+    shared = read_images(files, "structure", cache=None)
+    assert shared == serial and sum(isinstance(f, str) for f in shared) == 2
+    assert sorted(log.read_text().splitlines()) == sorted(files)
+    with pytest.raises(FileNotFoundError, match="gone.jpg"):
+        image_pass.read_light_in_processes([str(tmp_path / "gone.jpg"), *files], True, None)
+
+
+def test_a_helper_that_fails_leaves_its_share_to_this_process(catsdogs_dir, monkeypatch):
+    from image_lineage import image_pass
+
+    files = sorted(str(p) for p in catsdogs_dir.rglob("*.jpg"))[:40]
+    monkeypatch.setattr(image_pass, "HELPER_SCRIPT", "/nonexistent/image_header.py")
+    helper = image_pass.HelperRead(files, True, None)
+    assert helper.results() == [image_pass.read_light(f, True, None) for f in files]
+    assert "exit 2" in helper.error and "nonexistent" in helper.error

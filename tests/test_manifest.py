@@ -223,7 +223,15 @@ def test_unchanged_folder_is_answered_by_its_last_scan_and_a_change_is_seen(tmp_
     monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
     first = mf.scan_version(root / "v1")
     again = mf.scan_version(root / "v1")
+    assert isinstance(again, mf.RememberedManifest) and again.class_counts() == first.class_counts()
     assert again.records == first.records and again.digest == first.digest and len(log.read_text().splitlines()) == 5
+    assert again.to_json() == first.to_json()
+    (root / "v1" / "bird").mkdir()  # an empty class folder: warned about by the remembered scan too
+    empty = mf.scan_version(root / "v1")
+    caplog.clear()
+    assert mf.scan_version(root / "v1").class_counts() == {**empty.class_counts(), "bird": 0}
+    assert "v1/bird holds no images" in caplog.text
+    (root / "v1" / "bird").rmdir()
     write_image(root / "v1" / "dog" / "dog_02.png", seed=999)
     changed = mf.scan_version(root / "v1")
     assert changed.digest != first.digest and len(log.read_text().splitlines()) == 6  # only that file read again
