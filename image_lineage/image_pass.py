@@ -121,7 +121,8 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
                 perceptual: bool = False) -> list[ImageFacts | str]:
     """Facts (or why-not strings) for every path, in order: from the cache where the file is unchanged
     and was checked at least as deeply as ``check`` asks (and, with ``perceptual``, its perceptual hashes
-    are known), else read on a thread pool.
+    are known), else read: light checks of files in the page cache by :func:`read_light_in_processes`, the
+    rest on a thread pool (see WORKERS).
 
     ``cache``: True for the default cache (:meth:`RecordCache.default`), a cache, or None/False for none.
     """

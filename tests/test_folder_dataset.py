@@ -7,6 +7,7 @@ from helpers import artifact_paths, build_real_versions, build_tree, dataset_met
 
 from image_lineage.core import TAG_DIGEST, TAG_SNAPSHOT, DatasetError
 from image_lineage.folder_dataset import FolderVersionRequest, derive_dataset_version, log_folder_version
+from image_lineage.manifest import scan_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):
@@ -150,3 +151,16 @@ def test_failure_during_logging_leaves_run_failed(bundled_images, experiment_nam
     runs = mlflow.search_runs(experiment_names=[experiment_name])
     assert list(runs["status"]) == ["FAILED"]
     assert TAG_DIGEST not in runs.columns or runs[f"tags.{TAG_DIGEST}"].isna().all()
+
+
+def test_manifest_schema_is_what_mlflow_infers(catsdogs_dir):
+    """The dataset input's schema is given, not inferred (speed): it must be what MLflow infers."""
+    import pandas as pd
+    from mlflow.types.utils import _infer_schema
+
+    from image_lineage.folder_dataset import MANIFEST_SCHEMA
+    from image_lineage.tracking import schema_hints_silenced
+
+    table = pd.DataFrame([vars(r) for r in scan_version(catsdogs_dir).records])
+    with schema_hints_silenced():
+        assert _infer_schema(table) == MANIFEST_SCHEMA
