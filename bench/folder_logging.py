@@ -1,12 +1,13 @@
 """Folder-version logging: our logging vs the homework's one-upload-per-image loop, and our digest vs dvc.
 
 Builds a 2,000-image version folder (real photos from ../shared/data/catsdogs, re-encoded with a unique
-stamp so every file differs), starts a local ``mlflow server`` and times, in this one run (printing the
-HTTP requests each phase sent, with their mean latency):
+stamp so every file differs), starts a local ``mlflow server`` and times, in this one run, each phase
+starting on a quiet machine (disk synced, server idle), printing the HTTP requests each phase sent, with
+their mean latency:
 
   (a) the homework loop: one ``mlflow.log_artifact`` per image, plus its params and metrics;
   (b) ``log_folder_version``, first time (samples + one archive + manifest, diff, chart, dataset input);
-  (c) ``log_folder_version`` again on the unchanged folder (idempotent re-log), 5 times, the median;
+  (c) ``log_folder_version`` again on the unchanged folder (idempotent re-log), 9 times, the median;
   (d) our digest alone (``scan_version``) against ``dvc add --no-commit`` on the same folder, with
       ``image_check=structure`` (the default: every file checked whole while it is hashed) and ``none``
       (header only), each the best of 3 cold scans; and ``decode`` (every image decoded) in images/s.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -59,6 +61,13 @@ def ours(data_dir: Path, experiment: str) -> None:
     log_folder_version(FolderVersionRequest(data_dir=str(data_dir), version="v1", experiment_name=experiment))
 
 
+def quiet(server: LocalServer) -> float:
+    """Start each phase on a quiet machine: the writes of the phase before on disk (the server's sqlite
+    commits wait on the disk's queue otherwise), the server idle. Returns the seconds waited."""
+    os.sync()
+    return wait_until_idle(server.process.pid)
+
+
 def timed(label: str, work) -> float:
     started = time.perf_counter()
     work()
@@ -90,7 +99,7 @@ def dvc_add_seconds(dvc: Path, repo: Path, folder: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--relogs", type=int, default=5, help="unchanged re-logs timed (the ratio uses their median)")
+    parser.add_argument("--relogs", type=int, default=9, help="unchanged re-logs timed (the ratio uses their median)")
     parser.add_argument("--photos", type=Path, default=SHARED_PHOTOS)
     parser.add_argument("--dvc-venv", type=Path, default=Path.home() / ".cache" / "image_lineage" / "dvc-venv")
     args = parser.parse_args(argv)
@@ -111,12 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'(d) dvc add --no-commit':<48} {dvc_seconds:8.2f} s  (of which {dvc_startup:.2f} s is dvc's start-up)")
         requests = RequestCounter()
         with LocalServer(Path(tmp) / "server", workers=None) as server:  # a plain `mlflow server`
-            print(f"server idle after {wait_until_idle(server.process.pid):.0f} s", flush=True)
+            print(f"server idle after {quiet(server):.0f} s", flush=True)
             configure_tracking(server.uri)
             with requests.phase("(a) homework loop"):
                 a = timed("(a) homework loop, one log_artifact per image", lambda: homework_loop(version_dir, "bench_homework"))
+            quiet(server)
             with requests.phase("(b) first log"):
                 b = timed("(b) log_folder_version, first time", lambda: ours(repo / "data", "bench_ours"))
+            quiet(server)
             relogs = []
             for attempt in range(args.relogs):
                 with requests.phase(f"(c) re-log {attempt + 1}"):

@@ -107,47 +107,69 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
         raise DatasetError("max_samples_per_class must be 0 or more.")
     require_on_leakage(request.on_leakage)
     require_snapshot_choice(request.snapshot)
-    checking = request.quality_check == "on"
-    manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check, perceptual=checking)
+    # Requests to a tracking server take ~10-20 ms each on a small machine, so none waits on another
+    # without need: the experiment is looked up while the folder is read, the holder search runs while the
+    # run is created, and the dataset input is built and sent while params and metrics are written.
+    with ThreadPoolExecutor(2) as pool:
+        experiment = pool.submit(resolve_experiment_id, request.experiment_name)
+        manifest, diff, all_classes = read_version(data_dir, request)  # a bad folder stops here: no run
+        version = VersionToLog(request, version_dir, dataset_version, remote, manifest, diff, all_classes)
+        return log_version_run(version, experiment.result(), pool)
+
+
+@dataclass
+class VersionToLog:
+    request: FolderVersionRequest
+    version_dir: Path
+    dataset_version: str
+    remote: Mirror | None
+    manifest: mf.Manifest
+    diff: dict
+    all_classes: list[str]
+
+
+def read_version(data_dir: str | Path, request: FolderVersionRequest) -> tuple[mf.Manifest, dict, list[str]]:
+    """(the version's manifest, its diff against the nearest earlier version, every class of every version)."""
+    manifest = mf.scan_version(Path(data_dir) / request.version, request.on_bad_image, image_check=request.image_check,
+                               perceptual=request.quality_check == "on")
     old_manifest, passed_over = mf.scan_previous_version(data_dir, request.version)
     diff = mf.diff_manifests(old_manifest, manifest)
     if passed_over:
         diff["skipped_versions"] = passed_over  # in diff.json: why the diff base is not the folder just before
-    all_classes = all_class_names(data_dir)
+    return manifest, diff, all_class_names(data_dir)
 
-    run_name = request.run_name or f"image_{request.version}"
-    experiment_id = resolve_experiment_id(request.experiment_name)
-    # Requests to a tracking server take ~10-20 ms each on a small machine: the holder search runs while
-    # the run is created, and the dataset input is built and sent while params and metrics are written.
-    with ThreadPoolExecutor(2) as pool:
-        holder_search = pool.submit(find_holder, manifest.digest, experiment_id) if request.snapshot == "reuse" else None
-        with start_run(run_name=run_name, experiment_id=experiment_id) as run:
-            holder = holder_search.result() if holder_search else None
-            snapshot = holder.info.run_id if holder else None
-            # before the files: with on_leakage=fail the run stops here, its report logged
-            quality_status, quality_metrics, quality_tags = (
-                check_version(run, manifest, request, holder, snapshot) if checking else (None, {}, {}))
-            reports = version_reports(manifest, diff, remote)
-            reports_tag = reports_digest(reports)
-            if holder:
-                LOGGER.info("digest %s already stored by run %s: files not uploaded again", manifest.digest[:12], snapshot)
-                pool.submit(mark_shared, holder)
-                snapshot_tags = link_tags(holder)
-                if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag:  # another folder or diff base
-                    upload_reports(reports)
-            else:
-                stored_at, archive_sha256 = log_version_files(manifest, reports, request, dataset_version)
-                snapshot_tags = holder_tags(manifest.digest, run.info.run_id, stored_at, archive_sha256)
-            params, metrics, tags = version_summary(manifest, all_classes, diff, request.dataset_name, dataset_version)
-            tags[TAG_REPORTS_DIGEST] = reports_tag
-            # one request, sent first: the server writes it while this thread builds the dataset input
-            summary_logged = pool.submit(log_values, run, params, {**metrics, **quality_metrics},
-                                         {**tags, **quality_tags, **snapshot_tags})
-            source = dataset_source(version_dir, remote, snapshot_tags[TAG_SNAPSHOT_URI])
-            log_dataset_input(run.info.run_id, manifest, request.dataset_name, source, quality_status)
-            summary_logged.result()
-    run_id = run.info.run_id
-    return LoggedVersion(run_id, manifest.digest, snapshot, manifest, diff)
+
+def log_version_run(version: VersionToLog, experiment_id: str, pool: ThreadPoolExecutor) -> LoggedVersion:
+    """The version's run: files uploaded, or linked to the run that holds them; summary and dataset input."""
+    request, manifest = version.request, version.manifest
+    holder_search = pool.submit(find_holder, manifest.digest, experiment_id) if request.snapshot == "reuse" else None
+    with start_run(run_name=request.run_name or f"image_{request.version}", experiment_id=experiment_id) as run:
+        holder = holder_search.result() if holder_search else None
+        snapshot = holder.info.run_id if holder else None
+        # before the files: with on_leakage=fail the run stops here, its report logged
+        quality_status, quality_metrics, quality_tags = (
+            check_version(run, manifest, request, holder, snapshot) if request.quality_check == "on" else (None, {}, {}))
+        reports = version_reports(manifest, version.diff, version.remote)
+        reports_tag = reports_digest(reports)
+        if holder:
+            LOGGER.info("digest %s already stored by run %s: files not uploaded again", manifest.digest[:12], snapshot)
+            pool.submit(mark_shared, holder)
+            snapshot_tags = link_tags(holder)
+            if holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag:  # another folder or diff base
+                upload_reports(reports)
+        else:
+            stored_at, archive_sha256 = log_version_files(manifest, reports, request, version.dataset_version)
+            snapshot_tags = holder_tags(manifest.digest, run.info.run_id, stored_at, archive_sha256)
+        params, metrics, tags = version_summary(manifest, version.all_classes, version.diff, request.dataset_name,
+                                                version.dataset_version)
+        tags[TAG_REPORTS_DIGEST] = reports_tag
+        # one request, sent first: the server writes it while this thread builds the dataset input
+        summary_logged = pool.submit(log_values, run, params, {**metrics, **quality_metrics},
+                                     {**tags, **quality_tags, **snapshot_tags})
+        source = dataset_source(version.version_dir, version.remote, snapshot_tags[TAG_SNAPSHOT_URI])
+        log_dataset_input(run.info.run_id, manifest, request.dataset_name, source, quality_status)
+        summary_logged.result()
+    return LoggedVersion(run.info.run_id, manifest.digest, snapshot, manifest, version.diff)
 
 
 def check_version(run, manifest: mf.Manifest, request: FolderVersionRequest, earlier,
