@@ -154,7 +154,10 @@ def scan_folder(version_dir: Path, on_bad_image: str, root: str | Path | None, u
     state = scan_state(candidates, classes, ignored, on_bad_image, image_check, perceptual) if cache else None
     remembered = cache.scan_result(folder, state) if state else None
     if remembered:  # not one file changed since the last scan with these options: its result stands
-        return manifest_from_scan(version_dir, classes, ignored, remembered)
+        try:
+            return manifest_from_scan(version_dir, classes, ignored, remembered)
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged row: scan as if it were not there
+            LOGGER.debug("scan cache row for %s unreadable (%r): scanning again", folder, exc)
     results = read_images([file for _, file in candidates], image_check, cache=cache, perceptual=perceptual)
     records = []
     for (rel_path, _), result in zip(candidates, results):
@@ -184,6 +187,9 @@ def scan_folder(version_dir: Path, on_bad_image: str, root: str | Path | None, u
     return manifest
 
 
+SCAN_MEMO_FORMAT = 2  # in the state digest: a scan stored in another layout is never looked up
+
+
 def scan_state(candidates, classes, ignored, *options) -> str | None:
     """A digest of everything a scan's result depends on: each file's stat key (path, size, mtime, inode),
     the folder's other entries and the options; None when a file vanished meanwhile."""
@@ -194,7 +200,7 @@ def scan_state(candidates, classes, ignored, *options) -> str | None:
             lines.append(f"{file}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n")
     except OSError:
         return None
-    lines.append(repr((classes, ignored, options)))
+    lines.append(repr((SCAN_MEMO_FORMAT, classes, ignored, options)))
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -1,3 +1,4 @@
+import logging
 import os
 import random
 import shutil
@@ -232,6 +233,12 @@ def test_unchanged_folder_is_answered_by_its_last_scan_and_a_change_is_seen(tmp_
     assert mf.scan_version(root / "v1").class_counts() == {**empty.class_counts(), "bird": 0}
     assert "v1/bird holds no images" in caplog.text
     (root / "v1" / "bird").rmdir()
+    mf.scan_version(root / "v1")
+    with RecordCache.default().connect() as db:  # a damaged row is scanned past, not trusted or fatal
+        db.execute("UPDATE scans SET result = 'not json'")
+    with caplog.at_level(logging.DEBUG, logger="image_lineage.manifest"):
+        assert mf.scan_version(root / "v1").records == first.records
+    assert "unreadable" in caplog.text
     write_image(root / "v1" / "dog" / "dog_02.png", seed=999)
     changed = mf.scan_version(root / "v1")
     assert changed.digest != first.digest and len(log.read_text().splitlines()) == 6  # only that file read again
