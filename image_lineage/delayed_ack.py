@@ -38,22 +38,23 @@ def acknowledge_at_once(sock) -> None:
             pass
 
 
-class QuickAckHTTPConnection(HTTPConnection):
-    """urllib3's connection, acknowledging each reply's first segment at once (see the module docstring)."""
+class QuickAck:
+    """Mixed into urllib3's connections: each reply's first segment is acknowledged at once."""
 
     replies = 0  # how many replies were read this way (tests check that MLflow's calls go through here)
 
     def getresponse(self, *args, **kwargs):
         acknowledge_at_once(self.sock)
-        type(self).replies += 1
+        QuickAck.replies += 1
         return super().getresponse(*args, **kwargs)
 
 
-class QuickAckHTTPSConnection(HTTPSConnection):
-    def getresponse(self, *args, **kwargs):
-        acknowledge_at_once(self.sock)
-        QuickAckHTTPConnection.replies += 1
-        return super().getresponse(*args, **kwargs)
+class QuickAckHTTPConnection(QuickAck, HTTPConnection):
+    pass
+
+
+class QuickAckHTTPSConnection(QuickAck, HTTPSConnection):
+    pass
 
 
 class QuickAckHTTPConnectionPool(HTTPConnectionPool):

@@ -14,14 +14,14 @@ pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP
 
 def test_mlflow_rest_calls_and_uploads_read_their_replies_with_quick_acks(server_uri, experiment_name, tmp_path):
     configure_tracking(server_uri)
-    before = delayed_ack.QuickAckHTTPConnection.replies
+    before = delayed_ack.QuickAck.replies
     mlflow.set_experiment(experiment_name)
     (tmp_path / "note.txt").write_text("hello")
     with mlflow.start_run() as run:
         mlflow.log_param("p", "1")
         mlflow.log_artifact(str(tmp_path / "note.txt"))
     # set-experiment, create, log-param, the upload, update: every reply went through the quick-ACK connection
-    assert delayed_ack.QuickAckHTTPConnection.replies - before >= 5
+    assert delayed_ack.QuickAck.replies - before >= 5
     logged = mlflow.MlflowClient().get_run(run.info.run_id)
     assert logged.data.params == {"p": "1"} and logged.info.status == "FINISHED"
     assert [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == ["note.txt"]
