@@ -112,7 +112,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     # run is created, and the dataset input is built and sent while params and metrics are written.
     with ThreadPoolExecutor(2) as pool:
         experiment = pool.submit(resolve_experiment_id, request.experiment_name)
-        manifest, diff, all_classes = read_version(data_dir, request)  # a bad folder stops here: no run
+        manifest, diff, all_classes = read_version(data_dir, version_dir, request)  # a bad folder stops here: no run
         version = VersionToLog(request, version_dir, dataset_version, remote, manifest, diff, all_classes)
         return log_version_run(version, experiment.result(), pool)
 
@@ -128,9 +128,10 @@ class VersionToLog:
     all_classes: list[str]
 
 
-def read_version(data_dir: str | Path, request: FolderVersionRequest) -> tuple[mf.Manifest, dict, list[str]]:
+def read_version(data_dir: str | Path, version_dir: Path, request: FolderVersionRequest
+                 ) -> tuple[mf.Manifest, dict, list[str]]:
     """(the version's manifest, its diff against the nearest earlier version, every class of every version)."""
-    manifest = mf.scan_version(Path(data_dir) / request.version, request.on_bad_image, image_check=request.image_check,
+    manifest = mf.scan_version(version_dir, request.on_bad_image, image_check=request.image_check,
                                perceptual=request.quality_check == "on")
     old_manifest, passed_over = mf.scan_previous_version(data_dir, request.version)
     diff = mf.diff_manifests(old_manifest, manifest)

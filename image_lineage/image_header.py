@@ -59,11 +59,16 @@ def light_facts(data: bytes, whole: bool) -> LightFacts | str:
     return (hashlib.sha256(data).hexdigest(), len(data), width, height, fmt)
 
 
-def read_light(path: str, whole: bool, read_log: str | None) -> LightFacts | str:
+def read_noted(path: str, read_log: str | None) -> bytes:
+    """The file's bytes, the read appended to ``read_log`` when one is given (see ``IMAGE_LINEAGE_READ_LOG``)."""
     data = read_file(path)
     if read_log:
         note_read(path, read_log)
-    return light_facts(data, whole)
+    return data
+
+
+def read_light(path: str, whole: bool, read_log: str | None) -> LightFacts | str:
+    return light_facts(read_noted(path, read_log), whole)
 
 
 def parse_header(data: bytes, whole: bool) -> tuple[str, int, int] | str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from image_lineage.core import IMAGE_CHECK_CHOICES, LineageError
-from image_lineage.image_header import light_facts, note_read, read_file, read_light
+from image_lineage.image_header import light_facts, read_light, read_noted
 from image_lineage.perceptual import perceptual_hashes
 
 LOGGER = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ def read_image(path: str | os.PathLike, check: str = "structure", read_log: str 
     """Read ``path`` once; return its facts, or a string that says why it is not a usable image.
 
     ``read_log``: a file to append the path to (see ``IMAGE_LINEAGE_READ_LOG``)."""
-    data = read_file(path)
-    if read_log:
-        note_read(path, read_log)
-    return image_facts(data, check, perceptual)
+    return image_facts(read_noted(path, read_log), check, perceptual)
 
 
 def image_facts(data: bytes, check: str = "structure", perceptual: bool = False) -> ImageFacts | str:
@@ -141,7 +138,7 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
             missing.append(index)
     read_log = os.environ.get(READ_LOG_ENV)
     wanted = [paths[i] for i in missing]
-    if check != "decode" and not perceptual and wanted and in_page_cache(wanted[::CHUNK]):
+    if check != "decode" and not perceptual and wanted and in_page_cache(wanted):
         found = [ImageFacts(*facts, check) if isinstance(facts, tuple) else facts
                  for facts in read_light_in_processes(wanted, check != "none", read_log)]
     else:
