@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage.coco import CocoIndex, CocoSplit  # noqa: E402
-from image_lineage.detection import COCO_METRICS, EVALUATORS, coco_bbox_stats, coco_ground_truth  # noqa: E402
+from image_lineage.data.coco.index import CocoIndex
+from image_lineage.data.coco.layout import CocoSplit
+from image_lineage.training.detection.engine import COCO_METRICS, EVALUATORS, coco_bbox_stats, coco_ground_truth
 
 
 def synthetic_index(images: int, rng: random.Random) -> CocoIndex:

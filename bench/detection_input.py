@@ -30,13 +30,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage import coco  # noqa: E402
-from image_lineage.detection_data import CocoDetectionDataset, collate  # noqa: E402
+from image_lineage.data.coco.index import CocoIndex, index_split
+from image_lineage.data.coco.layout import find_coco_splits
+from image_lineage.training.detection.data import CocoDetectionDataset, collate
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
 
 
-def common_loop(index: coco.CocoIndex, reference) -> int:
+def common_loop(index: CocoIndex, reference) -> int:
     """Per image: PIL -> JPEG bytes -> cv2.imdecode -> tensor; a target dict per annotation; batch 1."""
     count = 0
     for image in index.images:
@@ -55,7 +56,7 @@ def common_loop(index: coco.CocoIndex, reference) -> int:
     return count
 
 
-def our_loaders(indexes: list[coco.CocoIndex], batch_size: int, num_workers: int) -> list:
+def our_loaders(indexes: list[CocoIndex], batch_size: int, num_workers: int) -> list:
     """As coco_finetune builds them: one per split, batched, worker processes (if any) kept across epochs."""
     return [torch.utils.data.DataLoader(CocoDetectionDataset(index), batch_size=batch_size, num_workers=num_workers,
                                         collate_fn=collate, persistent_workers=num_workers > 0) for index in indexes]
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from pycocotools.coco import COCO
 
-    indexes = [coco.index_split(split) for split in coco.find_coco_splits(args.data_dir).values()]
+    indexes = [index_split(split) for split in find_coco_splits(args.data_dir).values()]
     with contextlib.redirect_stdout(io.StringIO()):
         references = [COCO(str(index.split.annotation_file)) for index in indexes]
     total = sum(len(index.images) for index in indexes)

@@ -1,7 +1,7 @@
 """Detection training throughput: images per second for one model, batch size and AMP setting.
 
 Trains on the COCO folder (default: ../shared/data/coco_tiny, 80 real train images) with the same engine
-as ``coco_finetune`` (``detection.train_one_epoch``), in an MLflow run with system metrics on, so a GPU
+as ``coco_finetune`` (``train_one_epoch``), in an MLflow run with system metrics on, so a GPU
 run also shows whether ``system/gpu_*`` metrics reached the run. Baseline: the same configuration with
 batch size 1 and AMP off (the common loop), measured in this same run.
 
@@ -24,27 +24,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage import coco, detection  # noqa: E402
-from image_lineage.cli import optional  # noqa: E402
-from image_lineage.coco import CategoryMapping  # noqa: E402
-from image_lineage.detection_data import CocoDetectionDataset, collate  # noqa: E402
+from image_lineage.data.coco.index import index_split
+from image_lineage.data.coco.layout import find_coco_splits
+from image_lineage.training.detection.engine import train_one_epoch
+from image_lineage.training.detection.models import MODELS, build_model, resolve_device
+from image_lineage.cli.arguments import optional
+from image_lineage.data.coco.index import CategoryMapping
+from image_lineage.training.detection.data import CocoDetectionDataset, collate
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
 
 
 def images_per_second(index, mapping, model_name, weights, batch_size, amp, device, epochs, image_size) -> float:
     torch.manual_seed(0)
-    model = detection.build_model(model_name, weights, mapping.num_classes, image_size).to(device)
+    model = build_model(model_name, weights, mapping.num_classes, image_size).to(device)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type) if amp else None
     loader = torch.utils.data.DataLoader(CocoDetectionDataset(index, mapping), batch_size=batch_size, shuffle=True,
                                          collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True)
-    detection.train_one_epoch(model, optimizer, loader, device, 0, scaler)  # warm-up: cuDNN autotune, allocator
+    train_one_epoch(model, optimizer, loader, device, 0, scaler)  # warm-up: cuDNN autotune, allocator
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        detection.train_one_epoch(model, optimizer, loader, device, epoch, scaler)
+        train_one_epoch(model, optimizer, loader, device, epoch, scaler)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return epochs * len(loader) * batch_size / (time.perf_counter() - started)
@@ -53,7 +56,7 @@ def images_per_second(index, mapping, model_name, weights, batch_size, amp, devi
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=COCO_TINY)
-    parser.add_argument("--model", default="fasterrcnn_resnet50_fpn", choices=sorted(detection.MODELS))
+    parser.add_argument("--model", default="fasterrcnn_resnet50_fpn", choices=sorted(MODELS))
     parser.add_argument("--weights", type=optional, default="none", help="none (random init) or DEFAULT (torchvision's, needs them cached)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--amp", choices=("on", "off"), default="on")
@@ -62,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=0, help="0: the model's default resize")
     parser.add_argument("--skip-baseline", action="store_true", help="only the given configuration")
     args = parser.parse_args(argv)
-    device = detection.resolve_device(args.device)
-    index = coco.index_split(coco.find_coco_splits(args.data_dir)["train"])
+    device = resolve_device(args.device)
+    index = index_split(find_coco_splits(args.data_dir)["train"])
     mapping = CategoryMapping.from_index(index)
     common = (args.model, args.weights)
     with tempfile.TemporaryDirectory() as tmp:

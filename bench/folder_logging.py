@@ -36,10 +36,11 @@ import mlflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_PHOTOS, RequestCounter, build_folder, wait_until_idle  # noqa: E402
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
-from image_lineage.local_server import LocalServer  # noqa: E402
-from image_lineage.manifest import scan_version  # noqa: E402
-from image_lineage.tracking import configure_tracking  # noqa: E402
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from tests.support.local_server import LocalServer
+from image_lineage.data.folders import scan_version
+from image_lineage.tracking._quick_ack import quick_acks  # noqa: E402
+from image_lineage.tracking.connection import configure_tracking
 
 def homework_loop(version_dir: Path, experiment: str) -> None:
     """What the assignment's notebook does: every image uploaded on its own."""
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         dvc_seconds, dvc_startup = dvc_add_seconds(ensure_dvc(args.dvc_venv), repo, "data/v1")
         print(f"{'(d) dvc add --no-commit':<48} {dvc_seconds:8.2f} s  (of which {dvc_startup:.2f} s is dvc's start-up)")
         requests = RequestCounter()
-        with LocalServer(Path(tmp) / "server", workers=None) as server:  # a plain `mlflow server`
+        # a plain `mlflow server`; quick ACKs as the command line runs its work (the homework loop's too, as before)
+        with LocalServer(Path(tmp) / "server", workers=None) as server, quick_acks():
             print(f"server idle after {quiet(server):.0f} s", flush=True)
             configure_tracking(server.uri)
             with requests.phase("(a) homework loop"):

@@ -83,14 +83,22 @@ def load_form(form: str, data: Path):
 
 def child(form: str, variant: str, data: Path, tracking_uri: str) -> None:
     """Log one variant; print {"seconds", "peak_mb", "requests"} as JSON."""
-    import mlflow
-
-    from image_lineage import hf_dataset
-    from image_lineage.manifest import scan_version
-    from image_lineage.tracking import configure_tracking, schema_hints_silenced
+    from image_lineage.tracking._quick_ack import quick_acks
+    from image_lineage.tracking.connection import configure_tracking
 
     logging.basicConfig(level=logging.WARNING)
     configure_tracking(tracking_uri)
+    with quick_acks():  # as the command line runs its work (both variants)
+        log_variant(form, variant, data)
+
+
+def log_variant(form: str, variant: str, data: Path) -> None:
+    import mlflow
+
+    from image_lineage.data.arrow_digest import compute_arrow_digest
+    from image_lineage.data.folders import scan_version
+    from image_lineage.tracking.datasets import ContentDigestDataset, schema_hints_silenced
+
     mlflow.set_experiment(f"bench_hf_{form}")
     dataset = load_form(form, data)
     if variant == "ours_warm":  # the folder was scanned before (e.g. by log_folder_dataset): warm hash cache
@@ -105,9 +113,9 @@ def child(form: str, variant: str, data: Path, tracking_uri: str) -> None:
             logged = mlflow.data.from_huggingface(dataset, targets="label", name=form)
         else:
             # imagefolder rows are file paths: the manifest digest (cold, no hash cache) reads every file
-            digest = (hf_dataset.compute_arrow_digest(dataset) if form == "arrow_embedded"
+            digest = (compute_arrow_digest(dataset) if form == "arrow_embedded"
                       else scan_version(data / "v1", use_cache=variant == "ours_warm").digest)
-            logged = hf_dataset.ContentDigestDataset(
+            logged = ContentDigestDataset(
                 ds=dataset, targets="label", name=form, digest=digest[:32],
                 source=mlflow.data.huggingface_dataset_source.HuggingFaceDatasetSource(path=form),
             )
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         child(form, variant, Path(data), uri)
         return
 
-    from image_lineage.local_server import LocalServer
+    from tests.support.local_server import LocalServer
 
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as tmp:
         os.environ["IMAGE_LINEAGE_CACHE_DIR"] = str(Path(tmp) / "hash_cache")  # children inherit it

@@ -2,7 +2,7 @@
 
 The assignment's loop wraps the digits in a Dataset whose ``__getitem__`` makes a PIL image and applies
 ``ToTensor()`` + ``Normalize()`` per sample, under a ``DataLoader(batch_size, shuffle=True)``. Ours keeps the
-normalized digits as one tensor, takes batches by indexing a permutation (``classifiers.train_epoch``) and
+normalized digits as one tensor, takes batches by indexing a permutation (``train_epoch``) and
 steps a fused Adam (same hyper-parameters).
 Both train ShallowNN (784-128-10, Adam 0.001, batch 64) on the 7,000 training digits of the real MNIST
 t10k pool (``../shared/data/mnist/raw``) for the same number of epochs, in this one run.
@@ -28,7 +28,8 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage import classifiers, mnist  # noqa: E402
+from image_lineage.training.digits.data import MNIST_MEAN, MNIST_STD, load_mnist_pool, normalize
+from image_lineage.training.digits.models import ShallowNN, make_adam, train_epoch
 
 MNIST_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "raw"
 
@@ -38,7 +39,7 @@ class AssignmentDigits(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         self.images, self.labels = images, labels
-        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mnist.MNIST_MEAN,), (mnist.MNIST_STD,))])
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
 
     def __len__(self):
         return len(self.images)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from sklearn.model_selection import train_test_split
 
-    images, labels, origin = mnist.load_mnist_pool(args.mnist_dir)
+    images, labels, origin = load_mnist_pool(args.mnist_dir)
     x_train, _, y_train, _ = train_test_split(images, labels, test_size=0.3, stratify=labels, random_state=42)
     samples = len(x_train) * args.epochs
     print(f"{origin}: {len(x_train)} training digits, {args.epochs} epochs, batch {args.batch_size}, "
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # each loop gets one untimed warm-up epoch, then --epochs timed ones
     torch.manual_seed(0)
-    model, loss_fn = classifiers.ShallowNN(), nn.CrossEntropyLoss()
+    model, loss_fn = ShallowNN(), nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
     loader = DataLoader(AssignmentDigits(x_train, y_train), batch_size=args.batch_size, shuffle=True)
     assignment_epoch(model, loader, optimizer, loss_fn)
@@ -86,13 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         lambda: [assignment_epoch(model, loader, optimizer, loss_fn) for _ in range(args.epochs)], samples)
 
     torch.manual_seed(0)
-    model = classifiers.ShallowNN()
-    optimizer = classifiers.make_adam(model, 0.001)
-    x, y = mnist.normalize(x_train), torch.from_numpy(y_train.astype(np.int64))
+    model = ShallowNN()
+    optimizer = make_adam(model, 0.001)
+    x, y = normalize(x_train), torch.from_numpy(y_train.astype(np.int64))
     generator = torch.Generator().manual_seed(0)
-    classifiers.train_epoch(model, optimizer, loss_fn, x, y, args.batch_size, generator)
+    train_epoch(model, optimizer, loss_fn, x, y, args.batch_size, generator)
     ours = timed_samples_per_second(
-        lambda: [classifiers.train_epoch(model, optimizer, loss_fn, x, y, args.batch_size, generator)
+        lambda: [train_epoch(model, optimizer, loss_fn, x, y, args.batch_size, generator)
                  for _ in range(args.epochs)], samples)
 
     print(f"assignment loop (DataLoader, PIL + ToTensor + Normalize per sample): {theirs:9.0f} samples/s")

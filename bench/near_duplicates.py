@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_PHOTOS, TRANSFORMS, build_folder, build_leaky_splits, same_picture, timed  # noqa: E402
-from image_lineage.dataset_check import source_images  # noqa: E402
-from image_lineage.image_pass import read_images  # noqa: E402
-from image_lineage.perceptual import DEFAULT_THRESHOLD, pairs_within  # noqa: E402
-from image_lineage.quality import find_pairs  # noqa: E402
-from image_lineage.source_kinds import LoadOptions  # noqa: E402
+from image_lineage.flows.ingest import read_source
+from image_lineage.data.read import read_images
+from image_lineage.quality.pairs import DEFAULT_THRESHOLD, pairs_within
+from image_lineage.quality.pairs import find_pairs
+from image_lineage.data.kinds.base import LoadOptions
 
 
 def hash_speed(files: list[str]) -> None:
@@ -73,7 +73,7 @@ def check_speed(folder: Path) -> None:
     os.environ["IMAGE_LINEAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_cache_")
 
     def check():
-        return find_pairs(source_images(str(folder), LoadOptions(perceptual=True)))
+        return find_pairs(read_source(str(folder), options=LoadOptions(perceptual=True)).images)
 
     report, cold = timed("(c) whole check of the 2,000-image folder, cold", check)
     _, warm = timed("(c) the same, warm (hashes cached)", check)
@@ -83,7 +83,7 @@ def check_speed(folder: Path) -> None:
 def accuracy(root: Path) -> None:
     planted = build_leaky_splits(root)
     os.environ["IMAGE_LINEAGE_CACHE_DIR"] = "off"
-    images = source_images(str(root), LoadOptions(perceptual=True))
+    images = read_source(str(root), options=LoadOptions(perceptual=True)).images
     wide = find_pairs(images, threshold=24)  # to see the distances on both sides of the threshold
     distance = {frozenset(p): d for p, d in zip(zip(wide.pairs["path_a"], wide.pairs["path_b"]), wide.pairs["distance"])}
     print(f"(d) {len(images)} real photos and copies; threshold {DEFAULT_THRESHOLD} of 64 bits")

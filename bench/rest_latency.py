@@ -51,17 +51,18 @@ def call_table(client, experiment_id: str, run_id: str, calls: int) -> dict[str,
 
 def measure(uri: str, quick: bool, calls: int) -> dict[str, float]:
     """In this (fresh) process: the call table with MLflow's session as it comes, or with quick ACKs."""
+    import contextlib
+
     import mlflow
 
-    from image_lineage import delayed_ack
+    from image_lineage.tracking._quick_ack import quick_acks
 
-    if quick:
-        delayed_ack.install_quick_acks()
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("latency")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("latency")
-    return call_table(client, experiment_id, client.create_run(experiment_id).info.run_id, calls)
+    with quick_acks() if quick else contextlib.nullcontext():
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("latency")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment("latency")
+        return call_table(client, experiment_id, client.create_run(experiment_id).info.run_id, calls)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(args.child[0], args.child[1] == "quick", args.calls)))
         return
 
-    from image_lineage.local_server import LocalServer
+    from tests.support.local_server import LocalServer
 
     def child(uri: str, session: str) -> dict[str, float]:
         done = subprocess.run([sys.executable, __file__, "--calls", str(args.calls), "--child", uri, session],

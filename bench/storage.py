@@ -40,11 +40,11 @@ import mlflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_DATA, SHARED_PHOTOS, build_folder, timed  # noqa: E402
-from image_lineage.archive import write_archive  # noqa: E402
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune  # noqa: E402
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version  # noqa: E402
-from image_lineage.local_server import LocalServer  # noqa: E402
-from image_lineage.tracking import configure_tracking  # noqa: E402
+from image_lineage.data.archive import write_archive
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from tests.support.local_server import LocalServer
+from image_lineage.tracking.connection import configure_tracking
 
 
 IMAGE_FILES = (".tar", ".jpg")  # dataset files in the store: samples, archives, COCO images

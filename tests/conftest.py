@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from tests_paths import PROJECT_ROOT
 
-from image_lineage.local_server import LocalServer
+from support.local_server import LocalServer
 
 # Nothing in the suite may reach the hub, or write into the user's Hugging Face cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -100,7 +100,7 @@ def coco_tiny_dir() -> Path:
 @pytest.fixture(scope="session")
 def loopback_s3_server():
     """One S3-compatible server (moto's) on a loopback port for the whole run."""
-    from image_lineage.local_server import LoopbackS3
+    from support.local_server import LoopbackS3
 
     with LoopbackS3() as server:
         yield server

@@ -15,7 +15,7 @@ import pytest
 from datasets.table import InMemoryTable
 from PIL import Image
 
-from image_lineage.arrow_digest import ARROW_BATCH_ROWS, compute_arrow_digest
+from image_lineage.data.arrow_digest import ARROW_BATCH_ROWS, compute_arrow_digest
 
 ROWS = ARROW_BATCH_ROWS * 2 + 317  # three digest batches, the last one partial
 FEATURES = datasets.Features({

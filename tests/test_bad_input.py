@@ -33,7 +33,7 @@ from helpers import (
 )
 
 from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset
-from image_lineage.local_server import free_port
+from support.local_server import free_port
 
 ENTRY_POINTS = {"folder": log_folder_dataset, "hf": log_hf_dataset, "check": check_dataset,
                 "finetune": coco_finetune, "compare": compare}

@@ -8,8 +8,10 @@ import zipfile
 
 import pytest
 
-from image_lineage import coco, coco_download
-from image_lineage.core import DatasetError
+from image_lineage.core.errors import DatasetError
+from image_lineage.data.coco.index import index_split
+from image_lineage.data.coco.layout import find_coco_splits
+from tools import coco_download
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -56,8 +58,8 @@ def test_download_checks_and_unpacks_a_subset(coco_mirror, tmp_path):
     data = json.loads(annotation_file.read_text())
     assert [image["id"] for image in data["images"]] == [500, 501]
     assert {a["image_id"] for a in data["annotations"]} <= {500, 501}
-    splits = coco.find_coco_splits(tmp_path / "out")
-    assert len(coco.index_split(splits["validation"]).images) == 2
+    splits = find_coco_splits(tmp_path / "out")
+    assert len(index_split(splits["validation"]).images) == 2
 
 
 def test_download_resumes_a_partial_file(coco_mirror, tmp_path):

@@ -4,8 +4,8 @@ import pytest
 from helpers import build_tree
 
 from entrypoints import compare as compare_cli
-from image_lineage.compare import dataset_versions_table, version_key
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
+from image_lineage.flows.comparison import dataset_versions_table, version_key
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):
@@ -66,7 +66,7 @@ def test_unknown_experiment_lists_existing(experiment_name, sqlite_uri, bundled_
 
 
 def test_unknown_model_lists_registered_models(sqlite_uri, experiment_name, caplog):
-    from image_lineage.compare import model_versions_table
+    from image_lineage.flows.comparison import model_versions_table
 
     with pytest.raises(LookupError, match="registered model 'no-such-model' not found; registered models: none"):
         model_versions_table("no-such-model")

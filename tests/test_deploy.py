@@ -13,9 +13,9 @@ import pytest
 import yaml
 from tests_paths import PROJECT_ROOT
 
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.local_server import LocalServer, free_port
-from image_lineage.train_registry import WINE_MODEL, RegistryRequest, run_registry_workflow
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from support.local_server import LocalServer, free_port
+from image_lineage.flows.registry_lab import RegistryRequest, WINE_MODEL, run_registry_workflow
 
 DEPLOY = PROJECT_ROOT / "deploy"
 

@@ -11,19 +11,23 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from image_lineage import coco, detection
-from image_lineage.coco import CategoryMapping, validation_report, xywh_to_xyxy
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.core import DatasetError
-from image_lineage.detection_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
-from image_lineage.model_lineage import model_id_of, models_measured_on
+from image_lineage.data.coco.hf_form import coco_to_hf
+from image_lineage.data.coco.index import index_split
+from image_lineage.data.coco.layout import find_coco_splits
+from image_lineage.training.detection.engine import COCO_METRICS, EVALUATORS, coco_bbox_stats, coco_ground_truth, outputs_to_coco_results, split_undefined
+from image_lineage.training.detection.models import build_model
+from image_lineage.data.coco.index import CategoryMapping, validation_report, xywh_to_xyxy
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.core.errors import DatasetError
+from image_lineage.training.detection.data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
+from image_lineage.tracking.models import model_id_of, models_measured_on
 from helpers import SMALL_DETECTOR, artifact_paths
 from tests_paths import PROJECT_ROOT
 
 
 
 def split_index(folder, split="validation", max_images=None):
-    return coco.index_split(coco.find_coco_splits(folder)[split], max_images)
+    return index_split(find_coco_splits(folder)[split], max_images)
 
 
 def test_targets_equal_pycocotools_boxes_in_xyxy(coco_tiny_dir):
@@ -48,7 +52,7 @@ def test_targets_equal_pycocotools_boxes_in_xyxy(coco_tiny_dir):
 def test_hf_input_gives_the_same_targets(bundled_coco):
     index = split_index(bundled_coco, "train")
     mapping = CategoryMapping.from_index(index)
-    from_coco, from_hf = CocoDetectionDataset(index, mapping), HfDetectionDataset(coco.coco_to_hf(index), mapping)
+    from_coco, from_hf = CocoDetectionDataset(index, mapping), HfDetectionDataset(coco_to_hf(index), mapping)
     for position in range(len(from_coco)):
         (image_a, target_a), (image_b, target_b) = from_coco[position], from_hf[position]
         assert torch.equal(image_a, image_b)
@@ -69,7 +73,7 @@ def test_category_mapping_round_trips(bundled_coco):
 def test_crowd_and_degenerate_boxes_left_out():
     boxes = clip_boxes_xyxy(torch.tensor([xywh_to_xyxy(b) for b in [[10.0, 10, 5, 5], [90, 5, 20, 10]]]), width=100, height=50)
     assert boxes.tolist() == [[10, 10, 15, 15], [90, 5, 100, 15]]
-    from image_lineage.detection_data import build_target
+    from image_lineage.training.detection.data import build_target
 
     target = build_target(1, 100, 50, [[1, 1, 5, 5], [2, 2, 0, 4], [3, 3, 4, 4]], [1, 2, 3], [25, 0, 16], [False, False, True])
     assert target["labels"].tolist() == [1] and target["boxes"].shape == (1, 4)
@@ -84,14 +88,14 @@ def test_evaluator_gives_map_one_for_ground_truth(bundled_coco):
         _, target = dataset[position]
         outputs.append({"boxes": target["boxes"], "labels": target["labels"], "scores": torch.ones(len(target["labels"]))})
         ids.append(int(target["image_id"]))
-    results = detection.outputs_to_coco_results(outputs, ids, mapping)
-    for evaluator in detection.EVALUATORS:
-        gt = detection.coco_ground_truth(index, evaluator)
-        metrics = detection.coco_bbox_stats(gt, results, ids, evaluator)
+    results = outputs_to_coco_results(outputs, ids, mapping)
+    for evaluator in EVALUATORS:
+        gt = coco_ground_truth(index, evaluator)
+        metrics = coco_bbox_stats(gt, results, ids, evaluator)
         assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP_50"] == pytest.approx(1.0)
         shifted = [dict(r, bbox=[r["bbox"][0] + 30, *r["bbox"][1:]]) for r in results]
-        assert detection.coco_bbox_stats(gt, shifted, ids, evaluator)["mAP"] < 0.5
-        empty = detection.coco_bbox_stats(gt, [], ids, evaluator)  # no detections: zeros, not an error
+        assert coco_bbox_stats(gt, shifted, ids, evaluator)["mAP"] < 0.5
+        empty = coco_bbox_stats(gt, [], ids, evaluator)  # no detections: zeros, not an error
         assert empty["mAP"] == 0 and empty["AR_100"] == 0
 
 
@@ -130,11 +134,11 @@ def test_all_12_stats_equal_plain_pycocotools_on_fixed_detections(coco_tiny_dir)
         reference.evaluate()
         reference.accumulate()
         reference.summarize()
-    index = coco.index_split(coco.find_coco_splits(coco_tiny_dir)["validation"])
+    index = index_split(find_coco_splits(coco_tiny_dir)["validation"])
     ids = [image["id"] for image in index.images]
-    for evaluator in detection.EVALUATORS:
-        ours = detection.coco_bbox_stats(detection.coco_ground_truth(index, evaluator), detections, ids, evaluator)
-        assert list(ours) == list(detection.COCO_METRICS)
+    for evaluator in EVALUATORS:
+        ours = coco_bbox_stats(coco_ground_truth(index, evaluator), detections, ids, evaluator)
+        assert list(ours) == list(COCO_METRICS)
         for (name, value), expected in zip(ours.items(), reference.stats):
             assert abs(value - expected) <= 1e-9, (evaluator, name, value, expected)
 
@@ -143,13 +147,13 @@ def test_boxes_are_not_rounded_before_cocoeval(bundled_coco):
     index = split_index(bundled_coco, "train")
     output = {"boxes": torch.tensor([[10.123456, 20.987654, 50.5, 60.25]]), "labels": torch.tensor([1]),
               "scores": torch.tensor([0.9])}
-    (result,) = detection.outputs_to_coco_results([output], [index.images[0]["id"]], CategoryMapping.from_index(index))
+    (result,) = outputs_to_coco_results([output], [index.images[0]["id"]], CategoryMapping.from_index(index))
     assert result["bbox"][0] == pytest.approx(10.123456, abs=1e-6) and result["bbox"][3] == pytest.approx(60.25 - 20.987654, abs=1e-5)
 
 
 def test_undefined_stats_are_named_not_logged_as_zero():
-    stats = dict.fromkeys(detection.COCO_METRICS, 0.25) | {"mAP_small": -1.0, "AR_small": -1.0}
-    defined, undefined = detection.split_undefined(stats)
+    stats = dict.fromkeys(COCO_METRICS, 0.25) | {"mAP_small": -1.0, "AR_small": -1.0}
+    defined, undefined = split_undefined(stats)
     assert undefined == ["mAP_small", "AR_small"] and "mAP_small" not in defined and defined["mAP"] == 0.25
 
 
@@ -183,7 +187,7 @@ def test_corrupt_image_error_names_the_file(bundled_coco, tmp_path):
 def test_weights_default_offline_names_the_way_out(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(DatasetError, match="-P weights=none.*TORCH_HOME"):
-        detection.build_model("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT", 4)
+        build_model("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT", 4)
 
 
 @pytest.fixture(autouse=True)
@@ -205,7 +209,7 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert finished.info.status == "FINISHED"
     metrics = finished.data.metrics
     undefined = set(finished.data.tags["eval.undefined_stats"].split(",")) - {"none"}
-    assert set(detection.COCO_METRICS) - undefined <= set(metrics) and not undefined & set(metrics)
+    assert set(COCO_METRICS) - undefined <= set(metrics) and not undefined & set(metrics)
     assert "epoch_loss" in metrics
     assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(metrics)
     assert any(key.startswith("system/") for key in metrics)

@@ -8,12 +8,12 @@ import yaml
 
 from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
 from entrypoints import main as main_entry
-from image_lineage.coco_finetune import FinetuneRequest
-from image_lineage.dataset_check import CheckRequest
-from image_lineage.folder_dataset import FolderVersionRequest
-from image_lineage.hf_dataset import HfRequest
-from image_lineage.train_registry import RegistryRequest
-from image_lineage.workflow import MainRequest
+from image_lineage.flows.finetune import FinetuneRequest
+from image_lineage.flows.check import CheckRequest
+from image_lineage.flows.folder_version import FolderVersionRequest
+from image_lineage.flows.hf_log import HfRequest
+from image_lineage.flows.registry_lab import RegistryRequest
+from image_lineage.flows.workflow import MainRequest
 from tests_paths import PROJECT_ROOT
 
 
@@ -35,7 +35,7 @@ def test_missing_version_exits_2_listing_versions(bundled_images, experiment_nam
 def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
     import time
 
-    from image_lineage.local_server import free_port
+    from support.local_server import free_port
 
     port = free_port()  # nobody listens on it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")

@@ -14,8 +14,8 @@ from helpers import build_real_versions, dataset_metrics
 from tests_paths import PROJECT_ROOT
 
 from entrypoints import log_folder_dataset as folder_cli
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.local_server import LocalServer
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from support.local_server import LocalServer
 
 
 def entry_point(module: str, args: list[str], tracking_uri: str, extra_env: dict | None = None) -> subprocess.Popen:

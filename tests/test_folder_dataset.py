@@ -5,9 +5,11 @@ import mlflow
 import pytest
 from helpers import artifact_paths, build_real_versions, build_tree, dataset_metrics
 
-from image_lineage.core import TAG_DIGEST, TAG_SNAPSHOT, DatasetError
-from image_lineage.folder_dataset import FolderVersionRequest, derive_dataset_version, log_folder_version
-from image_lineage.manifest import scan_version
+from image_lineage.core.errors import DatasetError
+from image_lineage.core.names import TAG_DIGEST, TAG_SNAPSHOT
+from image_lineage.data.versions import derive_dataset_version
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.data.folders import scan_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):
@@ -158,8 +160,8 @@ def test_manifest_schema_is_what_mlflow_infers(catsdogs_dir):
     import pandas as pd
     from mlflow.types.utils import _infer_schema
 
-    from image_lineage.folder_dataset import MANIFEST_SCHEMA
-    from image_lineage.tracking import schema_hints_silenced
+    from image_lineage.tracking.datasets import MANIFEST_SCHEMA
+    from image_lineage.tracking.datasets import schema_hints_silenced
 
     table = pd.DataFrame([vars(r) for r in scan_version(catsdogs_dir).records])
     with schema_hints_silenced():

@@ -7,14 +7,18 @@ from helpers import build_real_versions, build_tree, dataset_metrics
 from PIL import Image
 
 from entrypoints import log_hf_dataset as hf_cli
-from image_lineage import hf_dataset as hf
-from image_lineage.core import TAG_DIGEST, DatasetError
-from image_lineage.manifest import scan_version
-from image_lineage.source_kinds import label_counts
+from image_lineage.data.arrow_digest import compute_arrow_digest
+from image_lineage.data.kinds.registry import load_splits
+from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+from image_lineage.tracking.lineage import find_runs_by_digest, load_logged_dataset
+from image_lineage.core.errors import DatasetError
+from image_lineage.core.names import TAG_DIGEST
+from image_lineage.data.folders import scan_version
+from image_lineage.data.kinds.base import label_counts
 
 
 def log(source, experiment_name, **kwargs):
-    return hf.log_hf_dataset(hf.HfRequest(source=str(source), experiment_name=experiment_name, **kwargs))
+    return log_hf_dataset(HfRequest(source=str(source), experiment_name=experiment_name, **kwargs))
 
 
 def inputs_by_split(run_id):
@@ -87,15 +91,15 @@ def test_folder_with_train_and_validation_subfolders(tmp_path, experiment_name, 
 
 def test_digest_changes_with_one_pixel_and_is_stable_across_loads(tmp_path):
     root = build_tree(tmp_path, {"v1": {"cat": 2, "dog": 2}})
-    (first,) = hf.load_splits(str(root / "v1"))
-    (again,) = hf.load_splits(str(root / "v1"))
+    (first,) = load_splits(str(root / "v1"))
+    (again,) = load_splits(str(root / "v1"))
     assert first.digest == again.digest
     path = root / "v1/dog/dog_02.png"
     with Image.open(path) as image:
         image = image.copy()
     image.putpixel((3, 3), tuple(255 - c for c in image.getpixel((3, 3))))
     image.save(path)
-    (changed,) = hf.load_splits(str(root / "v1"))
+    (changed,) = load_splits(str(root / "v1"))
     assert changed.digest != first.digest
 
 
@@ -118,24 +122,24 @@ def test_arrow_digest_sees_image_bytes_mlflow_digest_does_not(tmp_path):
 
     a, b = make("a"), make("b")
     assert mlflow.data.from_huggingface(a).digest == mlflow.data.from_huggingface(b).digest
-    assert hf.compute_arrow_digest(a) != hf.compute_arrow_digest(b)
-    assert hf.compute_arrow_digest(a) == hf.compute_arrow_digest(make("a"))
-    assert hf.compute_arrow_digest(a.select([1, 0])) != hf.compute_arrow_digest(a)
+    assert compute_arrow_digest(a) != compute_arrow_digest(b)
+    assert compute_arrow_digest(a) == compute_arrow_digest(make("a"))
+    assert compute_arrow_digest(a.select([1, 0])) != compute_arrow_digest(a)
     assert label_counts(a, "label") == {"x": 1, "y": 1}
 
 
 def test_round_trip_log_find_reload(bundled_coco, bundled_images, experiment_name, server_uri):
     folder_run, (folder_split,) = log(bundled_images / "v2", experiment_name)
     coco_run, coco_splits = log(bundled_coco, experiment_name)
-    found = hf.find_runs_by_digest(folder_split.digest, experiment_names=[experiment_name])
+    found = find_runs_by_digest(folder_split.digest, experiment_names=[experiment_name])
     assert [r.info.run_id for r in found] == [folder_run]
-    assert [r.info.run_id for r in hf.find_runs_by_digest(coco_splits[1].digest[:32], [experiment_name])] == [coco_run]
+    assert [r.info.run_id for r in find_runs_by_digest(coco_splits[1].digest[:32], [experiment_name])] == [coco_run]
 
-    reloaded = hf.load_logged_dataset(folder_run)
+    reloaded = load_logged_dataset(folder_run)
     assert len(reloaded) == 3 and reloaded.features["label"].names == ["cat", "dog"]
-    (again,) = hf.load_splits(str(bundled_images / "v2"))
+    (again,) = load_splits(str(bundled_images / "v2"))
     assert again.digest == folder_split.digest
-    reloaded_val = hf.load_logged_dataset(coco_run, split="validation")
+    reloaded_val = load_logged_dataset(coco_run, split="validation")
     assert reloaded_val["image_id"] == coco_splits[1].dataset["image_id"]
 
 
@@ -144,19 +148,19 @@ def test_reload_refuses_changed_data(tmp_path, experiment_name, sqlite_uri):
     run_id, _ = log(root / "v1", experiment_name)
     (root / "v1/cat/cat_01.png").unlink()
     with pytest.raises(DatasetError, match="changed since it was logged"):
-        hf.load_logged_dataset(run_id)
+        load_logged_dataset(run_id)
 
 
 def test_unknown_source_kind(tmp_path):
     with pytest.raises(DatasetError, match="unknown source"):
-        hf.load_splits(str(tmp_path / "nothing_here"))
+        load_splits(str(tmp_path / "nothing_here"))
 
 
 def test_split_not_present(bundled_images, bundled_coco):
     with pytest.raises(DatasetError, match="split 'validation' not found.*splits present: train"):
-        hf.load_splits(str(bundled_images / "v2"), split="validation")
+        load_splits(str(bundled_images / "v2"), split="validation")
     with pytest.raises(DatasetError, match="split 'test' not found.*train, validation"):
-        hf.load_splits(str(bundled_coco), split="test")
+        load_splits(str(bundled_coco), split="test")
 
 
 def test_coco_with_missing_image_or_dangling_annotation(bundled_coco, tmp_path):
@@ -164,18 +168,18 @@ def test_coco_with_missing_image_or_dangling_annotation(bundled_coco, tmp_path):
     shutil.copytree(bundled_coco, root)
     (root / "val2017/000000000500.jpg").unlink()
     with pytest.raises(DatasetError, match="missing"):
-        hf.load_splits(str(root), split="validation")
+        load_splits(str(root), split="validation")
     path = root / "annotations/instances_train2017.json"
     data = json.loads(path.read_text())
     data["annotations"][0]["image_id"] = 999999
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match="image_id 999999"):
-        hf.load_splits(str(root), split="train")
+        load_splits(str(root), split="train")
 
 
 def test_hub_name_while_offline(experiment_name, sqlite_uri, caplog):
     with pytest.raises(DatasetError, match="offline mode is on.*-P source=<image folder>"):
-        hf.load_splits("hub:detection-datasets/coco", split="validation")
+        load_splits("hub:detection-datasets/coco", split="validation")
     assert hf_cli.main(["--source", "hub:detection-datasets/coco", "--experiment-name", experiment_name]) == 2
     assert "could not be loaded" in caplog.text
 
@@ -202,5 +206,5 @@ def test_arrow_digest_of_embedded_image_bytes(tmp_path):
     parquet = tmp_path / "rows.parquet"
     embedded(original).to_parquet(str(parquet))
     reloaded = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
-    assert hf.compute_arrow_digest(reloaded) == hf.compute_arrow_digest(embedded(original))
-    assert hf.compute_arrow_digest(embedded(altered)) != hf.compute_arrow_digest(embedded(original))
+    assert compute_arrow_digest(reloaded) == compute_arrow_digest(embedded(original))
+    assert compute_arrow_digest(embedded(altered)) != compute_arrow_digest(embedded(original))

@@ -10,9 +10,11 @@ from PIL import Image
 
 from entrypoints import log_folder_dataset as folder_cli
 from entrypoints import log_hf_dataset as hf_cli
-from image_lineage.core import DatasetError
-from image_lineage.image_pass import ImageFacts, image_facts, read_images
-from image_lineage.manifest import scan_version
+from image_lineage.core.errors import DatasetError
+from image_lineage.data.facts import ImageFacts
+from image_lineage.data._header import read_light
+from image_lineage.data.read import HelperRead, image_facts, in_page_cache, read_images, read_light_in_processes
+from image_lineage.data.folders import scan_version
 
 
 def real_photo(catsdogs_dir, index=0) -> bytes:
@@ -162,15 +164,13 @@ def test_hf_dataset_checks_images_and_skips_with_on_bad_image(catsdogs_dir, tmp_
 def test_same_facts_on_this_thread_or_the_pool(catsdogs_dir, tmp_path, monkeypatch):
     """Files in the page cache are read on the calling thread, others on the pool: the same facts either way,
     bad files included."""
-    from image_lineage import image_pass
-
     files = sorted(str(p) for p in catsdogs_dir.rglob("*.jpg"))[:150]
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(Path(files[0]).read_bytes()[:500])  # a truncated JPEG
     files.append(str(cut))
-    assert image_pass.in_page_cache([str(cut)])  # just written: in memory (Linux can tell)
+    assert in_page_cache([str(cut)])  # just written: in memory (Linux can tell)
     serial = read_images(files, "structure", cache=None)
-    monkeypatch.setattr(image_pass, "in_page_cache", lambda paths: False)
+    monkeypatch.setattr("image_lineage.data.read.in_page_cache", lambda paths: False)
     pooled = read_images(files, "structure", cache=None)
     assert serial == pooled and isinstance(serial[-1], str) and all(isinstance(f, ImageFacts) for f in serial[:-1])
 
@@ -178,7 +178,6 @@ def test_same_facts_on_this_thread_or_the_pool(catsdogs_dir, tmp_path, monkeypat
 def test_helper_processes_read_the_same_facts_once(catsdogs_dir, tmp_path, monkeypatch):
     """Light reads shared with helper processes give what this thread gives, in order, bad files and PNG/GIF
     included; each file is read once (the read log); a missing file raises as it would here."""
-    from image_lineage import image_pass
 
     photos = sorted(catsdogs_dir.rglob("*.jpg"))[:60]
     files = [str(p) for p in photos]
@@ -188,24 +187,23 @@ def test_helper_processes_read_the_same_facts_once(catsdogs_dir, tmp_path, monke
         (tmp_path / name).write_bytes(data)
         files.insert(len(files) // 2, str(tmp_path / name))
     serial = read_images(files, "structure", cache=None)
-    monkeypatch.setattr(image_pass, "PROCESS_MIN_SHARE", 10)
-    monkeypatch.setattr(image_pass, "usable_cpus", lambda: 3)  # two helpers, this machine's CPUs aside
+    monkeypatch.setattr("image_lineage.data.read.PROCESS_MIN_SHARE", 10)
+    monkeypatch.setattr("image_lineage.data.read.usable_cpus", lambda: 3)  # two helpers, this machine's CPUs aside
     log = tmp_path / "reads.log"
     monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
-    helper = image_pass.HelperRead(files[:20], True, None)
-    assert helper.results() == [image_pass.read_light(f, True, None) for f in files[:20]] and helper.error is None
+    helper = HelperRead(files[:20], True, None)
+    assert helper.results() == [read_light(f, True, None) for f in files[:20]] and helper.error is None
     shared = read_images(files, "structure", cache=None)
     assert shared == serial and sum(isinstance(f, str) for f in shared) == 2
     assert sorted(log.read_text().splitlines()) == sorted(files)
     with pytest.raises(FileNotFoundError, match="gone.jpg"):
-        image_pass.read_light_in_processes([str(tmp_path / "gone.jpg"), *files], True, None)
+        read_light_in_processes([str(tmp_path / "gone.jpg"), *files], True, None)
 
 
 def test_a_helper_that_fails_leaves_its_share_to_this_process(catsdogs_dir, monkeypatch):
-    from image_lineage import image_pass
 
     files = sorted(str(p) for p in catsdogs_dir.rglob("*.jpg"))[:40]
-    monkeypatch.setattr(image_pass, "HELPER_SCRIPT", "/nonexistent/image_header.py")
-    helper = image_pass.HelperRead(files, True, None)
-    assert helper.results() == [image_pass.read_light(f, True, None) for f in files]
+    monkeypatch.setattr("image_lineage.data.read.HELPER_SCRIPT", "/nonexistent/image_header.py")
+    helper = HelperRead(files, True, None)
+    assert helper.results() == [read_light(f, True, None) for f in files]
     assert "exit 2" in helper.error and "nonexistent" in helper.error

@@ -1,6 +1,6 @@
 import pytest
 
-from image_lineage.local_server import LocalServer
+from support.local_server import LocalServer
 
 
 def test_server_that_cannot_start_reports_its_log(tmp_path):

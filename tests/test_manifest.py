@@ -2,17 +2,20 @@ import logging
 import os
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 from helpers import build_real_versions, build_tree, write_image
 
-from image_lineage import manifest as mf
-from image_lineage.image_pass import RecordCache
+from image_lineage.core.errors import DatasetError
+from image_lineage.data.diff import diff_manifests, summarize_diff
+from image_lineage.data.folders import RememberedManifest, compute_digest, scan_version
+from image_lineage.data.kinds import LoadOptions
+from image_lineage.data.versions import list_versions, read_version
+from image_lineage.data.cache import RecordCache
 
 
 def scan(path, **kwargs):
-    return mf.scan_version(path, **kwargs)
+    return scan_version(path, **kwargs)
 
 
 def test_bundled_sample_manifest(bundled_images):
@@ -27,12 +30,12 @@ def test_bundled_sample_manifest(bundled_images):
 
 
 def test_diff_v1_to_v2_on_bundled_sample(bundled_images):
-    diff = mf.diff_manifests(scan(bundled_images / "v1"), scan(bundled_images / "v2"))
+    diff = diff_manifests(scan(bundled_images / "v1"), scan(bundled_images / "v2"))
     assert diff["added"] == ["dog/dog_01.jpg", "dog/dog_02.jpg"]
     assert diff["removed"] == ["cat/cat_02.jpg"]
     assert diff["modified"] == [] and diff["relabelled"] == []
     assert diff["unchanged"] == 1
-    assert mf.summarize_diff(diff) == "v1->v2: +2 -1 ~0 relabelled 0"
+    assert summarize_diff(diff) == "v1->v2: +2 -1 ~0 relabelled 0"
 
 
 def test_digest_stable_under_copy_order_and_mtime(tmp_path):
@@ -45,7 +48,7 @@ def test_digest_stable_under_copy_order_and_mtime(tmp_path):
     assert scan(copy).digest == original.digest
     shuffled = original.records[:]
     random.Random(0).shuffle(shuffled)
-    assert mf.compute_digest(shuffled) == original.digest
+    assert compute_digest(shuffled) == original.digest
 
 
 @pytest.mark.parametrize("change", ["flip_byte", "move_class", "add_file"])
@@ -83,14 +86,14 @@ def test_flipped_pixel_byte_changes_digest_and_shows_as_modified(tmp_path):
     assert path.read_bytes() != bytes(image_bytes)
     after = scan(root / "v2")
     assert after.digest != before.digest
-    assert mf.diff_manifests(before, after)["modified"] == ["cat/cat_02.png"]
+    assert diff_manifests(before, after)["modified"] == ["cat/cat_02.png"]
 
 
 def test_diff_reports_relabelled_files(tmp_path):
     root = build_tree(tmp_path, {"v1": {"cat": 2, "dog": 1}})
     shutil.copytree(root / "v1", root / "v2")
     shutil.move(root / "v2/cat/cat_02.png", root / "v2/dog/cat_02.png")
-    diff = mf.diff_manifests(scan(root / "v1"), scan(root / "v2"))
+    diff = diff_manifests(scan(root / "v1"), scan(root / "v2"))
     assert diff["relabelled"] == [
         {"from": "cat/cat_02.png", "to": "dog/cat_02.png", "from_label": "cat", "to_label": "dog"}
     ]
@@ -103,7 +106,7 @@ def test_real_photos_manifest_digest_and_diff(catsdogs_dir, tmp_path):
     assert v1.class_counts() == {"cat": 6}
     assert v2.class_counts() == {"cat": 4, "dog": 5}
     assert all((r.width, r.height) == (256, 256) for r in v2.records)
-    diff = mf.diff_manifests(v1, v2)
+    diff = diff_manifests(v1, v2)
     assert len(diff["removed"]) == 2 and len(diff["added"]) == 5 and diff["unchanged"] == 4
     shutil.copytree(root / "v2", tmp_path / "copy" / "v2")
     assert scan(tmp_path / "copy" / "v2").digest == v2.digest
@@ -127,18 +130,19 @@ def test_extensions_case_insensitive_and_non_images_listed(tmp_path):
 
 
 def test_missing_data_dir_and_version(tmp_path):
-    with pytest.raises(mf.DatasetError, match="does not exist"):
-        mf.resolve_version_dir(tmp_path / "nope", "v1")
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_version(str(tmp_path / "nope"), "v1", LoadOptions())
     build_tree(tmp_path, {"v1": {"cat": 1}, "v2": {"cat": 1}})
-    with pytest.raises(mf.DatasetError, match="versions found: v1, v2"):
-        mf.resolve_version_dir(tmp_path, "v3")
+    with pytest.raises(DatasetError, match="versions found: v1, v2"):
+        read_version(str(tmp_path), "v3", LoadOptions())
 
 
 def test_versions_in_natural_order(tmp_path):
     build_tree(tmp_path, {name: {"cat": 1} for name in ("v10", "v2", "v1")})
-    assert mf.list_versions(tmp_path) == ["v1", "v2", "v10"]
-    assert Path(mf.scan_previous_version(tmp_path, "v10")[0].version_dir).name == "v2"
-    assert mf.scan_previous_version(tmp_path, "v1") == (None, [])
+    assert list_versions(str(tmp_path)) == ["v1", "v2", "v10"]
+    assert read_version(str(tmp_path), "v10", LoadOptions()).diff["old_version"] == "v2"
+    first = read_version(str(tmp_path), "v1", LoadOptions())
+    assert first.diff["old_version"] is None and "skipped_versions" not in first.diff
 
 
 def test_empty_class_folder_counts_zero_with_warning(tmp_path, caplog):
@@ -152,10 +156,10 @@ def test_empty_class_folder_counts_zero_with_warning(tmp_path, caplog):
 
 def test_empty_version_is_an_error(tmp_path):
     (tmp_path / "v1").mkdir()
-    with pytest.raises(mf.DatasetError, match="no class folders"):
+    with pytest.raises(DatasetError, match="no class folders"):
         scan(tmp_path / "v1")
     (tmp_path / "v1/cat").mkdir()
-    with pytest.raises(mf.DatasetError, match="no readable images"):
+    with pytest.raises(DatasetError, match="no readable images"):
         scan(tmp_path / "v1")
 
 
@@ -163,7 +167,7 @@ def test_empty_version_is_an_error(tmp_path):
 def test_bad_image_fails_naming_the_file_or_is_skipped(tmp_path, content):
     root = build_tree(tmp_path, {"v1": {"cat": 2}})
     (root / "v1/cat/broken.jpg").write_bytes(content)
-    with pytest.raises(mf.DatasetError, match=r"cat/broken\.jpg.*on_bad_image=skip"):
+    with pytest.raises(DatasetError, match=r"cat/broken\.jpg.*on_bad_image=skip"):
         scan(root / "v1")
     manifest = scan(root / "v1", on_bad_image="skip")
     assert len(manifest.records) == 2
@@ -176,7 +180,7 @@ def test_symlink_outside_data_dir_refused_inside_allowed(tmp_path):
     (root / "v2/cat/from_v1.png").symlink_to(root / "v1/cat/cat_01.png")
     assert len(scan(root / "v2").records) == 2
     (root / "v2/cat/escape.png").symlink_to(outside)
-    with pytest.raises(mf.DatasetError, match="outside data_dir"):
+    with pytest.raises(DatasetError, match="outside data_dir"):
         scan(root / "v2")
 
 
@@ -184,7 +188,7 @@ def test_symlink_outside_data_dir_refused_inside_allowed(tmp_path):
 def test_unsafe_class_folder_name_is_an_error(tmp_path, name):
     root = build_tree(tmp_path, {"v1": {"cat": 1}})
     write_image(root / "v1" / name / "a.png", seed=1)
-    with pytest.raises(mf.DatasetError, match="not a safe artifact path segment"):
+    with pytest.raises(DatasetError, match="not a safe artifact path segment"):
         scan(root / "v1")
 
 
@@ -222,31 +226,31 @@ def test_unchanged_folder_is_answered_by_its_last_scan_and_a_change_is_seen(tmp_
     root = build_tree(tmp_path, {"v1": {"cat": 3, "dog": 2}})
     log = tmp_path / "reads.log"
     monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
-    first = mf.scan_version(root / "v1")
-    again = mf.scan_version(root / "v1")
-    assert isinstance(again, mf.RememberedManifest) and again.class_counts() == first.class_counts()
+    first = scan_version(root / "v1")
+    again = scan_version(root / "v1")
+    assert isinstance(again, RememberedManifest) and again.class_counts() == first.class_counts()
     assert again.records == first.records and again.digest == first.digest and len(log.read_text().splitlines()) == 5
     assert again.to_json() == first.to_json()
     (root / "v1" / "bird").mkdir()  # an empty class folder: warned about by the remembered scan too
-    empty = mf.scan_version(root / "v1")
+    empty = scan_version(root / "v1")
     caplog.clear()
-    assert mf.scan_version(root / "v1").class_counts() == {**empty.class_counts(), "bird": 0}
+    assert scan_version(root / "v1").class_counts() == {**empty.class_counts(), "bird": 0}
     assert "v1/bird holds no images" in caplog.text
     (root / "v1" / "bird").rmdir()
-    mf.scan_version(root / "v1")
+    scan_version(root / "v1")
     with RecordCache.default().connect() as db:  # a damaged row is scanned past, not trusted or fatal
         db.execute("UPDATE scans SET result = 'not json'")
-    with caplog.at_level(logging.DEBUG, logger="image_lineage.manifest"):
-        assert mf.scan_version(root / "v1").records == first.records
+    with caplog.at_level(logging.DEBUG, logger="image_lineage.data.folders"):
+        assert scan_version(root / "v1").records == first.records
     assert "unreadable" in caplog.text
     write_image(root / "v1" / "dog" / "dog_02.png", seed=999)
-    changed = mf.scan_version(root / "v1")
+    changed = scan_version(root / "v1")
     assert changed.digest != first.digest and len(log.read_text().splitlines()) == 6  # only that file read again
     (root / "v1" / "cat" / "cat_01.png").write_bytes(b"")
-    skipped = mf.scan_version(root / "v1", "skip")
+    skipped = scan_version(root / "v1", "skip")
     caplog.clear()
-    remembered = mf.scan_version(root / "v1", "skip")
+    remembered = scan_version(root / "v1", "skip")
     assert remembered.ignored == skipped.ignored == [{"path": "cat/cat_01.png", "reason": skipped.ignored[0]["reason"]}]
     assert "skipping bad image cat/cat_01.png" in caplog.text and remembered.digest == skipped.digest
-    with pytest.raises(mf.DatasetError, match="cat_01.png"):  # another option: not the remembered scan
-        mf.scan_version(root / "v1", "fail")
+    with pytest.raises(DatasetError, match="cat_01.png"):  # another option: not the remembered scan
+        scan_version(root / "v1", "fail")

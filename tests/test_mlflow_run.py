@@ -72,9 +72,10 @@ def test_mlflow_run_git_url_with_version(project_clone, server_uri, experiment_n
 def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, experiment_name, tmp_path):
     import time
 
-    from image_lineage.compare import datasets_of_version, model_versions_table, versions_trained_on
-    from image_lineage.model_lineage import model_id_of
-    from image_lineage.workflow import TAG_STEP_KEY
+    from image_lineage.flows.comparison import model_versions_table
+    from image_lineage.tracking.lineage import datasets_of_version, versions_trained_on
+    from image_lineage.tracking.models import model_id_of
+    from image_lineage.flows.workflow import TAG_STEP_KEY
 
     clone, commit = project_clone
     args = [f"file://{clone}", "--experiment-name", experiment_name, "--env-manager", "local"]
@@ -127,7 +128,7 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
 
 
 def test_compare_run_lives_in_the_experiment_it_compares(project_clone, server_uri, experiment_name, tmp_path):
-    from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
+    from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 
     clone, _ = project_clone
     log_folder_version(FolderVersionRequest(data_dir=str(clone / "image_dataset"), version="v1", experiment_name=experiment_name))
@@ -149,7 +150,7 @@ def test_compare_run_lives_in_the_experiment_it_compares(project_clone, server_u
 def test_dead_server_through_mlflow_run_fails_fast_naming_the_uri(project_clone, tmp_path):
     import time
 
-    from image_lineage.local_server import free_port
+    from support.local_server import free_port
 
     clone, _ = project_clone
     port = free_port()  # nobody listens on it

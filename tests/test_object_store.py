@@ -19,12 +19,13 @@ from tests_paths import PROJECT_ROOT
 
 from entrypoints import check_dataset as check_cli
 from entrypoints import log_folder_dataset as folder_cli
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.core import TAG_DIGEST, TAG_SOURCE_URI, LineageError
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.hf_dataset import HfRequest, log_hf_dataset
-from image_lineage.local_server import LocalServer
-from image_lineage.sources import FolderDatasetSource
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.core.errors import LineageError
+from image_lineage.core.names import TAG_DIGEST, TAG_SOURCE_URI
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+from support.local_server import LocalServer
+from image_lineage.tracking.dataset_sources import FolderDatasetSource
 
 
 def log_folder(data_dir, experiment, **kwargs):

@@ -12,11 +12,12 @@ from PIL import Image
 
 from bench.common import build_leaky_splits, same_picture
 from entrypoints import check_dataset as check_cli
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.dataset_check import source_images
-from image_lineage.perceptual import near_pairs, pairs_within
-from image_lineage.quality import LeakageError, find_pairs
-from image_lineage.source_kinds import LoadOptions
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.flows.ingest import read_source
+from image_lineage.quality.pairs import near_pairs, pairs_within
+from image_lineage.core.errors import LeakageError
+from image_lineage.quality.pairs import find_pairs
+from image_lineage.data.kinds.base import LoadOptions
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def leaky(tmp_path, catsdogs_dir, coco_tiny_dir):
 
 def test_planted_copies_are_found_and_distinct_photos_are_not(leaky):
     root, planted = leaky
-    images = source_images(str(root), LoadOptions(perceptual=True))
+    images = read_source(str(root), options=LoadOptions(perceptual=True)).images
     report = find_pairs(images)
     flagged = {frozenset(pair) for pair in zip(report.pairs["path_a"], report.pairs["path_b"])}
     found = [frozenset(pair[:2]) in flagged for pair in planted]
@@ -63,10 +64,10 @@ def test_on_leakage_fail_leaves_a_failed_run_with_its_report(leaky, experiment_n
 
 def test_a_recheck_of_an_unchanged_folder_reads_and_decodes_nothing(leaky, monkeypatch, tmp_path):
     root, _ = leaky
-    source_images(str(root), LoadOptions(perceptual=True))
+    read_source(str(root), options=LoadOptions(perceptual=True)).images
     log = tmp_path / "reads.log"
     monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(log))
-    images = source_images(str(root), LoadOptions(perceptual=True))
+    images = read_source(str(root), options=LoadOptions(perceptual=True)).images
     find_pairs(images)
     assert not log.exists()
 
@@ -110,7 +111,7 @@ def test_coco_copy_with_other_boxes_is_a_label_conflict(bundled_coco, tmp_path):
         if a["image_id"] == 999:
             a["bbox"] = [a["bbox"][0] + 7, *a["bbox"][1:]]
     path.write_text(json.dumps(data))
-    report = find_pairs(source_images(str(root), LoadOptions(perceptual=True)))
+    report = find_pairs(read_source(str(root), options=LoadOptions(perceptual=True)).images)
     (row,) = report.pairs.itertuples()
     assert row.kind == "exact_duplicate" and row.leakage and row.label_conflict
 

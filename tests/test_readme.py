@@ -16,7 +16,7 @@ import mlflow
 import pytest
 from tests_paths import PROJECT_ROOT
 
-from image_lineage.local_server import LocalServer
+from support.local_server import LocalServer
 
 README = PROJECT_ROOT / "README.md"
 SKIPPED_SECTIONS = ("Benchmarks",)

@@ -6,11 +6,12 @@ from helpers import SMALL_DETECTOR
 from PIL import Image
 
 from entrypoints import compare as compare_cli
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.model_lineage import model_id_of
-from image_lineage.screenshots import WINDOW, ScreenshotError, capture_lineage, capture_ui
-from image_lineage.train_registry import WINE_MODEL, RegistryRequest, run_registry_workflow
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.tracking.models import model_id_of
+from docs.capture_ui import capture_lineage
+from image_lineage.tracking.ui_screenshots import WINDOW, ScreenshotError, capture_ui
+from image_lineage.flows.registry_lab import RegistryRequest, WINE_MODEL, run_registry_workflow
 
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed (.ci/run installs it)")
 TINY_DETECTOR = SMALL_DETECTOR["model"]

@@ -15,14 +15,13 @@ import pytest
 from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 
 from entrypoints import compare as compare_cli
-from image_lineage.archive import write_archive
-from image_lineage.coco_finetune import FinetuneRequest, run_finetune
-from image_lineage.core import (
-    TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI, LineageError,
-)
-from image_lineage.folder_dataset import FolderVersionRequest, log_folder_version
-from image_lineage.hf_dataset import HfRequest, log_hf_dataset
-from image_lineage.snapshot import download_archive
+from image_lineage.data.archive import write_archive
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+from image_lineage.core.errors import LineageError
+from image_lineage.core.names import TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+from image_lineage.tracking.snapshots import download_archive
 
 
 def log(data_dir, experiment, **kwargs):
@@ -152,7 +151,7 @@ def test_long_names_get_a_pax_header_only_where_needed(tmp_path):
 
 @pytest.mark.parametrize("name,size", [("cat/cat_00001.jpg", 12345), ("a" * 100, 0), ("x", 8 ** 11 - 1), ("é.png", 5)])
 def test_fast_header_is_tarfiles_header(name, size):
-    from image_lineage.archive import fast_header, member_header
+    from image_lineage.data.archive import fast_header, member_header
 
     assert fast_header(name.encode(), size) == member_header(name, size)
 

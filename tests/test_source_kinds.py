@@ -1,84 +1,57 @@
-"""A new dataset source kind is one class and one ``register`` call: a toy kind, defined here, is logged,
-found and reloaded through ``log_hf_dataset``'s own code path."""
+"""A new dataset source kind is one class and one ``register`` call: a toy kind, defined here, goes through
+every flow that reads data (a folder version, the Hugging Face form, the leakage check) and is found and
+reloaded again, with no other change to the project."""
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
 import mlflow
 import pytest
 from helpers import build_tree
-from mlflow.data.dataset_source import DatasetSource
 
-from image_lineage import hf_dataset as hf
-from image_lineage.core import TAG_DIGEST, TAG_SOURCE_KIND, DatasetError
-from image_lineage.image_pass import ImageFacts, read_images
-from image_lineage.source_kinds import KINDS, LoadedSplit, SourceKind, kind_of, register, unregister
+from image_lineage.core.errors import DatasetError
+from image_lineage.core.names import TAG_DIGEST, TAG_SOURCE_KIND
+from image_lineage.data.folders import manifest_from_files
+from image_lineage.data.kinds import (
+    KINDS, LoadOptions, SourceKind, SourceRef, kind_of, load_whole, manifest_split, register, unregister,
+)
+from image_lineage.flows.check import CheckRequest, check_dataset
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+from image_lineage.tracking.lineage import find_runs_by_digest, load_logged_dataset
 
-
-class ImageListSource(DatasetSource):
-    """Where a toy dataset came from: its CSV file."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-    @staticmethod
-    def _get_source_type() -> str:
-        return "image_list"
-
-    def load(self) -> str:
-        return self.uri
-
-    @staticmethod
-    def _can_resolve(raw_source) -> bool:
-        return False
-
-    @classmethod
-    def _resolve(cls, raw_source):
-        raise NotImplementedError
-
-    def to_dict(self) -> dict:
-        return {"uri": self.uri}
-
-    @classmethod
-    def from_dict(cls, source_dict: dict) -> "ImageListSource":
-        return cls(source_dict["uri"])
+PREFIX = "list:"
 
 
 class ImageList(SourceKind):
-    """``list:<file.csv>``: a CSV of ``path,label`` rows (paths relative to the CSV), one train split."""
+    """``list:<file.csv>``: a CSV of ``path,label`` rows (paths relative to the CSV), one train split; a
+    ``list:<folder>`` of such files holds versions (``v1.csv``, ``v2.csv``)."""
 
     name = "image_list"
 
     def detect(self, source):
-        return source.startswith("list:")
+        return source.startswith(PREFIX)
 
     def available(self, source):
-        return {"train": Path(source[len("list:"):])}
+        return {"train": Path(source[len(PREFIX):])}
 
     def load_split(self, split, handle, options):
-        import datasets
-
         with open(handle, newline="") as file:
             rows = list(csv.DictReader(file))
-        paths = [str(handle.parent / row["path"]) for row in rows]
-        facts = read_images(paths, options.image_check)  # the one image pass: hashed, checked, cached
-        bad = [(p, f) for p, f in zip(paths, facts) if not isinstance(f, ImageFacts)]
-        if bad:
-            raise DatasetError(f"bad image {bad[0][0]}: {bad[0][1]}")
-        labels = sorted({row["label"] for row in rows})
-        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=labels)})
-        dataset = datasets.Dataset.from_dict(
-            {"image": paths, "label": [labels.index(row["label"]) for row in rows]}, features=features)
-        digest = hashlib.sha256("".join(f"{row['label']}\t{f.sha256}\n" for row, f in zip(rows, facts)).encode()).hexdigest()
-        counts = {name: sum(row["label"] == name for row in rows) for name in labels}
-        return LoadedSplit(split, dataset, digest, counts, "rows", "label", ImageListSource(str(handle)))
+        candidates = [(row["path"], row["label"], str(handle.parent / row["path"])) for row in rows]
+        manifest = manifest_from_files(handle.parent, candidates, sorted({row["label"] for row in rows}), [],
+                                       options.on_bad_image, image_check=options.image_check, perceptual=options.perceptual)
+        return manifest_split(split, manifest, SourceRef("image_list", {"uri": str(handle)}))
 
     def reload(self, source_type, source, options):
-        if source_type != "image_list":
-            return None
-        return self.load_split("train", Path(source["uri"]), options)
+        return self.load_split("train", Path(source["uri"]), options) if source_type == "image_list" else None
+
+    def versions(self, source):
+        return [p.stem for p in Path(source[len(PREFIX):]).glob("*.csv")]
+
+    def version_source(self, source, version):
+        return f"{source}/{version}.csv"
 
 
 @pytest.fixture
@@ -88,31 +61,55 @@ def image_list_kind():
     unregister(kind)
 
 
-def write_list(tmp_path) -> Path:
-    root = build_tree(tmp_path, {"pool": {"cat": 2, "dog": 1}})
-    listing = tmp_path / "pool.csv"
+def write_list(tmp_path, name="pool.csv", cats=2, dogs=1, copy_of_a_cat=False) -> Path:
+    root = build_tree(tmp_path, {"pool": {"cat": cats, "dog": dogs}})
+    listing = tmp_path / name
     with open(listing, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "label"])
         for image in sorted((root / "pool").rglob("*.png")):
             writer.writerow([image.relative_to(tmp_path).as_posix(), image.parent.name])
+        if copy_of_a_cat:  # the same file under another label: a duplicate with a label conflict
+            writer.writerow(["pool/cat/cat_01.png", "dog"])
     return listing
 
 
 def test_a_kind_defined_here_logs_and_reloads_through_log_hf_dataset(image_list_kind, tmp_path, experiment_name, sqlite_uri):
     listing = write_list(tmp_path)
-    source = f"list:{listing}"
+    source = f"{PREFIX}{listing}"
     assert kind_of(source) is image_list_kind
-    run_id, (split,) = hf.log_hf_dataset(hf.HfRequest(source=source, name="pets", experiment_name=experiment_name))
+    run_id, (split,) = log_hf_dataset(HfRequest(source=source, name="pets", experiment_name=experiment_name))
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[TAG_SOURCE_KIND] == "image_list"
     assert run.data.tags[TAG_DIGEST] == split.digest
-    # a kind that lists no image files gets no leakage check (as hub datasets)
-    assert run.data.metrics == {"train/num_rows": 3, "train/rows_cat": 2, "train/rows_dog": 1}
+    assert {"train/num_rows": 3, "train/rows_cat": 2, "train/rows_dog": 1}.items() <= run.data.metrics.items()
+    assert run.data.tags["quality.status"] in ("clean", "duplicates")  # its images are files: the check read them
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.source_type == "image_list" and json.loads(dataset_input.dataset.source) == {"uri": str(listing)}
-    assert [r.info.run_id for r in hf.find_runs_by_digest(split.digest, [experiment_name])] == [run_id]
-    assert hf.load_logged_dataset(run_id)["label"] == split.dataset["label"]
+    assert [r.info.run_id for r in find_runs_by_digest(split.digest, [experiment_name])] == [run_id]
+    assert load_logged_dataset(run_id)["label"] == split.dataset["label"]
+
+
+def test_the_same_kind_logs_versions_through_log_folder_dataset(image_list_kind, tmp_path, experiment_name, sqlite_uri):
+    folder = tmp_path / "lists"
+    write_list(folder, "v1.csv", cats=2, dogs=0)
+    write_list(folder, "v2.csv", cats=2, dogs=1)
+    for version in ("v1", "v2"):
+        logged = log_folder_version(FolderVersionRequest(data_dir=f"{PREFIX}{folder}", version=version,
+                                                         experiment_name=experiment_name))
+    run = mlflow.get_run(logged.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["dataset_version"] == "2.0.0"
+    assert run.data.metrics["total_images"] == 3 and run.data.metrics["class_dog_count"] == 1
+    assert run.data.tags["dataset.diff_summary"] == "v1->v2: +1 -0 ~0 relabelled 0"
+    assert logged.digest == run.data.tags[TAG_DIGEST] == load_whole(f"{PREFIX}{folder}/v2.csv", "v2", LoadOptions()).digest
+
+
+def test_the_same_kind_is_checked_through_check_dataset(image_list_kind, tmp_path, experiment_name, sqlite_uri):
+    listing = write_list(tmp_path, copy_of_a_cat=True)
+    run_id, report = check_dataset(CheckRequest(source=f"{PREFIX}{listing}", experiment_name=experiment_name))
+    (exact,) = report.pairs[report.pairs["kind"] == "exact_duplicate"].itertuples()
+    assert report.status == "duplicates" and exact.label_conflict and {exact.label_a, exact.label_b} == {"cat", "dog"}
+    assert mlflow.get_run(run_id).data.tags["quality.status"] == "duplicates"
 
 
 def test_unknown_source_lists_the_registered_kinds(image_list_kind):

@@ -5,31 +5,33 @@ import pytest
 import torch
 
 from entrypoints import train_registry as registry_cli
-from image_lineage import mnist, registry
-from image_lineage.core import TAG_DIGEST, DatasetError
-from image_lineage.model_lineage import model_id_of
-from image_lineage.train_registry import MNIST_MODEL, WINE_MODEL, RegistryRequest, champion_grid, run_registry_workflow
+from image_lineage.tracking.models import VersionScore, rank_versions, status_of
+from image_lineage.training.digits.data import load_digits, read_pairs
+from image_lineage.core.errors import DatasetError
+from image_lineage.core.names import TAG_DIGEST
+from image_lineage.tracking.models import model_id_of
+from image_lineage.flows.registry_lab import MNIST_MODEL, RegistryRequest, WINE_MODEL, champion_grid, run_registry_workflow
 from tests_paths import PROJECT_ROOT
 
 MNIST_RAW = PROJECT_ROOT.parent / "shared" / "data" / "mnist" / "raw"
 
 
 def test_rank_versions_breaks_ties_by_f1_then_newer_version():
-    scores = [registry.VersionScore("1", 0.9, 0.8), registry.VersionScore("2", 0.95, 0.7),
-              registry.VersionScore("3", 0.95, 0.7), registry.VersionScore("4", 0.9, 0.85)]
-    assert [s.version for s in registry.rank_versions(scores)] == ["3", "2", "4", "1"]
+    scores = [VersionScore("1", 0.9, 0.8), VersionScore("2", 0.95, 0.7),
+              VersionScore("3", 0.95, 0.7), VersionScore("4", 0.9, 0.85)]
+    assert [s.version for s in rank_versions(scores)] == ["3", "2", "4", "1"]
 
 
 def check_aliases(name, report):
     client = mlflow.MlflowClient()
-    ranked = registry.rank_versions(report.versions)
+    ranked = rank_versions(report.versions)
     expected = {"baseline": report.versions[0].version, "champion": ranked[0].version, "staging": ranked[1].version}
     assert report.aliases == expected
     for alias, version in expected.items():
         assert client.get_model_version_by_alias(name, alias).version == version
     for score in report.versions:
         tags = client.get_model_version(name, score.version).tags
-        assert tags["status"] == registry.status_of(score.version, expected)
+        assert tags["status"] == status_of(score.version, expected)
         assert len(tags[TAG_DIGEST]) == 64 and tags["model_type"]
     return expected
 
@@ -72,7 +74,7 @@ def test_wine_flow_end_to_end(experiment_name, server_uri):
 
 @pytest.mark.skipif(not MNIST_RAW.is_dir(), reason="real MNIST digits in ../shared/data/mnist/raw are absent")
 def test_mnist_on_real_digits(experiment_name, server_uri):
-    data = mnist.load_digits("idx", MNIST_RAW)
+    data = load_digits("idx", MNIST_RAW)
     assert (len(data.x_train), len(data.x_test)) == (7000, 3000)  # the 10,000 t10k digits, split 70/30
     assert data.source == "mnist-idx:t10k"
     reports = run_registry_workflow(RegistryRequest(suite="mnist", mnist_dir=str(MNIST_RAW), epochs_scale=0.04,
@@ -106,7 +108,7 @@ def test_mnist_on_real_digits(experiment_name, server_uri):
 
 
 def test_sklearn_digits_stand_in_runs_offline(experiment_name, sqlite_uri):
-    data = mnist.load_digits("sklearn-digits")
+    data = load_digits("sklearn-digits")
     assert data.x_train.shape[1] == 784 and data.source == "sklearn-digits"
     code = registry_cli.main(["--suite", "mnist", "--mnist-source", "sklearn-digits", "--epochs-scale", "0.02",
                               "--experiment-name", experiment_name])
@@ -118,7 +120,7 @@ def test_sklearn_digits_stand_in_runs_offline(experiment_name, sqlite_uri):
 
 def test_missing_mnist_dir_offline_names_the_parameter(tmp_path, experiment_name, sqlite_uri, caplog):
     with pytest.raises(DatasetError, match="(?s)mnist_dir=.*download failed.*-P mnist_source=sklearn-digits"):
-        mnist.load_digits("idx", tmp_path / "empty")
+        load_digits("idx", tmp_path / "empty")
     assert registry_cli.main(["--suite", "mnist", "--mnist-dir", str(tmp_path / "empty"), "--experiment-name", experiment_name]) == 2
     assert "mnist_dir" in caplog.text
 
@@ -131,20 +133,20 @@ def test_idx_reader_pools_gz_and_plain(tmp_path):
         pytest.skip("real MNIST digits absent")
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(images.read_bytes()))
     (tmp_path / "train-labels-idx1-ubyte").write_bytes((MNIST_RAW / "t10k-labels-idx1-ubyte").read_bytes())
-    x, y, found = mnist.read_pairs(tmp_path)
+    x, y, found = read_pairs(tmp_path)
     assert x.shape == (10000, 28, 28) and y.shape == (10000,) and found == ["train"]
     one = (1).to_bytes(4, "big")
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + one + (28).to_bytes(4, "big") * 2 + bytes(784))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + one + b"\x07")
-    x, y, found = mnist.read_pairs(tmp_path)
+    x, y, found = read_pairs(tmp_path)
     assert found == ["train", "t10k"] and len(x) == 10001 and y[-1] == 7
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x07")
     with pytest.raises(DatasetError, match="truncated"):
-        mnist.read_pairs(tmp_path)
+        read_pairs(tmp_path)
 
 
 def test_champion_grid_frames_wrong_predictions_in_red():
-    data = mnist.load_digits("sklearn-digits")
+    data = load_digits("sklearn-digits")
     actual = data.y_test[:20].numpy()
     predicted = actual.copy()
     predicted[3] = (actual[3] + 1) % 10  # one wrong prediction, the fourth digit of the first row

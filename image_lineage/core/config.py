@@ -1,0 +1,127 @@
+"""Every environment variable the project reads or sets, in one place.
+
+Each is read when asked (tests and users change them between calls), never at import. The library
+writes the environment in two places only, both here and both for the command line's own process:
+MLflow's HTTP retry defaults (:func:`apply_http_defaults`) and MLflow's run-address printing
+(:func:`claim_run_url_printing`); explicit settings of the user's always win.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# ---------------------------------------------------------------- the project's own
+
+CACHE_DIR = "IMAGE_LINEAGE_CACHE_DIR"  # where the image record cache and s3 mirrors live; "off": none
+READ_LOG = "IMAGE_LINEAGE_READ_LOG"  # a file every image read is appended to (tests count reads with it)
+QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's HTTP session as it is
+URLS_OURS = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the URL switch below is ours, not the user's
+
+
+def cache_dir() -> Path | None:
+    """``$IMAGE_LINEAGE_CACHE_DIR`` (default ``~/.cache/image_lineage``); None when it says ``off``."""
+    folder = os.environ.get(CACHE_DIR) or str(Path.home() / ".cache" / "image_lineage")
+    return None if folder.lower() == "off" else Path(folder)
+
+
+def read_log() -> str | None:
+    return os.environ.get(READ_LOG) or None
+
+
+def quick_acks_wanted() -> bool:
+    return os.environ.get(QUICK_ACK, "on").lower() not in ("0", "off", "false", "no")
+
+
+# ---------------------------------------------------------------- MLflow
+
+TRACKING_URI = "MLFLOW_TRACKING_URI"
+RUN_ID = "MLFLOW_RUN_ID"  # set by `mlflow run`: the run this process logs into
+EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
+EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
+SUPPRESS_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+SYSTEM_METRICS_INTERVAL = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+# MLflow reads these for every REST call: minutes of retries by default; a typo should fail in seconds.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def tracking_uri() -> str | None:
+    return os.environ.get(TRACKING_URI) or None
+
+
+def project_run_id() -> str | None:
+    """The run ``mlflow run`` created for this process, or None outside ``mlflow run``."""
+    return os.environ.get(RUN_ID) or None
+
+
+def experiment_id() -> str | None:
+    return os.environ.get(EXPERIMENT_ID) or None
+
+
+def experiment_name() -> str | None:
+    return os.environ.get(EXPERIMENT_NAME) or None
+
+
+def tracking_credentials() -> tuple[str | None, str | None, str | None]:
+    """(user, password, token) as MLflow reads them for a tracking server."""
+    return (os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+            os.environ.get("MLFLOW_TRACKING_TOKEN"))
+
+
+def apply_http_defaults() -> None:
+    """Shorter HTTP retries for MLflow's REST calls, unless the user set them."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def default_system_metrics_interval(seconds: str) -> None:
+    """MLflow samples system metrics every 10 s: a short training run would show none."""
+    os.environ.setdefault(SYSTEM_METRICS_INTERVAL, seconds)
+
+
+def claim_run_url_printing() -> bool:
+    """True when this project prints run addresses in MLflow's place: unless the user set MLflow's switch
+    themselves, MLflow's printing (which costs a ``get_run`` request per run) is turned off."""
+    if os.environ.get(SUPPRESS_URLS) is None or os.environ.get(URLS_OURS):
+        os.environ[SUPPRESS_URLS], os.environ[URLS_OURS] = "true", "1"
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- Hugging Face, torch, S3
+
+def hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+
+
+def torch_home() -> str:
+    return os.environ.get("TORCH_HOME", "~/.cache/torch")
+
+
+def under_torchrun() -> bool:
+    """True in a process ``torchrun`` started (it sets RANK, LOCAL_RANK, WORLD_SIZE)."""
+    return "RANK" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+S3_ENDPOINTS = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
+S3_CLIENT_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                       "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_DEFAULT_REGION", *S3_ENDPOINTS)
+
+
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint (MinIO, Ceph), as boto3 or MLflow's S3 store name it; None for AWS."""
+    return next((os.environ[name] for name in S3_ENDPOINTS if os.environ.get(name)), None)
+
+
+def s3_settings() -> tuple:
+    """Everything a boto3 client's credentials and endpoint depend on (one client per setting)."""
+    return tuple(os.environ.get(name) for name in S3_CLIENT_VARIABLES)

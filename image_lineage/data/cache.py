@@ -1,0 +1,160 @@
+"""The image record cache: what the image pass learned about each file, so an unchanged file is not read again.
+
+The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one ``stat``
+per file instead of reading every byte. Records are keyed by (absolute path, size, mtime_ns, inode); any
+write to a file changes its mtime (and usually its size), so a changed file is read again. Perceptual
+hashes are keyed by sha256 (they depend on the bytes alone), and a folder's last scan is kept whole (one
+row read instead of a row per file, :mod:`image_lineage.data.folders`).
+
+Stored in sqlite under ``$IMAGE_LINEAGE_CACHE_DIR`` (default ``~/.cache/image_lineage``; ``off``: no cache).
+Like dvc-data's state, it answers "don't know" whenever in doubt: the file carries ``SCHEMA_VERSION`` in
+sqlite's ``user_version``, and a file written by another layout (an older or newer version of this
+project), or one sqlite cannot read, is rebuilt empty; an error while reading is a miss, an error while
+writing skips the write. Never a crash, never a stale answer. Change any table's layout: bump the version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from image_lineage.core import config
+from image_lineage.data.facts import ImageFacts
+
+LOGGER = logging.getLogger(__name__)
+
+StatKey = tuple  # (absolute path, size, mtime_ns, inode)
+
+SCHEMA_VERSION = 2  # 1 (implicit, user_version 0): the tables before the layout was versioned
+TABLES = (
+    "CREATE TABLE images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER,"
+    " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)",
+    "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT)",
+    "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
+)
+_current: set[Path] = set()  # cache files this process found at SCHEMA_VERSION (checked once per process)
+
+
+class RecordCache:
+    """One cache file; see the module docstring. Every method opens its own short connection, so threads
+    and processes share the file safely (sqlite locks it)."""
+
+    FILE = "image_records.sqlite"
+    COLUMNS = "path, size, mtime_ns, inode, sha256, width, height, format, checked"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path not in _current:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.stored_version() != SCHEMA_VERSION:
+                self.rebuild()
+            _current.add(self.path)
+
+    @staticmethod
+    def folder() -> Path | None:
+        """Where the project caches what it learned; None when the cache is off."""
+        return config.cache_dir()
+
+    @classmethod
+    def default(cls) -> "RecordCache | None":
+        folder = cls.folder()
+        if folder is None:
+            return None
+        try:
+            return cls(folder / cls.FILE)
+        except (OSError, sqlite3.Error) as exc:  # a read-only home must not stop logging
+            LOGGER.warning("image record cache disabled (%s): %s", folder, exc)
+            return None
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def stored_version(self) -> int | None:
+        """The file's schema version; None when there is no file or sqlite cannot read it."""
+        if not self.path.exists():
+            return None
+        try:
+            with contextlib.closing(self.connect()) as db:
+                return db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError:  # not a database, or damaged
+            return None
+
+    def rebuild(self) -> None:
+        """A new empty cache in place of whatever is there. Built beside it and renamed over it, so a process
+        that reads meanwhile sees the old file or the new one, never half of one."""
+        if self.path.exists():
+            LOGGER.info("image record cache %s was written by another layout (or is damaged): rebuilt empty", self.path)
+        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
+        fresh.unlink(missing_ok=True)
+        with contextlib.closing(sqlite3.connect(fresh)) as db, db:
+            for table in TABLES:
+                db.execute(table)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        Path(f"{self.path}-journal").unlink(missing_ok=True)  # a journal of the old file must not roll back the new
+        os.replace(fresh, self.path)
+
+    def lookup(self, keys: list[StatKey], perceptual: bool = False) -> dict[StatKey, ImageFacts]:
+        """{key: facts} for the keys whose stored size, mtime and inode still match (with their perceptual
+        hashes when ``perceptual`` and they are known). Any doubt is a miss."""
+        try:
+            return self._lookup(keys, perceptual)
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # locked too long, damaged, a row of another form
+            LOGGER.warning("image record cache %s unreadable (%s): reading the files instead", self.path, exc)
+            return {}
+
+    def _lookup(self, keys: list[StatKey], perceptual: bool) -> dict[StatKey, ImageFacts]:
+        wanted = set(keys)
+        found = {}
+        columns = f"{self.COLUMNS}, perceptual.hashes" if perceptual else f"{self.COLUMNS}, NULL"
+        join = "LEFT JOIN perceptual USING (sha256)" if perceptual else ""
+        with contextlib.closing(self.connect()) as db:
+            for where, values in self.selections([key[0] for key in keys]):
+                for path, size, mtime_ns, inode, sha256, width, height, fmt, checked, hashes in db.execute(
+                        f"SELECT {columns} FROM images {join} WHERE {where}", values):
+                    if (path, size, mtime_ns, inode) in wanted:
+                        phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
+                        found[(path, size, mtime_ns, inode)] = ImageFacts(sha256, size, width, height, fmt, checked, phash)
+        return found
+
+    @staticmethod
+    def selections(paths: list[str]) -> list[tuple[str, list[str]]]:
+        """WHERE clauses that select ``paths``: one range over the primary key when they share a folder
+        (a version folder: one indexed scan instead of 40 IN lists at 20,000 files), else IN lists of 500
+        (sqlite caps the bound parameters)."""
+        folder = os.path.commonprefix([min(paths), max(paths)]).rpartition("/")[0] if paths else ""
+        if folder.count("/") >= 2:
+            return [("path > ? AND path < ?", [folder + "/", folder + "0"])]  # "0" follows "/" in the byte order
+        return [(f"path IN ({','.join('?' * len(chunk))})", chunk) for chunk in (paths[i:i + 500] for i in range(0, len(paths), 500))]
+
+    def scan_result(self, folder: str, state: str) -> str | None:
+        """What :meth:`store_scan` kept for ``folder`` when its state (every file's stat key, the options)
+        was ``state``; None when the folder changed since, was never scanned, or the cache cannot say."""
+        try:
+            with contextlib.closing(self.connect()) as db:
+                row = db.execute("SELECT result FROM scans WHERE folder = ? AND state = ?", (folder, state)).fetchone()
+        except sqlite3.Error as exc:
+            LOGGER.warning("image record cache %s unreadable (%s): scanning the folder", self.path, exc)
+            return None
+        return row[0] if row else None
+
+    def store_scan(self, folder: str, state: str, result: str) -> None:
+        self.write("INSERT OR REPLACE INTO scans VALUES (?, ?, ?)", [(folder, state, result)])
+
+    def store(self, entries: list[tuple[StatKey, ImageFacts]]) -> None:
+        rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked) for key, f in entries]
+        hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash)) for _, f in entries if f.phash]
+        self.write(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 9)})", rows,
+                   ("INSERT OR REPLACE INTO perceptual VALUES (?, ?)", hashes))
+
+    def write(self, statement: str, rows: list, *more: tuple[str, list]) -> None:
+        """Statements in one transaction; on any sqlite error (another process holding the lock too long, a
+        damaged file) the write is skipped: the cache only ever saves work."""
+        try:
+            with contextlib.closing(self.connect()) as db, db:
+                for sql, values in ((statement, rows), *more):
+                    db.executemany(sql, values)
+        except sqlite3.Error as exc:
+            LOGGER.warning("could not update the image record cache %s: %s", self.path, exc)

@@ -1,0 +1,27 @@
+"""Dataset source kinds: one module each, registered here in the order they are asked.
+
+See :mod:`image_lineage.data.kinds.base` for what a kind does and how to add one.
+"""
+
+from image_lineage.data.kinds.base import (
+    SPLIT_CHOICES, LoadedSplit, LoadOptions, SourceKind, SourceRef, SplitImage, label_counts, manifest_split,
+    resolve_targets,
+)
+from image_lineage.data.kinds.coco_folder import CocoFolder
+from image_lineage.data.kinds.hub import HubDataset
+from image_lineage.data.kinds.image_folder import ImageFolder
+from image_lineage.data.kinds.registry import (
+    KINDS, dataset_name_of, kind_of, load_splits, load_whole, passed_over_folders, register, reload_split, unregister,
+)
+from image_lineage.data.kinds.s3_prefix import ObjectStorePrefix
+
+register(ObjectStorePrefix())  # s3://bucket/prefix: mirrored, then read as the folder it holds
+register(HubDataset())
+register(CocoFolder())
+register(ImageFolder())  # last: any other folder is an image folder
+
+__all__ = [
+    "KINDS", "SPLIT_CHOICES", "LoadedSplit", "LoadOptions", "SourceKind", "SourceRef", "SplitImage", "dataset_name_of",
+    "kind_of", "label_counts", "load_splits", "load_whole", "manifest_split", "passed_over_folders", "register",
+    "reload_split", "resolve_targets", "unregister",
+]

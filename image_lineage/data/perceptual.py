@@ -1,0 +1,65 @@
+"""Perceptual hashes of one image: what the image pass computes, from the bytes it already read, for the leakage check.
+
+Which hash, and why: pHash (the DCT of a 32x32 grey thumbnail; one bit per low-frequency coefficient,
+set when it is above their median). Resizing, re-encoding at a low JPEG quality and brightening leave the
+low frequencies almost unchanged (on the real photos in ../shared/data: at most 2, 2 and 8 of 64 bits),
+but a crop shifts the whole picture under the grid, and a 5% border crop moved up to 16 bits, as far as
+two different photos can be (the closest distinct photos there differ in 14 bits). So each image gets
+three pHashes: of the whole picture and of its centre with 5% and 10% cut from every side. A copy cut by
+about that much matches the original's centre hash closely (at most 4 bits for a 5% crop), and a pair's
+distance is the smallest over whole/whole, centre/whole and whole/centre.
+
+The thumbnail comes from the JPEG decoder's DCT scaling: a 1/2..1/8 scale decode reads the same coefficients
+and skips most of the work, and the pHash only needs 32x32 pixels anyway.
+
+The search for near-identical pairs among many hashes is :mod:`image_lineage.quality.pairs`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+HASH_SIZE = 32  # thumbnail side; the low 8x8 DCT coefficients give the 64 bits
+CROPS = (0.0, 0.05, 0.10)  # whole picture, then its centre with this fraction cut from every side
+
+
+BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+# OpenCV decodes JPEGs at 1/2, 1/4 or 1/8 scale straight to grey (libjpeg-turbo's DCT scaling), and, unlike
+# PIL's Python-level parsing, every step here (decode, resize, DCT) runs in C without the GIL, so the image
+# pass's threads hash in parallel. Orientation is ignored: the pixels as stored, as everywhere else.
+REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """(whole, centre 5%, centre 10%) pHashes of an encoded image, each a 64-bit unsigned int.
+
+    ``size`` (width, height, from the header) lets the decoder scale down as far as the hash allows."""
+    grey = decode_grey(data, size)
+    height, width = grey.shape
+    low = np.empty((len(CROPS), 64), dtype=np.float32)
+    for row, crop in enumerate(CROPS):
+        dy, dx = round(height * crop), round(width * crop)
+        region = grey[dy : height - dy or None, dx : width - dx or None]
+        thumbnail = cv2.resize(region, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+        low[row] = cv2.dct(thumbnail)[:8, :8].ravel()
+    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term would dominate the median
+    return tuple(int(value) for value in (bits.astype(np.uint64) * BIT_WEIGHTS).sum(axis=1))
+
+
+def decode_grey(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
+    """A grey uint8 array of the picture, at least ``2 * HASH_SIZE`` pixels on its short side when possible."""
+    factor = 1
+    if size:
+        while factor < 8 and min(size) // (factor * 2) >= HASH_SIZE * 2:
+            factor *= 2
+    grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if grey is None:  # a format this OpenCV build does not read: PIL does
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("L", (HASH_SIZE * 2, HASH_SIZE * 2))
+            grey = np.asarray(image.convert("L"))
+    return grey

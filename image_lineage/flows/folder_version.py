@@ -1,0 +1,217 @@
+"""Log one version of an image folder (``<data_dir>/<version>/<class>/<image>``) as an MLflow run.
+
+What a run holds (the homework's deliverables, plus lineage):
+
+* params ``dataset_version``, ``dataset_name``, ``num_classes``, ``class_names``;
+* metrics ``total_images`` and ``class_<name>_count`` for every class of any version under data_dir;
+* artifacts ``samples/<class>/<file>``, ``manifest.json``, ``diff.json``, ``class_counts.png``, and, when a
+  class holds more than ``max_samples_per_class`` files, the whole version as one ``archive/<version>.tar``;
+* the dataset input (content digest, folder + git commit source) and tags ``dataset.*``.
+
+The stages are the ingestion path's (:mod:`image_lineage.flows.ingest`): the version is read whole by its
+source kind (:func:`image_lineage.data.versions.read_version`), checked, stored or linked, logged. When a
+FINISHED run anywhere on the tracking server already holds the files of the same digest, the new run is a
+light re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_id`` and
+``dataset.snapshot_uri`` naming where the files are (``snapshot=copy`` uploads them anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from image_lineage.core.errors import LineageError
+from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI
+from image_lineage.data.archive import write_archive
+from image_lineage.data.diff import summarize_diff
+from image_lineage.data.folders import Manifest
+from image_lineage.data.kinds import LoadOptions
+from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
+from image_lineage.flows.charts import plot_class_counts
+from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
+from image_lineage.quality.gate import require_on_leakage
+from image_lineage.tracking.artifacts import link_or_copy, write_files
+from image_lineage.tracking.dataset_sources import folder_source
+from image_lineage.tracking.runs import log_values, resolve_experiment_id, start_run
+from image_lineage.tracking.snapshots import find_holder, holder_tags, require_snapshot_choice, store_or_link
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class FolderVersionRequest:
+    data_dir: str = "image_dataset"
+    version: str = "v1"
+    dataset_name: str = "cat_dog_dataset"
+    # Logged as param dataset_version; None derives it from version (v1 -> 1.0.0). The MLproject names it
+    # dataset_semver because `mlflow run` logs every entry-point parameter itself, and a run's param
+    # cannot change afterwards: a parameter called dataset_version would pin the value to "auto".
+    dataset_semver: str | None = None
+    run_name: str | None = None  # None: image_<version>
+    max_samples_per_class: int = 50
+    on_bad_image: str = "fail"
+    image_check: str = "structure"
+    quality_check: str = "on"  # duplicates and near-duplicates in the version, and across its classes
+    on_leakage: str = "warn"
+    snapshot: str = "reuse"  # reuse: files of a digest already stored on the server are not uploaded again; copy
+    experiment_name: str | None = None  # only used outside `mlflow run`
+
+
+@dataclass
+class LoggedVersion:
+    run_id: str
+    digest: str
+    snapshot_run_id: str | None
+    manifest: Manifest
+    diff: dict
+
+
+def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
+    """Read, diff and log one version folder; see the module docstring for what the run holds."""
+    dataset_version = request.dataset_semver or derive_dataset_version(request.version)
+    if request.max_samples_per_class < 0:
+        raise LineageError("max_samples_per_class must be 0 or more.")
+    require_on_leakage(request.on_leakage)
+    require_snapshot_choice(request.snapshot)
+    options = LoadOptions(image_check=request.image_check, on_bad_image=request.on_bad_image,
+                          perceptual=request.quality_check == "on")
+    # Requests to a tracking server take ~10-20 ms each on a small machine, so none waits on another
+    # without need: the experiment is looked up while the folder is read, the holder search runs while the
+    # run is created, and the dataset input is built and sent while params and metrics are written.
+    with ThreadPoolExecutor(2) as pool:
+        experiment = pool.submit(resolve_experiment_id, request.experiment_name)
+        read = read_version(request.data_dir, request.version, options)  # a bad folder stops here: no run
+        return log_version_run(request, read, dataset_version, experiment.result(), pool)
+
+
+def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_version: str, experiment_id: str,
+                    pool: ThreadPoolExecutor) -> LoggedVersion:
+    """The version's run: checked, files stored or linked, summary and dataset input."""
+    loaded, manifest = read.loaded, read.loaded.manifest
+    holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
+    with start_run(run_name=request.run_name or f"image_{request.version}", experiment_id=experiment_id) as run:
+        holder = holder_search.result() if holder_search else None
+        # before the files: with on_leakage=fail the run stops here, its report logged
+        check = (check_in_run(run, loaded.images, request.image_check, request.on_leakage, earlier=holder,
+                              files=holder is None) if request.quality_check == "on" else CheckOutcome(None))
+        reports = version_reports(manifest, read.diff, loaded.remote)
+        reports_tag = reports_digest(reports)
+        own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
+        snapshot_tags = store_or_link(
+            loaded.digest, holder,
+            stage_data=lambda folder: stage_version_files(manifest, folder, request, dataset_version, run.info.run_id),
+            stage_own=lambda folder: write_files(reports, folder) if own_reports_differ else None)
+        if holder is None:
+            log_sample_grids(manifest, request.max_samples_per_class)
+        params, metrics, tags = version_summary(manifest, read.all_classes, read.diff, request.dataset_name, dataset_version)
+        tags[TAG_REPORTS_DIGEST] = reports_tag
+        # one request, sent first: the server writes it while this thread builds the dataset input
+        summary_logged = pool.submit(log_values, run, params, {**metrics, **check.metrics},
+                                     {**tags, **check.tags, **snapshot_tags})
+        source = folder_source(manifest.version_dir, loaded.remote, snapshot_tags[TAG_SNAPSHOT_URI])
+        log_split_inputs(run.info.run_id, split_inputs([loaded], request.dataset_name, "manifest", check.status,
+                                                       sources={loaded.split: source}, tag="version"))
+        summary_logged.result()
+    return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
+
+
+def version_summary(manifest: Manifest, all_classes, diff, dataset_name, dataset_version) -> tuple[dict, dict, dict]:
+    """(params, metrics, tags) of a version run."""
+    counts = manifest.class_counts()
+    present = manifest.non_empty_classes()
+    params = {
+        "dataset_version": dataset_version,
+        "dataset_name": dataset_name,
+        "num_classes": str(len(present)),
+        "class_names": json.dumps(present),
+    }
+    metrics = {"total_images": len(manifest.records)}
+    metrics.update({f"class_{name}_count": counts.get(name, 0) for name in sorted({*all_classes, *counts})})
+    tags = {TAG_DIGEST: manifest.digest, TAG_DIFF: summarize_diff(diff), TAG_IGNORED: str(len(manifest.ignored))}
+    return params, metrics, tags
+
+
+def version_reports(manifest: Manifest, diff: dict, remote=None) -> dict[str, str]:
+    """What a run says about its folder beyond the content (the same images can sit in another folder,
+    beside other versions): ``diff.json``, ``ignored_files.json`` when files were left out, and for an
+    s3:// version ``s3_objects.json`` (each object's key, ETag, size, last-modified and version id)."""
+    reports = {"diff.json": json.dumps(diff, indent=1)}
+    if manifest.ignored:
+        reports["ignored_files.json"] = json.dumps(manifest.ignored, indent=1)
+    if remote is not None:
+        reports["s3_objects.json"] = json.dumps(remote.to_dict(), indent=1)
+    return reports
+
+
+def reports_digest(reports: dict[str, str]) -> str:
+    """Tagged on every version run: a run that reuses a snapshot uploads its reports only when they differ
+    from the holder's (a re-log of the same folder sends no file)."""
+    return hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stage_version_files(manifest: Manifest, stage: Path, request: FolderVersionRequest, dataset_version: str,
+                        run_id: str) -> dict[str, str]:
+    """The version's files, laid out for one upload: samples (and, past ``max_samples_per_class``, one
+    archive of every image), ``manifest.json`` and the class chart; returns the holder tags (where every
+    image is: ``samples`` or ``archive/<version>.tar``, and the archive's sha256)."""
+    stored_at, archives = "samples", {}
+    stage_samples(manifest, stage / "samples", request.max_samples_per_class)
+    if max(manifest.class_counts().values()) > request.max_samples_per_class:
+        stored_at = f"archive/{request.version}.tar"
+        archives[""] = stage_archive(manifest, stage / stored_at)
+    (stage / "manifest.json").write_text(manifest.to_json())
+    plot_class_counts(manifest.class_counts(), stage / "class_counts.png",
+                      f"{request.dataset_name} {dataset_version} ({len(manifest.records)} images)")
+    return holder_tags(run_id, stored_at, archives)
+
+
+def log_sample_grids(manifest: Manifest, limit: int) -> None:
+    """The run page shows these as images, one per class."""
+    for label in manifest.non_empty_classes():
+        mlflow.log_image(sample_grid(manifest, label, limit), key=f"samples_{label}", synchronous=True)
+
+
+def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):
+    """Up to 16 (and ``limit``) of a class's images as one grid picture, each fitted into a ``cell`` square."""
+    from PIL import Image
+
+    first = itertools.islice((r for r in manifest.records if r.label == label), min(16, max(limit, 1)))
+    paths = [Path(manifest.version_dir) / r.path for r in first]  # not a Path for each of 100,000 records
+    rows = -(-len(paths) // columns)
+    grid = Image.new("RGB", (cell * min(columns, len(paths)), cell * rows), "white")
+    for position, path in enumerate(paths):
+        with Image.open(path) as image:
+            image.draft("RGB", (cell, cell))
+            thumbnail = image.convert("RGB")
+            thumbnail.thumbnail((cell, cell))
+        grid.paste(thumbnail, (cell * (position % columns), cell * (position // columns)))
+    return grid
+
+
+def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
+    """Link (or copy) up to ``per_class`` images of each class under ``target/<class>/``."""
+    taken: dict[str, int] = {}
+    source_root = Path(manifest.version_dir)
+    for record in manifest.records:  # sorted by path, so samples are the first files of each class
+        if taken.get(record.label, 0) >= per_class:
+            continue
+        taken[record.label] = taken.get(record.label, 0) + 1
+        destination = target / record.path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(source_root / record.path, destination)
+
+
+def stage_archive(manifest: Manifest, path: Path) -> str:
+    """The whole version in one uncompressed, deterministic tar (images are already compressed): one
+    upload, the same bytes for the same files; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = manifest.version_dir  # plain strings: a Path per record costs ~10 us, a second at 100,000 images
+    return write_archive(((record.path, os.path.join(root, record.path)) for record in manifest.records), path)

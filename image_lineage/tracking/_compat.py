@@ -1,0 +1,83 @@
+"""Every private MLflow and ``datasets`` API the project uses, in one place.
+
+Each is a name MLflow or ``datasets`` does not document, so an upgrade may move or change it.
+``tests/test_compat.py`` calls every function here against the installed versions and fails, naming the
+function, when one no longer works as this module expects. Nothing else in the project touches a private
+name of either library.
+"""
+
+from __future__ import annotations
+
+# MLflow's run tag holding a dataset input's context (training, validation, ...): mlflow.utils.mlflow_tags
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+def dataset_entity(dataset):
+    """The ``mlflow.entities.Dataset`` of an ``mlflow.data`` dataset, for ``MlflowClient.log_inputs``
+    (``mlflow.log_input`` builds it the same way, but only for the active run)."""
+    return dataset._to_mlflow_entity()
+
+
+def infer_schema(frame):
+    """MLflow's schema inference for a pandas frame (what ``mlflow.data`` datasets compute themselves)."""
+    from mlflow.types.utils import _infer_schema
+
+    return _infer_schema(frame)
+
+
+def tracking_store_schemes() -> list[str]:
+    """The URI schemes MLflow has a tracking store for."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    return sorted(scheme for scheme in _tracking_store_registry._registry if scheme)
+
+
+def has_tracking_store(uri: str) -> bool:
+    """Whether MLflow has a tracking store for ``uri``'s scheme."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except MlflowException:
+        return False
+    return True
+
+
+def artifact_repository(artifact_uri: str):
+    """The artifact repository object behind a run's artifact URI (one object serves many uploads;
+    ``MlflowClient.log_artifact`` looks the run up again for every file)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(artifact_uri)
+
+
+def code_source():
+    """The source MLflow records for a dataset built in code (``from_huggingface`` without a path)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.tracking.context import registry
+
+    return CodeDatasetSource(tags=registry.resolve_tags())
+
+
+def invalid_parameter_code():
+    """MLflow's error code for a bad argument (what its own dataset constructors raise with)."""
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return INVALID_PARAMETER_VALUE
+
+
+def request_session_module():
+    """The module whose ``_cached_get_request_session(...)`` makes the ``requests`` session of MLflow's REST
+    calls and artifact transfers (one per retry setting and process): see :mod:`._quick_ack`."""
+    from mlflow.utils import request_utils
+
+    return request_utils if callable(getattr(request_utils, "_cached_get_request_session", None)) else None
+
+
+SESSION_FACTORY = "_cached_get_request_session"
+
+
+def selection_indices(dataset):
+    """The indices mapping of a ``datasets.Dataset`` after ``select``/``shuffle`` (None when it has none)."""
+    return dataset._indices

@@ -1,0 +1,156 @@
+"""Dataset snapshots: the files of one content digest, stored once per tracking server.
+
+The first run that logs a digest uploads its files (a folder version's samples and archive, a COCO
+dataset's annotation files and images) and is tagged ``dataset.snapshot_digest``: it *holds* the snapshot.
+Any later run that logs the same digest, in any experiment of the server, uploads only what is new to it
+(previews, reports, plots) and records where the files are: ``dataset.snapshot_run_id`` (the holder),
+``dataset.snapshot_uri`` (``runs:/<holder>/<path>``) and the archive's sha256. The holder is tagged
+``dataset.snapshot_shared`` the first time another run relies on it, so whoever deletes it is warned.
+
+``snapshot=copy`` makes a run upload its own copy (it then holds one too), e.g. when the first run
+will be deleted. A deleted holder is never found again (searches see active runs only), so the next run
+of that digest uploads the files anew; runs that pointed at it keep a link that ``compare`` flags.
+
+Like W&B artifacts and DVC, storage then grows with unique content, not with runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+
+from image_lineage.core.errors import LineageError
+from image_lineage.core.names import (
+    SNAPSHOT_CHOICES, TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI,
+    require_choice,
+)
+from image_lineage.data.archive import file_sha256
+from image_lineage.tracking.artifacts import staging, upload_folder
+
+LOGGER = logging.getLogger(__name__)
+EXPERIMENTS_PER_SEARCH = 100  # experiment ids per search_runs request
+
+
+def require_snapshot_choice(value: str) -> None:
+    require_choice("snapshot", value, SNAPSHOT_CHOICES)
+
+
+def find_holder(digest: str, experiment_id: str | None = None) -> mlflow.entities.Run | None:
+    """The first FINISHED, active run that holds the files of ``digest``.
+
+    The run's own experiment is asked first (one request: a re-log there costs no more than before);
+    then every other active experiment of the server."""
+    query = f"tags.`{TAG_SNAPSHOT_DIGEST}` = '{digest}' and attributes.status = 'FINISHED'"
+    if experiment_id is not None:
+        found = search_first([experiment_id], query)
+        if found:
+            return found
+    others = [e.experiment_id for e in all_experiments() if e.experiment_id != experiment_id]
+    candidates = [run for start in range(0, len(others), EXPERIMENTS_PER_SEARCH)
+                  if (run := search_first(others[start:start + EXPERIMENTS_PER_SEARCH], query))]
+    return min(candidates, key=lambda run: run.info.start_time, default=None)
+
+
+def search_first(experiment_ids: list[str], query: str) -> mlflow.entities.Run | None:
+    runs = mlflow.MlflowClient().search_runs(experiment_ids, query, ViewType.ACTIVE_ONLY, max_results=1,
+                                             order_by=["attributes.start_time ASC"])
+    return runs[0] if runs else None
+
+
+def all_experiments() -> list[mlflow.entities.Experiment]:
+    client, found, token = mlflow.MlflowClient(), [], None
+    while True:
+        page = client.search_experiments(ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def holder_tags(run_id: str, path: str, archive_sha256s: dict[str, str] | None = None) -> dict[str, str]:
+    """Tags of a run that uploads the files itself (``path``: where, in its artifacts), with the sha256 of
+    each archive (``{"": sha}`` for one archive: tag ``dataset.archive_sha256``; ``{"train": sha}``: tag
+    ``dataset.archive_sha256.train``)."""
+    tags = {TAG_SNAPSHOT_URI: f"runs:/{run_id}/{path}"}
+    tags.update({f"{TAG_ARCHIVE_SHA256}.{key}" if key else TAG_ARCHIVE_SHA256: sha for key, sha in (archive_sha256s or {}).items()})
+    return tags
+
+
+def link_tags(holder: mlflow.entities.Run) -> dict[str, str]:
+    """Tags of a run that relies on ``holder``'s files: which run, where, and the archive's sha256."""
+    tags = {TAG_SNAPSHOT: holder.info.run_id, TAG_SNAPSHOT_URI: holder.data.tags.get(TAG_SNAPSHOT_URI, "")}
+    # the archive's sha256 (COCO: one per split, dataset.archive_sha256.<split>)
+    tags.update({k: v for k, v in holder.data.tags.items() if k.startswith(TAG_ARCHIVE_SHA256)})
+    return tags
+
+
+def mark_shared(holder: mlflow.entities.Run) -> None:
+    """Tag the holder as relied on by other runs (once): deleting it would leave their links dangling."""
+    if holder.data.tags.get(TAG_SNAPSHOT_SHARED) == "true":
+        return
+    try:
+        mlflow.MlflowClient().set_tag(holder.info.run_id, TAG_SNAPSHOT_SHARED, "true")
+    except MlflowException as exc:  # the link is recorded in the new run either way
+        LOGGER.warning("could not tag run %s as a shared snapshot: %s", holder.info.run_id, exc.message)
+
+
+def store_or_link(digest: str, holder: mlflow.entities.Run | None, stage_data: Callable[[Path], dict[str, str]] | None,
+                  stage_own: Callable[[Path], None] | None = None) -> dict[str, str]:
+    """The one store-or-link stage: the run's own files (``stage_own(folder)``: reports, plots, previews)
+    are always uploaded; the data's files (``stage_data(folder)``, which returns the holder tags beyond the
+    digest: where the files are, archive sha256s) only when no ``holder`` run holds ``digest`` yet. Returns
+    the run's snapshot tags: where the files are, and which run holds them. ``stage_data=None``: this flow
+    stores no data files, and links to a holder when there is one."""
+    with staging() as folder:
+        if stage_own is not None:
+            stage_own(folder)
+        stored = stage_data(folder) if holder is None and stage_data is not None else None
+        if any(folder.iterdir()):
+            upload_folder(folder)
+    if holder is not None:
+        LOGGER.info("digest %s already stored by run %s: files not uploaded again", digest[:12], holder.info.run_id)
+        mark_shared(holder)
+        return link_tags(holder)
+    return {TAG_SNAPSHOT_DIGEST: digest, **stored} if stored is not None else {}
+
+
+def missing_holders(holder_ids) -> set[str]:
+    """The run ids among ``holder_ids`` that are deleted or gone: links to them dangle."""
+    client, missing = mlflow.MlflowClient(), set()
+    for holder in set(holder_ids):
+        try:
+            if client.get_run(holder).info.lifecycle_stage != "active":
+                missing.add(holder)
+        except MlflowException:
+            missing.add(holder)
+    return missing
+
+
+def download_archive(run_id: str, destination: str | Path) -> Path:
+    """Download the archive of the files a run logged (its own, or its snapshot holder's), check its
+    sha256 against the one recorded, and unpack it under ``destination``; returns that folder."""
+    run = mlflow.get_run(run_id)
+    uri, expected = run.data.tags.get(TAG_SNAPSHOT_URI), run.data.tags.get(TAG_ARCHIVE_SHA256)
+    if not uri or not expected:
+        raise LineageError(f"run {run_id} records no dataset archive (tags {TAG_SNAPSHOT_URI}, {TAG_ARCHIVE_SHA256}).")
+    holder = run.data.tags.get(TAG_SNAPSHOT, run_id)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
+    except MlflowException as exc:
+        raise LineageError(
+            f"the dataset archive of run {run_id} ({uri}) cannot be read ({exc.message}): its snapshot run {holder} "
+            f"may have been deleted. Log the data again (it then uploads its files), or restore that run."
+        ) from exc
+    actual = file_sha256(local)
+    if actual != expected:
+        raise LineageError(f"{uri}: sha256 {actual}, but run {run_id} recorded {expected}: the archive changed.")
+    folder = Path(destination) / "files"
+    with tarfile.open(local) as archive:
+        archive.extractall(folder, filter="data")
+    return folder

@@ -1,0 +1,1 @@
+"""Project tooling outside the installed library: drawing the bundled samples, downloading COCO."""
