@@ -3,7 +3,7 @@
 Builds a synthetic COCO val2017-sized ground truth (5,000 images, ~36,000 boxes over 80 categories, box
 sizes spread over COCO's small/medium/large ranges, a few crowd boxes) and fixed detections (ground truth
 jittered at unrounded float positions with random scores, plus false positives), then runs both
-evaluators through ``image_lineage.detection.coco_bbox_stats`` in this one process, checks that the 12
+evaluators through ``image_lineage.training.detection.engine.coco_bbox_stats`` in this one process, checks that the 12
 stats agree to 1e-9, and prints the ratio.
 
     python bench/coco_eval.py [--images 5000] [--seed 0]

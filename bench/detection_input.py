@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from image_lineage.data.coco.index import CocoIndex, index_split
 from image_lineage.data.coco.layout import find_coco_splits
-from image_lineage.training.detection.data import CocoDetectionDataset, collate
+from image_lineage.training.detection.coco_data import CocoDetectionDataset, collate
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
 

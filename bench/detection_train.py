@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage.data.coco.index import index_split
-from image_lineage.data.coco.layout import find_coco_splits
-from image_lineage.training.detection.engine import train_one_epoch
-from image_lineage.training.detection.models import MODELS, build_model, resolve_device
 from image_lineage.cli.arguments import optional
 from image_lineage.data.coco.index import CategoryMapping
-from image_lineage.training.detection.data import CocoDetectionDataset, collate
+from image_lineage.data.coco.index import index_split
+from image_lineage.data.coco.layout import find_coco_splits
+from image_lineage.training.detection.coco_data import CocoDetectionDataset, collate
+from image_lineage.training.detection.detectors import MODELS, build_model, resolve_device
+from image_lineage.training.detection.engine import train_one_epoch
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
 

@@ -36,11 +36,11 @@ import mlflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_PHOTOS, RequestCounter, build_folder, wait_until_idle  # noqa: E402
-from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from tests.support.local_server import LocalServer
 from image_lineage.data.folders import scan_version
+from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.tracking._quick_ack import quick_acks  # noqa: E402
 from image_lineage.tracking.connection import configure_tracking
+from tests.support.local_server import LocalServer
 
 def homework_loop(version_dir: Path, experiment: str) -> None:
     """What the assignment's notebook does: every image uploaded on its own."""

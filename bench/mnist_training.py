@@ -28,8 +28,8 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image_lineage.training.digits.data import MNIST_MEAN, MNIST_STD, load_mnist_pool, normalize
-from image_lineage.training.digits.models import ShallowNN, make_adam, train_epoch
+from image_lineage.training.digits.classifiers import ShallowNN, make_adam, train_epoch
+from image_lineage.training.digits.mnist import MNIST_MEAN, MNIST_STD, load_mnist_pool, normalize
 
 MNIST_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "raw"
 

@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_PHOTOS, TRANSFORMS, build_folder, build_leaky_splits, same_picture, timed  # noqa: E402
-from image_lineage.flows.ingest import read_source
+from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.data.read import read_images
+from image_lineage.flows.ingest import read_source
 from image_lineage.quality.pairs import DEFAULT_THRESHOLD, pairs_within
 from image_lineage.quality.pairs import find_pairs
-from image_lineage.data.kinds.base import LoadOptions
 
 
 def hash_speed(files: list[str]) -> None:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_PHOTOS, build_folder, timed  # noqa: E402
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from tests.support.local_server import LocalServer, free_port
 from image_lineage.tracking.connection import configure_tracking
+from tests.support.local_server import LocalServer, free_port
 
 BUCKET = "bench"
 OBJECT_GET = re.compile(rf'"GET /{BUCKET}/\S+ HTTP')

@@ -2,7 +2,7 @@
 
 A plain ``mlflow server`` runs uvicorn with 4 workers, whose connections keep Nagle's algorithm on
 (uvicorn issue #3149), so each reply on a kept-alive connection waits for the client's delayed ACK
-(~40 ms on Linux). :mod:`image_lineage.delayed_ack` has the client acknowledge at once. This prints, in one
+(~40 ms on Linux). :mod:`image_lineage.tracking._quick_ack` has the client acknowledge at once. This prints, in one
 run, the median milliseconds of the calls a folder re-log makes, without and then with it, against the
 server with 4 workers (MLflow's default) and with 1 (not affected: the control), and the ratio.
 

@@ -43,8 +43,8 @@ from bench.common import SHARED_DATA, SHARED_PHOTOS, build_folder, timed  # noqa
 from image_lineage.data.archive import write_archive
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from tests.support.local_server import LocalServer
 from image_lineage.tracking.connection import configure_tracking
+from tests.support.local_server import LocalServer
 
 
 IMAGE_FILES = (".tar", ".jpg")  # dataset files in the store: samples, archives, COCO images

@@ -22,9 +22,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from tests.support.local_server import LocalServer
-from image_lineage.tracking.models import model_id_of
+from image_lineage.tracking.model_registry import model_id_of
 from image_lineage.tracking.ui_screenshots import browser_page, open_page, require_server, snap, wait_for_text, ML_VIEW
+from tests.support.local_server import LocalServer
 
 EXPERIMENT = "HW_Image_Dataset_demo"
 DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"

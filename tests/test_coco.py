@@ -10,11 +10,11 @@ from helpers import (
 from PIL import Image
 from pycocotools.coco import COCO
 
+from image_lineage.core.errors import DatasetError
 from image_lineage.data.coco.hf_form import HUB_FORM_ADDITIONS, coco_to_hf
 from image_lineage.data.coco.index import compute_coco_digest, images_per_category, index_split, instances_per_category
 from image_lineage.data.coco.layout import find_coco_splits
 from image_lineage.data.coco.validate import load_coco_json
-from image_lineage.core.errors import DatasetError
 
 
 def copy_coco(source, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 from helpers import build_tree
 
 from entrypoints import compare as compare_cli
+from image_lineage.core.errors import LineageError
 from image_lineage.flows.comparison import dataset_versions_table, version_key
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 
@@ -60,7 +61,7 @@ def test_unknown_experiment_lists_existing(experiment_name, sqlite_uri, bundled_
     log(bundled_images, "v1", experiment_name)
     assert compare_cli.main(["--experiment", "no_such_experiment"]) == 2
     assert "no_such_experiment" in caplog.text and experiment_name in caplog.text
-    with pytest.raises(LookupError, match="no FINISHED dataset-version runs"):
+    with pytest.raises(LineageError, match="no FINISHED dataset-version runs"):
         mlflow.set_experiment("empty_one")
         dataset_versions_table("empty_one")
 
@@ -68,7 +69,7 @@ def test_unknown_experiment_lists_existing(experiment_name, sqlite_uri, bundled_
 def test_unknown_model_lists_registered_models(sqlite_uri, experiment_name, caplog):
     from image_lineage.flows.comparison import model_versions_table
 
-    with pytest.raises(LookupError, match="registered model 'no-such-model' not found; registered models: none"):
+    with pytest.raises(LineageError, match="registered model 'no-such-model' not found; registered models: none"):
         model_versions_table("no-such-model")
     mlflow.set_experiment(experiment_name)
     assert compare_cli.main(["--experiment", experiment_name, "--models", "no-such-model"]) == 2

@@ -14,8 +14,8 @@ import yaml
 from tests_paths import PROJECT_ROOT
 
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from support.local_server import LocalServer, free_port
 from image_lineage.flows.registry_lab import RegistryRequest, WINE_MODEL, run_registry_workflow
+from support.local_server import LocalServer, free_port
 
 DEPLOY = PROJECT_ROOT / "deploy"
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
+from image_lineage.core.errors import DatasetError
 from image_lineage.data.coco.hf_form import coco_to_hf
+from image_lineage.data.coco.index import CategoryMapping, validation_report, xywh_to_xyxy
 from image_lineage.data.coco.index import index_split
 from image_lineage.data.coco.layout import find_coco_splits
-from image_lineage.training.detection.engine import COCO_METRICS, EVALUATORS, coco_bbox_stats, coco_ground_truth, outputs_to_coco_results, split_undefined
-from image_lineage.training.detection.models import build_model
-from image_lineage.data.coco.index import CategoryMapping, validation_report, xywh_to_xyxy
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
-from image_lineage.core.errors import DatasetError
-from image_lineage.training.detection.data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
-from image_lineage.tracking.models import model_id_of, models_measured_on
+from image_lineage.tracking.model_registry import model_id_of, models_measured_on
+from image_lineage.training.detection.coco_data import CocoDetectionDataset, HfDetectionDataset, clip_boxes_xyxy
+from image_lineage.training.detection.detectors import build_model
+from image_lineage.training.detection.engine import COCO_METRICS, EVALUATORS, coco_bbox_stats, coco_ground_truth, outputs_to_coco_results, split_undefined
 from helpers import SMALL_DETECTOR, artifact_paths
 from tests_paths import PROJECT_ROOT
 
@@ -73,7 +73,7 @@ def test_category_mapping_round_trips(bundled_coco):
 def test_crowd_and_degenerate_boxes_left_out():
     boxes = clip_boxes_xyxy(torch.tensor([xywh_to_xyxy(b) for b in [[10.0, 10, 5, 5], [90, 5, 20, 10]]]), width=100, height=50)
     assert boxes.tolist() == [[10, 10, 15, 15], [90, 5, 100, 15]]
-    from image_lineage.training.detection.data import build_target
+    from image_lineage.training.detection.coco_data import build_target
 
     target = build_target(1, 100, 50, [[1, 1, 5, 5], [2, 2, 0, 4], [3, 3, 4, 4]], [1, 2, 3], [25, 0, 16], [False, False, True])
     assert target["labels"].tolist() == [1] and target["boxes"].shape == (1, 4)

@@ -8,8 +8,8 @@ import yaml
 
 from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset, train_registry
 from entrypoints import main as main_entry
-from image_lineage.flows.finetune import FinetuneRequest
 from image_lineage.flows.check import CheckRequest
+from image_lineage.flows.finetune import FinetuneRequest
 from image_lineage.flows.folder_version import FolderVersionRequest
 from image_lineage.flows.hf_log import HfRequest
 from image_lineage.flows.registry_lab import RegistryRequest
@@ -108,3 +108,23 @@ def test_conda_env_installs_what_the_package_needs():
     conda = yaml.safe_load((PROJECT_ROOT / "conda.yaml").read_text())
     (pip_block,) = [entry["pip"] for entry in conda["dependencies"] if isinstance(entry, dict)]
     assert sorted(pip_block) == sorted(project["project"]["dependencies"])
+
+
+def test_only_the_projects_own_error_is_a_one_line_exit_2(monkeypatch, bundled_images, sqlite_uri, caplog):
+    """A LineageError is the user's to fix: one line, exit 2. Anything else (a KeyError bug, say) is not: it
+    propagates with its traceback (exit 1 from `python -m`), never printed as if it were the user's."""
+    import image_lineage.flows.folder_version as folder_version
+    from image_lineage.core.errors import LineageError
+
+    def user_error(request):
+        raise LineageError("data_dir 'x' is not what you meant")
+
+    def bug(request):
+        return {}["label"]
+
+    monkeypatch.setattr(folder_version, "log_folder_version", user_error)
+    assert log_folder_dataset.main(["--data-dir", str(bundled_images)]) == 2
+    assert "data_dir 'x' is not what you meant" in caplog.text
+    monkeypatch.setattr(folder_version, "log_folder_version", bug)
+    with pytest.raises(KeyError, match="label"):
+        log_folder_dataset.main(["--data-dir", str(bundled_images)])

@@ -7,9 +7,9 @@ from helpers import artifact_paths, build_real_versions, build_tree, dataset_met
 
 from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import TAG_DIGEST, TAG_SNAPSHOT
+from image_lineage.data.folders import scan_version
 from image_lineage.data.versions import derive_dataset_version
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from image_lineage.data.folders import scan_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):
@@ -142,12 +142,12 @@ def test_bad_image_fail_leaves_no_finished_run(tmp_path, experiment_name, server
 
 
 def test_failure_during_logging_leaves_run_failed(bundled_images, experiment_name, server_uri, monkeypatch):
-    import image_lineage.folder_dataset as folder_dataset
+    import image_lineage.tracking.snapshots as snapshots
 
     def broken_upload(_):
         raise ConnectionError("upload interrupted")
 
-    monkeypatch.setattr(folder_dataset, "upload_folder", broken_upload)
+    monkeypatch.setattr(snapshots, "upload_folder", broken_upload)  # the store-or-link stage's upload
     with pytest.raises(ConnectionError):
         log(bundled_images, "v1", experiment_name, snapshot="copy")
     runs = mlflow.search_runs(experiment_names=[experiment_name])

@@ -7,14 +7,14 @@ from helpers import build_real_versions, build_tree, dataset_metrics
 from PIL import Image
 
 from entrypoints import log_hf_dataset as hf_cli
+from image_lineage.core.errors import DatasetError
+from image_lineage.core.names import TAG_DIGEST
 from image_lineage.data.arrow_digest import compute_arrow_digest
+from image_lineage.data.folders import scan_version
+from image_lineage.data.kinds.base import label_counts
 from image_lineage.data.kinds.registry import load_splits
 from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
 from image_lineage.tracking.lineage import find_runs_by_digest, load_logged_dataset
-from image_lineage.core.errors import DatasetError
-from image_lineage.core.names import TAG_DIGEST
-from image_lineage.data.folders import scan_version
-from image_lineage.data.kinds.base import label_counts
 
 
 def log(source, experiment_name, **kwargs):

@@ -1,7 +1,7 @@
 """Our Hugging Face dataset object behaves as MLflow's own.
 
 Each test follows one test of MLflow's ``tests/data/test_huggingface_dataset_and_source.py`` and runs
-against ``mlflow.data.from_huggingface`` and our ``image_lineage.hf_dataset.from_huggingface`` alike.
+against ``mlflow.data.from_huggingface`` and our ``image_lineage.tracking.datasets.from_huggingface`` alike.
 Hub loads (``rotten_tomatoes``, ``allenai/c4``) are replaced by local CSV data made here. Two of MLflow's
 tests cannot be followed: ``task=`` and task templates left ``datasets`` in 3.0, and a hub ``revision``
 needs the hub (a local folder has no revisions); the revision is still checked to be recorded.
@@ -22,9 +22,9 @@ from mlflow.types.schema import Schema
 from mlflow.types.utils import _infer_schema
 
 import mlflow.data
-from image_lineage.tracking.datasets import SCHEMA_SAMPLE_ROWS, from_huggingface
+from image_lineage.tracking import datasets as our_datasets
 
-FACTORIES = {"mlflow": mlflow.data.from_huggingface, "ours": from_huggingface}
+FACTORIES = {"mlflow": mlflow.data.from_huggingface, "ours": our_datasets.from_huggingface}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
@@ -152,15 +152,15 @@ def test_to_evaluation_dataset(from_huggingface, reviews):
 
 def test_a_source_passed_in_gets_the_config_name_mlflow_records(reviews):
     ds = datasets.load_dataset(reviews, split="train")
-    ours = from_huggingface(ds, source=HuggingFaceDatasetSource(path=reviews, split="train"), digest="d")
+    ours = our_datasets.from_huggingface(ds, source=HuggingFaceDatasetSource(path=reviews, split="train"), digest="d")
     assert json.loads(ours.source.to_json())["config_name"] == "default" == ds.config_name
 
 
 def test_a_null_past_the_sampled_rows_makes_the_column_optional():
-    rows = 150 + SCHEMA_SAMPLE_ROWS
+    rows = 150 + our_datasets.SCHEMA_SAMPLE_ROWS
     ds = datasets.Dataset.from_dict({"a": list(range(rows)), "b": [None if i == 150 else "x" for i in range(rows)]})
-    schema = from_huggingface(ds, path="x", digest="d").schema
+    schema = our_datasets.from_huggingface(ds, path="x", digest="d").schema
     assert {spec.name: spec.required for spec in schema.inputs} == {"a": True, "b": False}
     assert schema == mlflow.data.from_huggingface(ds, path="x").schema
     selected = ds.select([i for i in range(rows) if i != 150])  # only the selected rows count
-    assert all(spec.required for spec in from_huggingface(selected, path="x", digest="d").schema.inputs)
+    assert all(spec.required for spec in our_datasets.from_huggingface(selected, path="x", digest="d").schema.inputs)

@@ -11,10 +11,10 @@ from PIL import Image
 from entrypoints import log_folder_dataset as folder_cli
 from entrypoints import log_hf_dataset as hf_cli
 from image_lineage.core.errors import DatasetError
-from image_lineage.data.facts import ImageFacts
 from image_lineage.data._header import read_light
-from image_lineage.data.read import HelperRead, image_facts, in_page_cache, read_images, read_light_in_processes
+from image_lineage.data.facts import ImageFacts
 from image_lineage.data.folders import scan_version
+from image_lineage.data.read import HelperRead, image_facts, in_page_cache, read_images, read_light_in_processes
 
 
 def real_photo(catsdogs_dir, index=0) -> bytes:

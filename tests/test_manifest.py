@@ -7,11 +7,11 @@ import pytest
 from helpers import build_real_versions, build_tree, write_image
 
 from image_lineage.core.errors import DatasetError
+from image_lineage.data.cache import RecordCache
 from image_lineage.data.diff import diff_manifests, summarize_diff
 from image_lineage.data.folders import RememberedManifest, compute_digest, scan_version
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import list_versions, read_version
-from image_lineage.data.cache import RecordCache
 
 
 def scan(path, **kwargs):
@@ -254,3 +254,18 @@ def test_unchanged_folder_is_answered_by_its_last_scan_and_a_change_is_seen(tmp_
     assert "skipping bad image cat/cat_01.png" in caplog.text and remembered.digest == skipped.digest
     with pytest.raises(DatasetError, match="cat_01.png"):  # another option: not the remembered scan
         scan_version(root / "v1", "fail")
+
+
+def test_main_digests_a_folder_of_versions_as_its_steps_read_it(tmp_path):
+    """``main``'s step digest passes over a folder beside the versions that is no version (``pool/`` of
+    loose files), as log_folder_dataset does, instead of refusing the data folder."""
+    from image_lineage.data.versions import versions_digest
+    from image_lineage.flows.workflow import data_digest
+
+    root = build_tree(tmp_path, {"v1": {"cat": 2}, "v2": {"cat": 1, "dog": 1}})
+    (root / "pool").mkdir()
+    write_image(root / "pool" / "spare.png", seed=3)
+    digest = data_digest(root)
+    assert digest == versions_digest(str(root), LoadOptions(perceptual=True))
+    shutil.rmtree(root / "pool")
+    assert data_digest(root) == digest  # the same versions, the same digest

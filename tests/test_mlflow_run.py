@@ -73,9 +73,9 @@ def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, exper
     import time
 
     from image_lineage.flows.comparison import model_versions_table
-    from image_lineage.tracking.lineage import datasets_of_version, versions_trained_on
-    from image_lineage.tracking.models import model_id_of
     from image_lineage.flows.workflow import TAG_STEP_KEY
+    from image_lineage.tracking.lineage import datasets_of_version, versions_trained_on
+    from image_lineage.tracking.model_registry import model_id_of
 
     clone, commit = project_clone
     args = [f"file://{clone}", "--experiment-name", experiment_name, "--env-manager", "local"]

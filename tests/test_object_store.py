@@ -19,13 +19,13 @@ from tests_paths import PROJECT_ROOT
 
 from entrypoints import check_dataset as check_cli
 from entrypoints import log_folder_dataset as folder_cli
-from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIGEST, TAG_SOURCE_URI
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
-from support.local_server import LocalServer
 from image_lineage.tracking.dataset_sources import FolderDatasetSource
+from support.local_server import LocalServer
 
 
 def log_folder(data_dir, experiment, **kwargs):

@@ -12,12 +12,12 @@ from PIL import Image
 
 from bench.common import build_leaky_splits, same_picture
 from entrypoints import check_dataset as check_cli
+from image_lineage.core.errors import LeakageError
+from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.ingest import read_source
-from image_lineage.quality.pairs import near_pairs, pairs_within
-from image_lineage.core.errors import LeakageError
 from image_lineage.quality.pairs import find_pairs
-from image_lineage.data.kinds.base import LoadOptions
+from image_lineage.quality.pairs import near_pairs, pairs_within
 
 
 @pytest.fixture

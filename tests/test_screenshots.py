@@ -5,13 +5,13 @@ import pytest
 from helpers import SMALL_DETECTOR
 from PIL import Image
 
+from docs.capture_ui import capture_lineage
 from entrypoints import compare as compare_cli
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
-from image_lineage.tracking.models import model_id_of
-from docs.capture_ui import capture_lineage
-from image_lineage.tracking.ui_screenshots import WINDOW, ScreenshotError, capture_ui
 from image_lineage.flows.registry_lab import RegistryRequest, WINE_MODEL, run_registry_workflow
+from image_lineage.tracking.model_registry import model_id_of
+from image_lineage.tracking.ui_screenshots import WINDOW, ScreenshotError, capture_ui
 
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed (.ci/run installs it)")
 TINY_DETECTOR = SMALL_DETECTOR["model"]

@@ -1,4 +1,4 @@
-"""Dataset files stored once per tracking server (image_lineage.snapshot) and deterministic archives."""
+"""Dataset files stored once per tracking server (image_lineage.tracking.snapshots) and deterministic archives."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 
 from entrypoints import compare as compare_cli
-from image_lineage.data.archive import write_archive
-from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI
+from image_lineage.data.archive import write_archive
+from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
 from image_lineage.tracking.snapshots import download_archive
@@ -157,7 +157,7 @@ def test_fast_header_is_tarfiles_header(name, size):
 
 
 def test_large_files_are_streamed_into_the_same_archive(tmp_path, monkeypatch):
-    import image_lineage.archive as archive
+    import image_lineage.data.archive as archive
 
     big, small = tmp_path / "big.bin", write_image(tmp_path / "small.png", seed=5)
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 123))

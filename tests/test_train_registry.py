@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from entrypoints import train_registry as registry_cli
-from image_lineage.tracking.models import VersionScore, rank_versions, status_of
-from image_lineage.training.digits.data import load_digits, read_pairs
 from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import TAG_DIGEST
-from image_lineage.tracking.models import model_id_of
 from image_lineage.flows.registry_lab import MNIST_MODEL, RegistryRequest, WINE_MODEL, champion_grid, run_registry_workflow
+from image_lineage.tracking.model_registry import VersionScore, rank_versions, status_of
+from image_lineage.tracking.model_registry import model_id_of
+from image_lineage.training.digits.mnist import load_digits, read_pairs
 from tests_paths import PROJECT_ROOT
 
 MNIST_RAW = PROJECT_ROOT.parent / "shared" / "data" / "mnist" / "raw"

@@ -1,8 +1,8 @@
 """Draw the bundled samples deterministically: cat/dog folders and a small COCO detection set.
 
 The project ships no third-party pictures: cartoon faces and coloured shapes are drawn from a seed, so
-anyone can regenerate them with ``python -m image_lineage.sample_images image_dataset`` and
-``python -m image_lineage.sample_images --coco coco/sample``.
+anyone can regenerate them with ``python -m tools.sample_images image_dataset`` and
+``python -m tools.sample_images --coco coco/sample``.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def coco_finetune() -> argparse.ArgumentParser:
     from image_lineage.cli.arguments import add_image_arguments, add_snapshot_argument, optional, parse_count
     from image_lineage.flows.finetune_data import INPUTS
     from image_lineage.training.detection.engine import EVALUATORS
-    from image_lineage.training.detection.models import MODELS
+    from image_lineage.training.detection.detectors import MODELS
 
     parser = new_parser(
         "coco-finetune", "Train a Faster R-CNN on a COCO folder. Logs the annotation files, images (or one archive "
@@ -146,7 +146,7 @@ def check_dataset() -> argparse.ArgumentParser:
 def train_registry() -> argparse.ArgumentParser:
     from image_lineage.cli.arguments import parse_count
     from image_lineage.flows.registry_lab import SUITES
-    from image_lineage.training.digits.data import SOURCES
+    from image_lineage.training.digits.mnist import SOURCES
 
     parser = new_parser(
         "train-registry", "Per suite, three versions in child runs (params, accuracy/F1 or per-epoch loss/accuracy, "

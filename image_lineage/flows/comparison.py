@@ -16,7 +16,7 @@ from image_lineage.core import config
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, TAG_SNAPSHOT
 from image_lineage.tracking.lineage import datasets_of_version
-from image_lineage.tracking.models import find_model
+from image_lineage.tracking.model_registry import find_model
 from image_lineage.tracking.runs import in_project_run, start_run
 from image_lineage.tracking.snapshots import missing_holders
 

@@ -29,12 +29,12 @@ from image_lineage.data.coco.index import CategoryMapping, CocoIndex
 from image_lineage.flows.finetune_data import log_data, make_datasets, make_loader, read_data
 from image_lineage.flows.ingest import check_in_run
 from image_lineage.quality.gate import require_on_leakage
-from image_lineage.tracking.models import log_model_metrics, start_model
+from image_lineage.tracking.model_registry import log_model_metrics, start_model
 from image_lineage.tracking.runs import MetricBuffer, log_values, start_run
 from image_lineage.tracking.snapshots import require_snapshot_choice
 from image_lineage.training.detection import distributed, engine
-from image_lineage.training.detection.data import prediction_grid
-from image_lineage.training.detection.models import build_model, resolve_device
+from image_lineage.training.detection.coco_data import prediction_grid
+from image_lineage.training.detection.detectors import build_model, resolve_device
 
 LOGGER = logging.getLogger(__name__)
 

@@ -15,13 +15,15 @@ from image_lineage.core.names import TAG_SNAPSHOT_URI
 from image_lineage.data.archive import write_archive
 from image_lineage.data.coco import index as coco
 from image_lineage.data.coco.hf_form import coco_to_hf
+from image_lineage.data.coco.layout import find_coco_splits
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, kind_of
 from image_lineage.data.kinds.coco_folder import index_split_loaded
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import Ingestion, digest_tags, log_split_inputs, source_tags, split_inputs
 from image_lineage.tracking.artifacts import link_or_copy
 from image_lineage.tracking.snapshots import find_holder, holder_tags, store_or_link
-from image_lineage.training.detection.data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
+from image_lineage.training.detection.coco_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ def read_data(request) -> Ingestion:
     images held out for validation."""
     options = LoadOptions(image_check=request.image_check, on_bad_image=request.on_bad_image,
                           perceptual=request.quality_check == "on", max_images=request.max_images)
+    if not is_object_uri(request.data_dir):
+        find_coco_splits(request.data_dir)  # a local folder that is no COCO folder: what one needs, named
     kind = kind_of(request.data_dir)
     handles = kind.splits(request.data_dir, "all")
     train_key, val_key = find_split(handles, request.train_split), find_split(handles, request.val_split)

@@ -22,12 +22,12 @@ import torch
 from mlflow.models import infer_signature
 
 from image_lineage.core.names import TAG_DIGEST, digest_prefix, require_choice
-from image_lineage.tracking import models as registry
+from image_lineage.tracking import model_registry as registry
 from image_lineage.tracking.datasets import ArrayDataset, log_inputs
-from image_lineage.tracking.models import link_trained_model, log_model_metrics
+from image_lineage.tracking.model_registry import link_trained_model, log_model_metrics
 from image_lineage.tracking.runs import MetricBuffer, start_run
-from image_lineage.training.digits import data as mnist
-from image_lineage.training.digits import models as classifiers
+from image_lineage.training.digits import mnist
+from image_lineage.training.digits import classifiers
 
 LOGGER = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pandas as pd
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIGEST, digest_prefix
 from image_lineage.data.kinds import reload_split
-from image_lineage.tracking.models import model_id_of, models_measured_on
+from image_lineage.tracking.model_registry import model_id_of, models_measured_on
 
 
 def find_runs_by_digest(digest: str, experiment_names: list[str] | None = None) -> list[mlflow.entities.Run]:

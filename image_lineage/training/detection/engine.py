@@ -1,6 +1,6 @@
 """Faster R-CNN fine-tuning loop, after torchvision's ``references/detection/engine.py``: ``train_one_epoch``
 and ``evaluate`` are its two halves (COCOeval bbox metrics from pycocotools or faster-coco-eval). The models
-are :mod:`.models`; the helpers that let the same loop run under ``torchrun`` with DDP, :mod:`.distributed`.
+are :mod:`.detectors`; the helpers that let the same loop run under ``torchrun`` with DDP, :mod:`.distributed`.
 Imports no ``mlflow``: the flow logs what ``on_step`` and the returned values hand it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from image_lineage.core.errors import LineageError
 from image_lineage.data.coco.index import CategoryMapping
-from image_lineage.training.detection.data import to_model_input
+from image_lineage.training.detection.coco_data import to_model_input
 from image_lineage.training.detection.distributed import is_main_process
 
 # COCOeval's 12 bbox stats, in its own order (``COCOeval.stats``)

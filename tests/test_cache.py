@@ -1,0 +1,118 @@
+"""The image record cache answers "don't know" on any doubt: a cache written by another layout (today's
+release before the schema version, or a later one), a damaged file, or a bad row is rebuilt or read past,
+never a crash and never a stale answer; and the header helper runs on the standard library alone."""
+
+import contextlib
+import marshal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from helpers import build_tree, write_image
+from PIL import Image
+
+from image_lineage.data import cache as record_cache
+from image_lineage.data._header import read_light
+from image_lineage.data.cache import SCHEMA_VERSION, RecordCache
+from image_lineage.data.folders import scan_version
+from image_lineage.data.read import HELPER_SCRIPT
+
+# the tables of the cache as the release before the schema version wrote them (no user_version)
+UNVERSIONED_TABLES = (
+    "CREATE TABLE images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER,"
+    " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)",
+    "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT)",
+    "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
+)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(folder))
+    return folder
+
+
+def stale_answer(path, tables=UNVERSIONED_TABLES, version=0):
+    """A cache file whose every row lies: the folder's scan and each file's sha256 are wrong."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        for table in tables:
+            db.execute(table)
+        db.execute(f"PRAGMA user_version = {version}")
+        db.execute("INSERT INTO scans VALUES ('x', 'y', 'z')")
+
+
+def test_a_cache_written_by_todays_layout_before_the_version_is_rebuilt(cache_dir, tmp_path):
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 2}})
+    expected = scan_version(root / "v1", use_cache=False).digest
+    path = cache_dir / RecordCache.FILE
+    stale_answer(path)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # a row that would answer with another sha256
+        db.execute("INSERT INTO images VALUES (?, 1, 1, 1, 'ffff', 1, 1, 'png', 'decode')", (str(root / "v1/cat/cat_01.png"),))
+    assert scan_version(root / "v1").digest == expected
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT count(*) FROM scans WHERE folder = 'x'").fetchone()[0] == 0  # old rows gone
+    assert scan_version(root / "v1").digest == expected  # and the rebuilt cache serves the next scan
+
+
+def test_a_cache_with_a_new_column_from_a_later_layout_is_rebuilt_not_a_crash(cache_dir, tmp_path):
+    """The README's recipe for a new per-image check adds a column: an older or newer file must not crash."""
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 1}})
+    later = (UNVERSIONED_TABLES[0].replace("checked TEXT)", "checked TEXT, blur REAL NOT NULL)"), *UNVERSIONED_TABLES[1:])
+    stale_answer(cache_dir / RecordCache.FILE, later, version=SCHEMA_VERSION + 1)
+    assert scan_version(root / "v1").records
+
+
+@pytest.mark.parametrize("damage", [b"this is not a database", b"SQLite format 3\x00" + b"\x00" * 80])
+def test_a_damaged_cache_file_is_rebuilt(cache_dir, tmp_path, damage):
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 2}})
+    (cache_dir / RecordCache.FILE).write_bytes(damage)
+    assert scan_version(root / "v1").digest == scan_version(root / "v1", use_cache=False).digest
+
+
+def test_a_cache_damaged_while_in_use_is_a_miss(cache_dir, tmp_path, monkeypatch, caplog):
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 2}})
+    first = scan_version(root / "v1")
+    monkeypatch.setattr(record_cache, "_current", set())  # as another process: it checks the file
+    (cache_dir / RecordCache.FILE).write_bytes(b"garbage" * 100)  # damaged under a running process
+    cache = RecordCache.__new__(RecordCache)
+    cache.path = cache_dir / RecordCache.FILE
+    assert cache.lookup([("/a", 1, 1, 1)]) == {} and "unreadable" in caplog.text  # "don't know", no crash
+    assert scan_version(root / "v1").digest == first.digest
+
+
+def test_the_header_helper_runs_on_the_standard_library_alone(tmp_path):
+    """``python -I -S _header.py`` (no site-packages: its fast start) reads JPEG, PNG and GIF headers as this
+    process does; a top-level import beyond the standard library would fail it here. Drawn images only."""
+    files = []
+    for fmt, suffix in (("JPEG", "jpg"), ("PNG", "png"), ("GIF", "gif")):
+        path = write_image(tmp_path / f"drawn.{suffix}", seed=7, size=(40, 30))
+        Image.open(path).convert("RGB").save(path, fmt)
+        files.append(str(path))
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "drawn.jpg").read_bytes()[:100])
+    files.append(str(tmp_path / "cut.jpg"))
+    done = subprocess.run([sys.executable, "-I", "-S", HELPER_SCRIPT], input=marshal.dumps((True, None, files)),
+                          capture_output=True, check=True)
+    assert marshal.loads(done.stdout) == [read_light(f, True, None) for f in files]
+    assert [r[4] for r in marshal.loads(done.stdout)[:3]] == ["jpeg", "png", "gif"]
+    source = open(HELPER_SCRIPT).read()
+    top_imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert all(line.split()[1].split(".")[0] in sys.stdlib_module_names or line.startswith("from __future__")
+               for line in top_imports), top_imports
+
+
+def test_with_the_cache_off_s3_mirrors_share_one_temporary_folder_removed_at_exit(tmp_path):
+    """``IMAGE_LINEAGE_CACHE_DIR=off``: every prefix a process mirrors lies in one temporary folder (a version
+    and its diff base side by side), which is gone once the process exits."""
+    code = ("from image_lineage.data.object_store import mirror_root\n"
+            "first, second = mirror_root(), mirror_root()\n"
+            "assert first == second and first.is_dir(), (first, second)\n"
+            "(first / 'bucket').mkdir()\n"
+            "print(first)\n")
+    env = {**__import__("os").environ, "IMAGE_LINEAGE_CACHE_DIR": "off"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    folder = done.stdout.strip()
+    assert folder and not __import__("pathlib").Path(folder).exists()

@@ -1,0 +1,69 @@
+"""Every private MLflow / ``datasets`` name the project uses (image_lineage/tracking/_compat.py), called
+against the installed versions: when an upgrade moves or changes one, the test of that name fails here,
+naming it, before any feature breaks in a run."""
+
+import inspect
+
+import datasets
+import pandas as pd
+import pytest
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import Dataset as DatasetEntity
+from mlflow.types import Schema
+
+from image_lineage.tracking import _compat
+
+
+def test_dataset_entity_is_what_log_inputs_takes():
+    dataset = PandasDataset(pd.DataFrame({"a": [1]}), CodeDatasetSource({}), name="d", digest="abc")
+    entity = _compat.dataset_entity(dataset)
+    assert isinstance(entity, DatasetEntity) and entity.name == "d" and entity.digest == "abc"
+
+
+def test_infer_schema_reads_a_frame():
+    schema = _compat.infer_schema(pd.DataFrame({"path": ["a"], "size": [1]}))
+    assert isinstance(schema, Schema) and [c.name for c in schema.inputs] == ["path", "size"]
+
+
+def test_tracking_store_schemes_and_lookup():
+    schemes = _compat.tracking_store_schemes()
+    assert {"sqlite", "http", "https", "postgresql", "file"} <= set(schemes)
+    assert _compat.has_tracking_store("sqlite:///x.db") and not _compat.has_tracking_store("sqllite:///x.db")
+
+
+def test_artifact_repository_for_a_local_uri(tmp_path):
+    repository = _compat.artifact_repository(tmp_path.as_uri())
+    (tmp_path / "f.txt").write_text("x")
+    assert hasattr(repository, "log_artifact") and [f.path for f in repository.list_artifacts()] == ["f.txt"]
+
+
+def test_code_source_and_invalid_parameter_code():
+    assert isinstance(_compat.code_source(), CodeDatasetSource)
+    from mlflow.exceptions import MlflowException
+
+    assert MlflowException("x", _compat.invalid_parameter_code()).error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_the_request_session_factory_is_there_with_its_signature():
+    module = _compat.request_session_module()
+    assert module is not None, "MLflow has no _cached_get_request_session: quick ACKs cannot apply"
+    factory = getattr(module, _compat.SESSION_FACTORY)
+    parameters = list(inspect.signature(factory.__wrapped__).parameters)
+    assert parameters[:6] == ["max_retries", "backoff_factor", "backoff_jitter", "retry_codes", "raise_on_status", "_pid"]
+    session = module._get_request_session(0, 1, 0.5, frozenset({503}), True, True)
+    assert all(hasattr(adapter, "poolmanager") for adapter in session.adapters.values())
+
+
+def test_dataset_context_tag_is_mlflows():
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    assert _compat.DATASET_CONTEXT_TAG == MLFLOW_DATASET_CONTEXT
+
+
+@pytest.mark.parametrize("selected", [False, True])
+def test_selection_indices(selected):
+    dataset = datasets.Dataset.from_dict({"a": [1, 2, 3]})
+    dataset = dataset.select([0, 2]) if selected else dataset
+    indices = _compat.selection_indices(dataset)
+    assert (indices is not None and indices.num_rows == 2) if selected else indices is None
