@@ -1,7 +1,7 @@
 """The library's layers point one way, and its tree says so (no two modules share a name, none is long).
 
-Layers, bottom to top: core <- data <- quality <- tracking <- training <- flows <- cli (and the package's
-own ``__init__``). A module imports only from its own layer and those below it; the data, quality and
+Layers, bottom to top: core <- data <- quality <- tracking <- training <- flows <- api (the public API) <-
+plugins (MLflow's entry points) <- cli (and the package's own ``__init__``). A module imports only from its own layer and those below it; the data, quality and
 training layers never import ``mlflow``, not even through a module of ours (the whole import graph is walked).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from tests_paths import PROJECT_ROOT
 
 LIBRARY = PROJECT_ROOT / "image_lineage"
-LAYERS = ["core", "data", "quality", "tracking", "training", "flows", "cli"]
+LAYERS = ["core", "data", "quality", "tracking", "training", "flows", "api", "plugins", "cli"]
 WITHOUT_MLFLOW = {"core", "data", "quality", "training"}
 MAX_LINES = 400
 

@@ -14,8 +14,6 @@ from typing import Callable
 
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
-from image_lineage.tracking._quick_ack import quick_acks
-from image_lineage.tracking.connection import configure_tracking
 
 LOGGER = logging.getLogger("image_lineage")
 
@@ -25,6 +23,10 @@ def run_entry_point(work: Callable[[], object]) -> int:
 
     The work runs with quick ACKs (:mod:`image_lineage.tracking._quick_ack`: a plain ``mlflow server`` would
     add ~40 ms to each REST call) unless ``IMAGE_LINEAGE_QUICK_ACK=off``; this process is the command's own."""
+    # imported here: `image-lineage --help` and argument errors answer without loading MLflow (~2 s)
+    from image_lineage.tracking._quick_ack import quick_acks
+    from image_lineage.tracking.connection import configure_tracking
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         configure_tracking()

@@ -12,7 +12,6 @@ import torch
 
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_SNAPSHOT_URI
-from image_lineage.data.archive import write_archive
 from image_lineage.data.coco import index as coco
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import find_coco_splits
@@ -21,7 +20,7 @@ from image_lineage.data.kinds.coco_folder import index_split_loaded
 from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import Ingestion, digest_tags, log_split_inputs, source_tags, split_inputs
-from image_lineage.tracking.artifacts import link_or_copy
+from image_lineage.flows.staging import stage_coco_files
 from image_lineage.tracking.snapshots import find_holder, holder_tags, store_or_link
 from image_lineage.training.detection.coco_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
 
@@ -77,29 +76,11 @@ def log_data(request, run, ingestion: Ingestion, mapping: coco.CategoryMapping, 
     datasets = log_split_inputs(run.info.run_id, split_inputs(splits, "coco", request.input, quality_status, snapshot_uri,
                                                               context=CONTEXTS))
     snapshot_tags = store_or_link(
-        digest, holder, stage_data=lambda folder: stage_coco_data(splits, folder, request, run.info.run_id),
+        digest, holder, stage_data=lambda folder: holder_tags(run.info.run_id, "coco", stage_coco_files(
+            splits, folder / "coco", request.image_artifacts_max)),
         stage_own=lambda folder: stage_coco_reports(splits, folder, request, mapping))
     mlflow.set_tags({**digest_tags(splits), **source_tags(ingestion), **snapshot_tags})
     return datasets
-
-
-def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run_id: str) -> dict[str, str]:
-    """Per split, the annotation file and the images (files, or one deterministic archive past
-    ``image_artifacts_max``); returns the holder tags (where, and each archive's sha256)."""
-    archives = {}
-    for loaded in splits:
-        index, folder = loaded.index, root / "coco" / loaded.split
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / index.split.annotation_file.name).write_bytes(index.split.annotation_file.read_bytes())
-        if len(index.images) <= request.image_artifacts_max:
-            for image in index.images:
-                target = folder / "images" / image["file_name"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(index.image_path(image), target)
-        else:
-            archives[loaded.split] = write_archive(((f"{index.split.name}/{image['file_name']}", index.image_path(image))
-                                                    for image in index.images), folder / f"{index.split.name}_images.tar")
-    return holder_tags(run_id, "coco", archives)
 
 
 def stage_coco_reports(splits: list[LoadedSplit], root: Path, request, mapping: coco.CategoryMapping) -> None:

@@ -18,27 +18,21 @@ light re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-
-import mlflow
 
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI
-from image_lineage.data.archive import write_archive
 from image_lineage.data.diff import summarize_diff
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
-from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
+from image_lineage.flows.staging import log_sample_grids, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
-from image_lineage.tracking.artifacts import link_or_copy, write_files
+from image_lineage.tracking.artifacts import write_files
 from image_lineage.tracking.dataset_sources import folder_source
 from image_lineage.tracking.runs import log_values, resolve_experiment_id, start_run
 from image_lineage.tracking.snapshots import find_holder, holder_tags, require_snapshot_choice, store_or_link
@@ -107,7 +101,8 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
         snapshot_tags = store_or_link(
             loaded.digest, holder,
-            stage_data=lambda folder: stage_version_files(manifest, folder, request, dataset_version, run.info.run_id),
+            stage_data=lambda folder: holder_tags(run.info.run_id, *stage_folder_files(
+                manifest, folder, request.max_samples_per_class, f"{request.dataset_name} {dataset_version}", request.version)),
             stage_own=lambda folder: write_files(reports, folder) if own_reports_differ else None)
         if holder is None:
             log_sample_grids(manifest, request.max_samples_per_class)
@@ -155,63 +150,3 @@ def reports_digest(reports: dict[str, str]) -> str:
     """Tagged on every version run: a run that reuses a snapshot uploads its reports only when they differ
     from the holder's (a re-log of the same folder sends no file)."""
     return hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def stage_version_files(manifest: Manifest, stage: Path, request: FolderVersionRequest, dataset_version: str,
-                        run_id: str) -> dict[str, str]:
-    """The version's files, laid out for one upload: samples (and, past ``max_samples_per_class``, one
-    archive of every image), ``manifest.json`` and the class chart; returns the holder tags (where every
-    image is: ``samples`` or ``archive/<version>.tar``, and the archive's sha256)."""
-    stored_at, archives = "samples", {}
-    stage_samples(manifest, stage / "samples", request.max_samples_per_class)
-    if max(manifest.class_counts().values()) > request.max_samples_per_class:
-        stored_at = f"archive/{request.version}.tar"
-        archives[""] = stage_archive(manifest, stage / stored_at)
-    (stage / "manifest.json").write_text(manifest.to_json())
-    plot_class_counts(manifest.class_counts(), stage / "class_counts.png",
-                      f"{request.dataset_name} {dataset_version} ({len(manifest.records)} images)")
-    return holder_tags(run_id, stored_at, archives)
-
-
-def log_sample_grids(manifest: Manifest, limit: int) -> None:
-    """The run page shows these as images, one per class."""
-    for label in manifest.non_empty_classes():
-        mlflow.log_image(sample_grid(manifest, label, limit), key=f"samples_{label}", synchronous=True)
-
-
-def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):
-    """Up to 16 (and ``limit``) of a class's images as one grid picture, each fitted into a ``cell`` square."""
-    from PIL import Image
-
-    first = itertools.islice((r for r in manifest.records if r.label == label), min(16, max(limit, 1)))
-    paths = [Path(manifest.version_dir) / r.path for r in first]  # not a Path for each of 100,000 records
-    rows = -(-len(paths) // columns)
-    grid = Image.new("RGB", (cell * min(columns, len(paths)), cell * rows), "white")
-    for position, path in enumerate(paths):
-        with Image.open(path) as image:
-            image.draft("RGB", (cell, cell))
-            thumbnail = image.convert("RGB")
-            thumbnail.thumbnail((cell, cell))
-        grid.paste(thumbnail, (cell * (position % columns), cell * (position // columns)))
-    return grid
-
-
-def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
-    """Link (or copy) up to ``per_class`` images of each class under ``target/<class>/``."""
-    taken: dict[str, int] = {}
-    source_root = Path(manifest.version_dir)
-    for record in manifest.records:  # sorted by path, so samples are the first files of each class
-        if taken.get(record.label, 0) >= per_class:
-            continue
-        taken[record.label] = taken.get(record.label, 0) + 1
-        destination = target / record.path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(source_root / record.path, destination)
-
-
-def stage_archive(manifest: Manifest, path: Path) -> str:
-    """The whole version in one uncompressed, deterministic tar (images are already compressed): one
-    upload, the same bytes for the same files; returns its sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    root = manifest.version_dir  # plain strings: a Path per record costs ~10 us, a second at 100,000 images
-    return write_archive(((record.path, os.path.join(root, record.path)) for record in manifest.records), path)

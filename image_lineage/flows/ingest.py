@@ -17,7 +17,6 @@ call these stages; none re-implements one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ from image_lineage.core.errors import LeakageError
 from image_lineage.core.names import (
     TAG_DIGEST, TAG_IGNORED, TAG_QUALITY_STATUS, TAG_SKIPPED_FOLDERS, TAG_SOURCE_KIND, TAG_SOURCE_URI,
 )
-from image_lineage.data.kinds import LoadedSplit, LoadOptions, SplitImage, kind_of, load_splits, passed_over_folders
+from image_lineage.data.kinds import (
+    LoadedSplit, LoadOptions, SplitImage, combined_digest, kind_of, load_splits, passed_over_folders,
+)
 from image_lineage.data.object_store import is_object_uri
 from image_lineage.quality.gate import apply_gate
 from image_lineage.quality.pairs import DEFAULT_THRESHOLD, QualityReport, find_pairs
@@ -71,13 +72,6 @@ def read_source(source: str, split: str = "all", options: LoadOptions | None = N
     any run is opened)."""
     splits = load_splits(source, split, options, targets)
     return Ingestion(source, kind_of(source).name, splits, passed_over_folders(source, split))
-
-
-def combined_digest(digests: dict[str, str]) -> str:
-    """One digest for several splits ({split: digest}); a single split keeps its own."""
-    if len(digests) == 1:
-        return next(iter(digests.values()))
-    return hashlib.sha256("".join(f"{split}:{digest}\n" for split, digest in digests.items()).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- 4: the quality check

@@ -16,7 +16,7 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from image_lineage.core.errors import LineageError
-from image_lineage.data.kinds import SourceRef
+from image_lineage.data.kinds import SourceRef, combined_digest, load_splits, reload_split
 from image_lineage.data.object_store import Mirror, mirror_prefix
 
 
@@ -24,21 +24,23 @@ class FolderDatasetSource(DatasetSource):
     """A local folder, with the git commit that holds it when it lies inside a checkout."""
 
     def __init__(self, uri: str, git_commit: str | None = None, path_in_repo: str | None = None, git_dirty: bool | None = None,
-                 snapshot_uri: str | None = None, objects: list[dict] | str | None = None):
+                 snapshot_uri: str | None = None, objects: list[dict] | str | None = None, digest: str | None = None):
         self.uri = uri
         self.git_commit = git_commit
         self.path_in_repo = path_in_repo
         self.git_dirty = git_dirty
         self.snapshot_uri = snapshot_uri  # runs:/<run>/<path>: the copy of the files in the tracking server
         self.objects = objects  # an s3:// uri: each object's key, ETag (and version id), or the artifact listing them
+        self.digest = digest  # the content digest when logged (load() checks the folder still has it)
 
     @staticmethod
     def _get_source_type() -> str:
         return "folder"
 
     def load(self) -> str:
-        """The local folder, checked to still exist; an s3:// prefix is mirrored (objects read only where
-        the mirror is not current) and must hold the objects recorded, with the same ETags."""
+        """The local folder, checked to still exist (and, when the source records a content digest, to still
+        hold that content); an s3:// prefix is mirrored (objects read only where the mirror is not current)
+        and must hold the objects recorded, with the same ETags."""
         if self.uri.startswith("s3://"):
             return self.load_objects()
         path = Path(self.uri.removeprefix("file://"))
@@ -47,7 +49,17 @@ class FolderDatasetSource(DatasetSource):
                 f"dataset folder {path} is gone; check out git commit {self.git_commit} "
                 f"and use {self.path_in_repo}" if self.git_commit else f"dataset folder {path} is gone"
             )
+        if self.digest is not None:
+            self.check_digest(str(path))
         return str(path)
+
+    def check_digest(self, folder: str) -> None:
+        """The folder's content digest now (through the image pass: unchanged files are not read) must be the
+        one recorded; otherwise the data changed since it was logged."""
+        now = combined_digest({s.split: s.digest for s in load_splits(folder)})
+        if now != self.digest:
+            raise LineageError(f"the data in {folder} changed since it was logged (content digest {self.digest[:12]} "
+                               f"then, {now[:12]} now): check out git commit {self.git_commit} or restore the files.")
 
     def load_objects(self) -> str:
         mirror = mirror_prefix(self.uri)
@@ -76,6 +88,8 @@ class FolderDatasetSource(DatasetSource):
             info["snapshot_uri"] = self.snapshot_uri
         if self.objects:
             info["objects"] = self.objects
+        if self.digest:
+            info["digest"] = self.digest
         return info
 
     @classmethod
@@ -83,11 +97,11 @@ class FolderDatasetSource(DatasetSource):
         return cls(**source_dict)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, snapshot_uri: str | None = None) -> "FolderDatasetSource":
+    def from_folder(cls, folder: str | Path, snapshot_uri: str | None = None, digest: str | None = None) -> "FolderDatasetSource":
         folder = Path(folder).resolve()
         commit, repo_root, dirty = git_state(folder)
         path_in_repo = folder.relative_to(repo_root).as_posix() if repo_root else None
-        return cls(folder.as_uri(), commit, path_in_repo, dirty, snapshot_uri)
+        return cls(folder.as_uri(), commit, path_in_repo, dirty, snapshot_uri, digest=digest)
 
 
 def git_state(folder: Path) -> tuple[str | None, Path | None, bool | None]:
@@ -112,7 +126,7 @@ class CocoDatasetSource(FolderDatasetSource):
     """A COCO split: its annotation file and images folder (with the git commit, as for folders)."""
 
     def __init__(self, uri: str, annotation_file: str, images_dir: str, name: str, **git):
-        super().__init__(uri, **git)
+        super().__init__(uri, **git)  # git state, snapshot_uri, digest
         self.annotation_file = annotation_file
         self.images_dir = images_dir
         self.name = name
@@ -123,6 +137,13 @@ class CocoDatasetSource(FolderDatasetSource):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "annotation_file": self.annotation_file, "images_dir": self.images_dir, "name": self.name}
+
+    def check_digest(self, folder: str) -> None:
+        """The split's content digest now (images and annotations) must be the one recorded."""
+        now = reload_split(self._get_source_type(), self.to_dict()).digest
+        if now != self.digest:
+            raise LineageError(f"COCO split {self.name} in {folder} changed since it was logged (content digest "
+                               f"{self.digest[:12]} then, {now[:12]} now): restore the annotation file and images.")
 
 
 def mlflow_source(ref: SourceRef, snapshot_uri: str | None = None) -> DatasetSource:

@@ -44,13 +44,18 @@ MANIFEST_SCHEMA = Schema([ColSpec("string", "path"), ColSpec("string", "label"),
 
 
 class ProfileMixin:
-    """Adds ``extra_profile`` (set by the constructor) to the profile of the MLflow dataset class it precedes."""
+    """Adds ``extra_profile`` (set by the constructor) to the profile of the MLflow dataset class it precedes.
+
+    MLflow's own ``num_elements`` (rows times columns: 18 for a manifest of 3 images) is left out: beside
+    ``num_images`` it reads as a count of something in the data."""
 
     extra_profile: dict = {}
 
     @property
     def profile(self):
-        return {**(super().profile or {}), **self.extra_profile}
+        profile = {**(super().profile or {}), **self.extra_profile}
+        profile.pop("num_elements", None)
+        return profile
 
 
 def profile_fields(fields: dict | None) -> dict:
@@ -66,6 +71,49 @@ class ImageTableDataset(ProfileMixin, PandasDataset):
         self.extra_profile = profile_fields(profile)
         if schema is not None:
             self.__dict__["schema"] = schema  # PandasDataset.schema is a cached_property: this is its value
+
+
+class ImageFolderDataset(ImageTableDataset):
+    """An image folder (class folders, or ``train*/``, ``val*/``, ``test*/`` splits of them) as an MLflow
+    dataset: one row per image (split, path, label, size, sha256, width, height); its digest the content digest
+    the entry points log for the same folder; its source the folder (and git commit), whose ``load()`` checks
+    that content is still there. ``splits`` keeps what the image pass found (for ``log_dataset``)."""
+
+    def __init__(self, splits: list[LoadedSplit], content_digest: str, source, name=None, digest=None):
+        rows = [(s.split, r.path, r.label, r.size, r.sha256, r.width, r.height) for s in splits for r in s.manifest.records]
+        table = pd.DataFrame(rows, columns=["split", *(c.name for c in MANIFEST_SCHEMA.inputs)])
+        super().__init__(table, source, targets="label", name=name, digest=digest or digest_prefix(content_digest),
+                         profile=merged_profile(splits, content_digest),
+                         schema=Schema([ColSpec("string", "split"), *MANIFEST_SCHEMA.inputs]))
+        self.splits, self.content_digest = splits, content_digest
+
+
+class CocoDataset(ImageTableDataset):
+    """One COCO split as an MLflow dataset: one row per image (image_id, file_name, width, height,
+    annotations); its digest the split's content digest (images and annotations), as ``log_hf_dataset`` and
+    ``coco_finetune`` log it; its source the annotation file and images folder, checked by ``load()``."""
+
+    def __init__(self, loaded: LoadedSplit, source, name=None, digest=None):
+        index = loaded.index
+        table = pd.DataFrame([{"image_id": i["id"], "file_name": i["file_name"], "width": i["width"],
+                               "height": i["height"], "annotations": len(index.annotations_by_image[i["id"]])}
+                              for i in index.images])
+        with schema_hints_silenced():
+            super().__init__(table, source, name=name, digest=digest or digest_prefix(loaded.digest), profile=loaded.profile)
+            self.schema  # noqa: B018  (inferred here, where its hints are silenced)
+        self.splits, self.content_digest = [loaded], loaded.digest
+
+
+def merged_profile(splits: list[LoadedSplit], content_digest: str) -> dict:
+    """One profile for several splits: totals, and the images of each split."""
+    if len(splits) == 1:
+        return {**splits[0].profile, "digest": content_digest}
+    counts: dict[str, int] = {}
+    for s in splits:
+        for name, count in s.class_counts.items():
+            counts[name] = counts.get(name, 0) + count
+    return {"num_images": sum(s.profile.get("num_images", 0) for s in splits), "class_counts": counts,
+            "splits": {s.split: s.profile.get("num_images") for s in splits}, "digest": content_digest}
 
 
 class ArrayDataset(ProfileMixin, NumpyDataset):

@@ -11,7 +11,8 @@ from image_lineage.data.kinds.coco_folder import CocoFolder
 from image_lineage.data.kinds.hub import HubDataset
 from image_lineage.data.kinds.image_folder import ImageFolder
 from image_lineage.data.kinds.registry import (
-    KINDS, dataset_name_of, kind_of, load_splits, load_whole, passed_over_folders, register, reload_split, unregister,
+    KINDS, combined_digest, dataset_name_of, kind_of, load_splits, load_whole, passed_over_folders, register,
+    reload_split, unregister,
 )
 from image_lineage.data.kinds.s3_prefix import ObjectStorePrefix
 
@@ -21,7 +22,8 @@ register(CocoFolder())
 register(ImageFolder())  # last: any other folder is an image folder
 
 __all__ = [
-    "KINDS", "SPLIT_CHOICES", "LoadedSplit", "LoadOptions", "SourceKind", "SourceRef", "SplitImage", "dataset_name_of",
+    "KINDS", "SPLIT_CHOICES", "LoadedSplit", "LoadOptions", "SourceKind", "SourceRef", "SplitImage", "combined_digest",
+    "dataset_name_of",
     "kind_of", "label_counts", "load_splits", "load_whole", "manifest_split", "passed_over_folders", "register",
     "reload_split", "resolve_targets", "unregister",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def load_splits(source: str, split: str = "all", options: LoadOptions | None = N
         for one in loaded:
             one.targets = resolve_targets(one.dataset, targets)
     return loaded
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    """One digest for several splits ({split: digest}); a single split keeps its own."""
+    if len(digests) == 1:
+        return next(iter(digests.values()))
+    return hashlib.sha256("".join(f"{split}:{digest}\n" for split, digest in digests.items()).encode()).hexdigest()
 
 
 def load_whole(source: str, split: str, options: LoadOptions) -> LoadedSplit:
