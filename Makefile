@@ -13,8 +13,10 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$(DEMO_TRACKING_UR
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "Building $(VENV): about 6.7 GB on disk (torch and its CUDA libraries, 3.2 GB of them), some minutes."
+	@echo "On a machine without a GPU, see the README (the CPU build of torch is far smaller)."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test]'
 	touch $(STAMP)
 
 # the whole workflow (entry point main): image_dataset v1/v2, HF forms, a tiny detector, the registry, compare
@@ -22,9 +24,10 @@ demo: $(STAMP)
 	$(RUN_ENV) $(BIN)/mlflow run . --experiment-name $(DEMO_EXPERIMENT) --env-manager local
 	@echo
 	@echo "Runs: $(DEMO_TRACKING_URI) (in $(CURDIR)); their artifacts: $(CURDIR)/mlruns"
-	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI)"
-	@echo "then browse http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (experiment $(DEMO_EXPERIMENT));"
+	@echo "Open the MLflow UI on these runs:  $(BIN)/mlflow ui --backend-store-uri $(DEMO_TRACKING_URI) --port 5001"
+	@echo "then browse http://127.0.0.1:5001/#/experiments?workflowType=machine_learning (experiment $(DEMO_EXPERIMENT));"
 	@echo "without workflowType, MLflow 3.17 opens its GenAI view: switch the sidebar to Model training."
+	@echo "(port 5001: the homework's own mlflow server takes 5000; a bare mlflow server started here reads mlflow.db too)"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

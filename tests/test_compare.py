@@ -30,7 +30,7 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
     assert printed[1].split()[:6] == ["image_v1", "1.0.0", "2", "2", "0", "1"]
     assert printed[2].split()[:6] == ["image_v2", "2.0.0", "3", "1", "2", "2"]
 
-    table = pd.read_csv(tmp_path / "dataset_versions.csv")
+    table = pd.read_csv(tmp_path / experiment_name / "dataset_versions.csv")  # a folder per experiment
     assert table[["Run Name", "Version", "Total Images", "Cat", "Dog", "Num Classes"]].values.tolist() == [
         ["image_v1", "1.0.0", 2, 2, 0, 1], ["image_v2", "2.0.0", 3, 1, 2, 2],
     ]
@@ -39,13 +39,13 @@ def test_homework_table(bundled_images, experiment_name, server_uri, tmp_path, c
     assert table["Diff"].iloc[1] == "v1->v2: +2 -1 ~0 relabelled 0"
     # the leakage check of each version: the bundled cats (v1) and dogs (v2) are each one drawing in other colours
     assert table["Quality"].tolist() == ["duplicates (near 1)", "duplicates (near 1)"]
-    assert (tmp_path / "dataset_versions.md").read_text().startswith("| Run Name")
+    assert (tmp_path / experiment_name / "dataset_versions.md").read_text().startswith("| Run Name")
 
     compare_run = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.run_name = 'compare'", output_format="list")[0]
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(compare_run.info.run_id, "compare")}
     assert logged == {"compare/dataset_versions.csv", "compare/dataset_versions.md", "compare/dataset_versions.html",
                       "compare/class_counts_per_version.png"}
-    assert "<table" in (tmp_path / "dataset_versions.html").read_text()
+    assert "<table" in (tmp_path / experiment_name / "dataset_versions.html").read_text()
 
 
 def test_one_column_per_class_metric(tmp_path, experiment_name, sqlite_uri):

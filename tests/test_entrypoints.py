@@ -43,6 +43,7 @@ def test_unreachable_server_fails_fast(monkeypatch, caplog, bundled_images):
     code = log_folder_dataset.main(["--data-dir", str(bundled_images), "--version", "v1"])
     assert code == 2 and time.monotonic() - started < 30
     assert f"127.0.0.1:{port} is not reachable" in caplog.text
+    assert f"mlflow server --host 127.0.0.1 --port {port}" in caplog.text  # the server it names, not 5000
 
 
 ENTRY_POINTS = {"main": main_entry, "log_folder_dataset": log_folder_dataset, "log_hf_dataset": log_hf_dataset,
@@ -128,3 +129,25 @@ def test_only_the_projects_own_error_is_a_one_line_exit_2(monkeypatch, bundled_i
     monkeypatch.setattr(folder_version, "log_folder_version", bug)
     with pytest.raises(KeyError, match="label"):
         log_folder_dataset.main(["--data-dir", str(bundled_images)])
+
+
+def test_one_set_of_run_links_which_open_the_training_view(bundled_images, experiment_name, server_uri, monkeypatch,
+                                                           capsys):
+    """MLflow's own "View run" links open its GenAI view: the README's homework block silences them, and ours,
+    which ask for the training view, are printed all the same (IMAGE_LINEAGE_RUN_LINKS=off silences ours)."""
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    argv = ["--data-dir", str(bundled_images), "--version", "v1", "--experiment-name", experiment_name]
+    assert log_folder_dataset.main(argv) == 0
+    links = [line for line in capsys.readouterr().out.splitlines() if "View run" in line]
+    assert len(links) == 1 and "workflowType=machine_learning" in links[0] and server_uri in links[0]
+    monkeypatch.setenv("IMAGE_LINEAGE_RUN_LINKS", "off")
+    assert log_folder_dataset.main(argv) == 0
+    assert "View run" not in capsys.readouterr().out
+
+
+def test_another_dataset_name_names_the_runs_after_it(bundled_images, experiment_name, sqlite_uri):
+    argv = ["--data-dir", str(bundled_images), "--version", "v2", "--experiment-name", experiment_name]
+    assert log_folder_dataset.main([*argv, "--dataset-name", "my_pets"]) == 0
+    assert log_folder_dataset.main(argv) == 0  # the homework's own dataset name keeps image_<version>
+    names = {run.info.run_name for run in mlflow.search_runs(experiment_names=[experiment_name], output_format="list")}
+    assert names == {"my_pets_v2", "image_v2"}

@@ -1,11 +1,12 @@
-"""The README's command blocks, pasted in order into one new shell in a fresh clone, as a user would.
+"""The command blocks of the README and then of docs/, pasted in order into one new shell in a fresh clone, as
+a user would.
 
 The clone sees the `.venv` that `make test` built (linked in: a user runs the blocks after the two set-up
 commands) and `../shared` beside it, but nothing of this test's environment: PATH is the system's, so the
 blocks' own `source .venv/bin/activate` is what makes `mlflow` and the project importable. Lines starting
 `mlflow server` are what this test's own server (a free port) stands for; the README's `127.0.0.1:5000`
 is rewritten to it. Not run: the set-up block (`make demo`/`make test`, which run this) and the benchmarks
-block (minutes per bench, run on purpose).
+(minutes per bench, run on purpose).
 """
 
 import os
@@ -19,19 +20,28 @@ from tests_paths import PROJECT_ROOT
 from support.local_server import LocalServer
 
 README = PROJECT_ROOT / "README.md"
-SKIPPED_SECTIONS = ("Benchmarks",)
+# after the README, in this order (a newcomer's): every docs page with commands; benchmarks.md is not run
+DOCS = ["entry-points.md", "python-api.md", "scale.md", "storage.md", "reliability.md", "ui-tour.md", "architecture.md"]
+SKIPPED_SECTIONS = ("Start", "Benchmarks")
 HOMEWORK_EXPERIMENT = "HW_Image_Dataset_6612345678"
 ENTRY_POINTS = ("main", "log_folder_dataset", "log_hf_dataset", "coco_finetune", "check_dataset", "train_registry",
                 "compare")
 
 
-def command_blocks(text: str) -> list[tuple[str, str]]:
-    """(section title, block) for each ```bash block after the set-up block, outside skipped sections."""
+def command_blocks(text: str, page: str = "README") -> list[tuple[str, str]]:
+    """(where, block) for each ```bash block of a page, outside skipped sections."""
     blocks = []
-    for section in re.split(r"^## ", text, flags=re.M)[1:]:  # [0] is the title and the set-up block
-        title = section.splitlines()[0]
+    for section in re.split(r"^## ", text, flags=re.M):
+        title = section.splitlines()[0] if section else ""
         if title not in SKIPPED_SECTIONS:
-            blocks.extend((title, block) for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S))
+            blocks.extend((f"{page}: {title}", block) for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S))
+    return blocks
+
+
+def all_blocks() -> list[tuple[str, str]]:
+    blocks = command_blocks(README.read_text())
+    for page in DOCS:
+        blocks.extend(command_blocks((PROJECT_ROOT / "docs" / page).read_text(), f"docs/{page}"))
     return blocks
 
 
@@ -45,8 +55,9 @@ def shell_script(blocks: list[tuple[str, str]], server_uri: str) -> str:
 
 
 def test_readme_blocks_are_commands_not_templates():
-    blocks = command_blocks(README.read_text())
-    assert len(blocks) >= 8
+    blocks = all_blocks()
+    assert len(blocks) >= 8 and any(where.startswith("README") for where, _ in blocks)
+    assert {p.name for p in (PROJECT_ROOT / "docs").glob("*.md")} == {*DOCS, "benchmarks.md"}  # every page considered
     for title, block in blocks:
         assert not re.search(r"<[a-z][^>]*>", block), f"a placeholder in a README block ({title}): {block}"
 
@@ -64,7 +75,7 @@ def test_readme_blocks_work_pasted_into_a_new_shell(tmp_path):
                if not key.startswith(("MLFLOW_", "VIRTUAL_ENV", "PYTHON"))}
         env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
                                       if not p.startswith(str(PROJECT_ROOT / ".venv")))
-        script = shell_script(command_blocks(README.read_text()), server.uri)
+        script = shell_script(all_blocks(), server.uri)
         done = subprocess.run(["bash", "-c", script], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=1500)
         assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])

@@ -37,7 +37,7 @@ def log_folder_dataset() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-name", default="cat_dog_dataset")
     parser.add_argument("--dataset-semver", type=optional, default="auto",
                         help="logged as param dataset_version; auto derives it from --version (v1 -> 1.0.0)")
-    parser.add_argument("--run-name", type=optional, default="auto", help="run name; auto gives image_<version>")
+    parser.add_argument("--run-name", type=optional, default="auto", help="run name; auto gives image_<version>, or <dataset-name>_<version> for another dataset name")
     parser.add_argument("--max-samples-per-class", type=parse_count, default=50,
                         help="images per class uploaded as samples/; larger classes also go into one archive")
     add_image_arguments(parser)
@@ -182,7 +182,7 @@ def compare() -> argparse.ArgumentParser:
                         "the run's own experiment (mlflow run --experiment-name), or MLFLOW_EXPERIMENT_NAME")
     parser.add_argument("--models", type=optional_list, default="auto",
                         help="comma-separated registered model names; auto: those with versions from this experiment")
-    parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots")
+    parser.add_argument("--output-dir", default="compare_output", help="local folder for the tables and plots (in a sub-folder per experiment)")
     parser.add_argument("--screenshots", type=parse_bool, default=False,
                         help="true: PNGs of the MLflow UI (experiment, a run's datasets, a model) with headless Chromium")
     parser.add_argument("--run-name", default="compare")

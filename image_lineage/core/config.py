@@ -1,9 +1,10 @@
 """Every environment variable the project reads or sets, in one place.
 
 Each is read when asked (tests and users change them between calls), never at import. The library
-writes the environment in two places only, both here and both for the command line's own process:
-MLflow's HTTP retry defaults (:func:`apply_http_defaults`) and MLflow's run-address printing
-(:func:`claim_run_url_printing`); explicit settings of the user's always win.
+writes the environment in three places only, all here: MLflow's HTTP retry defaults
+(:func:`apply_http_defaults`, the command line's process; explicit settings of the user's win), MLflow's
+system-metrics interval (a default, for training runs) and MLflow's run-address printing, which ours
+replace in a process that opens runs through :func:`image_lineage.tracking.runs.start_run`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 CACHE_DIR = "IMAGE_LINEAGE_CACHE_DIR"  # where the image record cache and s3 mirrors live; "off": none
 READ_LOG = "IMAGE_LINEAGE_READ_LOG"  # a file every image read is appended to (tests count reads with it)
 QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's HTTP session as it is
-URLS_OURS = "IMAGE_LINEAGE_PRINTS_RUN_URLS"  # tells child processes the URL switch below is ours, not the user's
+RUN_LINKS = "IMAGE_LINEAGE_RUN_LINKS"  # "off": no run addresses printed when runs end
 
 
 def cache_dir() -> Path | None:
@@ -84,13 +85,16 @@ def default_system_metrics_interval(seconds: str) -> None:
     os.environ.setdefault(SYSTEM_METRICS_INTERVAL, seconds)
 
 
-def claim_run_url_printing() -> bool:
-    """True when this project prints run addresses in MLflow's place: unless the user set MLflow's switch
-    themselves, MLflow's printing (which costs a ``get_run`` request per run) is turned off."""
-    if os.environ.get(SUPPRESS_URLS) is None or os.environ.get(URLS_OURS):
-        os.environ[SUPPRESS_URLS], os.environ[URLS_OURS] = "true", "1"
-        return True
-    return False
+def run_links_wanted() -> bool:
+    """Whether to print each run's address when it ends (``IMAGE_LINEAGE_RUN_LINKS``, default on)."""
+    return os.environ.get(RUN_LINKS, "on").lower() not in ("0", "off", "false", "no")
+
+
+def silence_mlflow_run_links() -> None:
+    """MLflow prints its own run addresses, which open the UI's GenAI view and cost a ``get_run`` request
+    each: in this process, ours replace them (a parent ``mlflow run`` process prints its own unless the user
+    sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT, as the README's homework block does)."""
+    os.environ[SUPPRESS_URLS] = "true"
 
 
 # ---------------------------------------------------------------- Hugging Face, torch, S3

@@ -29,7 +29,7 @@ CLASS_METRIC_PREFIX, CLASS_METRIC_SUFFIX = "metrics.class_", "_count"
 class CompareRequest:
     experiment: str | None = None  # None: the run's own experiment (mlflow run --experiment-name), or MLFLOW_EXPERIMENT_NAME
     models: list[str] | None = None  # registered model names; None: those with versions from the experiment
-    output_dir: str = "compare_output"
+    output_dir: str = "compare_output"  # tables and plots go to <output_dir>/<experiment>/
     screenshots: bool = False
     run_name: str = "compare"
 
@@ -37,8 +37,13 @@ class CompareRequest:
 def run_compare(request: CompareRequest) -> dict:
     """The ``compare`` entry point: one run, in the experiment it compares, holding the tables and plots."""
     experiment = compared_experiment(request.experiment)  # fails before opening a run when it is wrong
+    output = Path(request.output_dir) / safe_folder_name(experiment.name)  # experiments' tables never mix
     with start_run(experiment.name, request.run_name):
-        return compare_experiment(experiment.name, request.output_dir, request.models, request.screenshots)
+        return compare_experiment(experiment.name, output, request.models, request.screenshots)
+
+
+def safe_folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
 
 
 class NoDatasetVersions(LineageError):

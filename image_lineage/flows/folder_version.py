@@ -49,7 +49,7 @@ class FolderVersionRequest:
     # dataset_semver because `mlflow run` logs every entry-point parameter itself, and a run's param
     # cannot change afterwards: a parameter called dataset_version would pin the value to "auto".
     dataset_semver: str | None = None
-    run_name: str | None = None  # None: image_<version>
+    run_name: str | None = None  # None: image_<version> (<dataset_name>_<version> for another dataset name)
     max_samples_per_class: int = 50
     on_bad_image: str = "fail"
     image_check: str = "structure"
@@ -91,7 +91,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     """The version's run: checked, files stored or linked, summary and dataset input."""
     loaded, manifest = read.loaded, read.loaded.manifest
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
-    with start_run(run_name=request.run_name or f"image_{request.version}", experiment_id=experiment_id) as run:
+    with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
         holder = holder_search.result() if holder_search else None
         # before the files: with on_leakage=fail the run stops here, its report logged
         check = (check_in_run(run, loaded.images, request.image_check, request.on_leakage, earlier=holder,
@@ -116,6 +116,12 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
                                                        sources={loaded.split: source}, tag="version"))
         summary_logged.result()
     return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
+
+
+def default_run_name(request: FolderVersionRequest) -> str:
+    """``image_<version>`` for the homework's dataset (the name its assignment asks for), else ``<name>_<version>``."""
+    default = FolderVersionRequest.dataset_name
+    return f"image_{request.version}" if request.dataset_name == default else f"{request.dataset_name}_{request.version}"
 
 
 def version_summary(manifest: Manifest, all_classes, diff, dataset_name, dataset_version) -> tuple[dict, dict, dict]:

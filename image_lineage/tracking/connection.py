@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -95,10 +96,17 @@ def check_server(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingServerUnreachable(
             f"MLflow tracking server {uri} is not reachable ({exc}). Start it with "
-            f"`mlflow server --host 127.0.0.1 --port 5000`, or set MLFLOW_TRACKING_URI to a "
+            f"`{server_command(uri)}`, or set MLFLOW_TRACKING_URI to a "
             f"reachable server, or unset it to use the embedded {DEFAULT_TRACKING_URI}."
         ) from exc
     check_credentials(uri, timeout_s)
+
+
+def server_command(uri: str) -> str:
+    """The ``mlflow server`` command that serves ``uri`` (its host and port)."""
+    parsed = urllib.parse.urlsplit(uri)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"mlflow server --host {parsed.hostname} --port {port}"
 
 
 def check_credentials(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:

@@ -69,7 +69,8 @@ def start_run(
     """
     if log_system_metrics:
         config.default_system_metrics_interval(SYSTEM_METRICS_INTERVAL_S)
-    print_url, run = config.claim_run_url_printing(), None
+    print_url, run = config.run_links_wanted(), None
+    config.silence_mlflow_run_links()
     try:
         if in_project_run():
             with mlflow.start_run(log_system_metrics=log_system_metrics) as run:
