@@ -101,7 +101,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
         snapshot_tags = store_or_link(
             loaded.digest, holder,
-            stage_data=lambda folder: holder_tags(run.info.run_id, *stage_folder_files(
+            stage_data=lambda folder: stored_files_tags(run.info.run_id, *stage_folder_files(
                 manifest, folder, request.max_samples_per_class, f"{request.dataset_name} {dataset_version}", request.version)),
             stage_own=lambda folder: write_files(reports, folder) if own_reports_differ else None)
         if holder is None:
@@ -116,6 +116,11 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
                                                        sources={loaded.split: source}, tag="version"))
         summary_logged.result()
     return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
+
+
+def stored_files_tags(run_id: str, stored_at: str, archive_sha256: str | None) -> dict[str, str]:
+    """The holder tags of a version run: where every image is, and the archive's sha256 when there is one."""
+    return holder_tags(run_id, stored_at, {"": archive_sha256} if archive_sha256 else {})
 
 
 def default_run_name(request: FolderVersionRequest) -> str:
