@@ -60,7 +60,7 @@ def add_image_arguments(parser, leakage_check: bool = True) -> None:
 
 
 def add_snapshot_argument(parser) -> None:
-    """The flag of every entry point that stores dataset files (image_lineage.snapshot)."""
+    """The flag of every entry point that stores dataset files (image_lineage.tracking.snapshots)."""
     parser.add_argument("--snapshot", choices=SNAPSHOT_CHOICES, default="reuse",
                         help="reuse: when a run on this tracking server (any experiment) already holds the files of "
                         "the same content digest, record a link to them (tags dataset.snapshot_run_id, "

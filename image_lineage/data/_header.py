@@ -1,14 +1,14 @@
 """Read an image file once and tell its identity, size and format from its header: the light read.
 
-This is the part of :mod:`image_lineage.image_pass` that needs no image library (JPEG, PNG and GIF
+This is the part of :mod:`image_lineage.data.read` that needs no image library (JPEG, PNG and GIF
 headers are walked here; PIL is imported only for the rarer formats), so it also runs as a helper
-process started with ``python -I -S image_header.py``: without site-packages it is ready in ~10 ms
-(``image_pass`` with OpenCV and numpy takes ~180 ms); they are added only if a file needs PIL.
+process started with ``python -I -S _header.py``: without site-packages it is ready in ~10 ms
+(``read`` with OpenCV and numpy takes ~180 ms); they are added only if a file needs PIL.
 
 Why a process: for files already in the page cache a light read is bound by the interpreter (open, read,
 sha256, header walk: ~30 us a file), and threads hand the GIL back and forth between those short steps
 (two threads ran slower than one). A second process reads its share with its own interpreter
-(:func:`image_lineage.image_pass.read_light_in_processes`). It gets ``(whole, read_log, paths)`` on stdin
+(:func:`image_lineage.data.read.read_light_in_processes`). It gets ``(whole, read_log, paths)`` on stdin
 and writes one result per path on stdout, both with ``marshal``, which needs the same Python on both ends:
 it is the same executable.
 """

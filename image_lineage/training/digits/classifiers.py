@@ -96,7 +96,9 @@ def train_epoch(model, optimizer, loss_fn, x, y, batch_size: int, generator: tor
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
-        inputs, targets = x[index], y[index]
+        # index_select copies whole rows: 13-17 us a batch where x[index] (advanced indexing) takes 44-74 us,
+        # a fifth of this small model's step (measured on the 2-core machine, bench/mnist_training.py)
+        inputs, targets = x.index_select(0, index), y.index_select(0, index)
         logits = model(inputs)
         loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
