@@ -116,3 +116,27 @@ def test_with_the_cache_off_s3_mirrors_share_one_temporary_folder_removed_at_exi
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     folder = done.stdout.strip()
     assert folder and not __import__("pathlib").Path(folder).exists()
+
+
+def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """The scan skips old objects in collections (gc.freeze) and unfreezes after; objects someone else froze
+    (a pre-fork server) stay frozen, and a collector switched off stays off."""
+    import gc
+
+    root = build_tree(tmp_path, {"v1": {"cat": 3}})
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    scan_version(root / "v1", use_cache=False)
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        scan_version(root / "v1", use_cache=False)
+        assert gc.get_freeze_count() == frozen  # theirs, untouched
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        scan_version(root / "v1", use_cache=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -25,7 +25,7 @@ from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, require_choice
 from image_lineage.data.cache import RecordCache
 from image_lineage.data.facts import ImageFacts
-from image_lineage.data.read import read_images
+from image_lineage.data.read import old_objects_skipped, read_images
 
 LOGGER = logging.getLogger(__name__)
 
@@ -111,7 +111,12 @@ def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]]
     the same read (for the leakage check).
     """
     require_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE_CHOICES)
-    root = Path(root)
+    with old_objects_skipped():
+        return scan_files(Path(root), candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual)
+
+
+def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual) -> Manifest:
+    """:func:`manifest_from_files`'s work."""
     folder = os.path.abspath(root)
     cache = RecordCache.default() if use_cache else None
     state = scan_state(candidates, classes, ignored, on_bad_image, image_check, perceptual) if cache else None
