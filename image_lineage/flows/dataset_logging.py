@@ -42,15 +42,16 @@ def log_dataset(dataset, context: str = "training", quality_check: bool = True, 
     if splits is None:
         raise LineageError(f"log_dataset takes a dataset made by image_lineage.from_image_folder, from_coco or "
                            f"from_huggingface, not a {type(dataset).__name__}; log others with mlflow.log_input.")
-    images = [image for s in splits for image in s.images] if all(s.images for s in splits) else None
+    files = all(s.list_images is not None for s in splits)  # the images are files: the check can read them
+    images = lambda: [image for s in splits for image in s.images]  # noqa: E731  (listed only when checked)
     holder = find_holder(dataset.content_digest, run.info.experiment_id) if snapshot == "reuse" else None
     check = CheckOutcome(None)
-    if quality_check and images:
+    if quality_check and files:
         check = check_in_run(run, images, "structure", on_leakage, earlier=holder, files=holder is None)
     snapshot_tags = store_or_link(dataset.content_digest, holder,
                                   stage_data=(lambda folder: stage_dataset(splits, dataset.name, folder, max_samples_per_class,
-                                                                           run.info.run_id)) if images else None)
-    if holder is None and images and splits[0].manifest is not None:
+                                                                           run.info.run_id)) if files else None)
+    if holder is None and files and splits[0].manifest is not None:
         for loaded in splits:
             log_sample_grids(loaded.manifest, max_samples_per_class)
     log_values(run, metrics={**count_metrics(dataset.name, splits), **check.metrics},

@@ -94,7 +94,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
         holder = holder_search.result() if holder_search else None
         # before the files: with on_leakage=fail the run stops here, its report logged
-        check = (check_in_run(run, loaded.images, request.image_check, request.on_leakage, earlier=holder,
+        check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=holder,
                               files=holder is None) if request.quality_check == "on" else CheckOutcome(None))
         reports = version_reports(manifest, read.diff, loaded.remote)
         reports_tag = reports_digest(reports)

@@ -88,13 +88,14 @@ class CheckOutcome:
     report: QualityReport | None = None
 
 
-def check_in_run(run: mlflow.ActiveRun, images: list[SplitImage], image_check: str, on_leakage: str,
+def check_in_run(run: mlflow.ActiveRun, images, image_check: str, on_leakage: str,
                  threshold: int = DEFAULT_THRESHOLD, earlier: mlflow.entities.Run | None = None,
                  files: bool = True) -> CheckOutcome:
-    """Find the pairs among ``images``, log them in ``run`` (with ``files``: ``quality/pairs.csv`` and
-    ``quality/report.html``), then apply ``on_leakage`` (``fail`` raises: the run ends FAILED with its report
-    logged). ``earlier``: a run of the same digest whose recorded result stands (the same bytes give the
-    same pairs): its status and metrics are returned to log with the summary, unless the gate stops the run."""
+    """Find the pairs among ``images`` (a list, or a callable that lists them: not called when an earlier
+    result stands), log them in ``run`` (with ``files``: ``quality/pairs.csv`` and ``quality/report.html``),
+    then apply ``on_leakage`` (``fail`` raises: the run ends FAILED with its report logged). ``earlier``: a
+    run of the same digest whose recorded result stands (the same bytes give the same pairs): its status and
+    metrics are returned to log with the summary, unless the gate stops the run."""
     recorded = recorded_quality(earlier) if earlier is not None else None
     if recorded is not None:
         metrics, status = recorded
@@ -104,6 +105,7 @@ def check_in_run(run: mlflow.ActiveRun, images: list[SplitImage], image_check: s
             log_values(run, metrics=metrics, tags={TAG_QUALITY_STATUS: status})  # the FAILED run says why
             raise
         return CheckOutcome(status, metrics, {TAG_QUALITY_STATUS: status})
+    images = images() if callable(images) else images
     report = find_pairs(images, image_check, threshold)
     log_quality(report, images, run, files)
     apply_gate(report.status, on_leakage, report.leakage_summary())

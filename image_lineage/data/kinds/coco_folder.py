@@ -54,7 +54,7 @@ def index_split_loaded(index: coco.CocoIndex, split: str | None = None, digest: 
     split = split or index.split.split
     return LoadedSplit(split, digest, counts, "instances", None, coco_source(index.split), lambda: coco_to_hf(index),
                        index=index, ignored=index.ignored, report=coco.validation_report(index),
-                       profile=coco_profile(index, digest, counts), images=index_images(index, split))
+                       profile=coco_profile(index, digest, counts), list_images=lambda: index_images(index, split))
 
 
 def coco_source(split: CocoSplit) -> SourceRef:
