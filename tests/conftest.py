@@ -39,6 +39,9 @@ def clean_mlflow_env(monkeypatch, tmp_path_factory):
     for name in MLFLOW_RUN_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(tmp_path_factory.mktemp("hash_cache")))
+    # Tests scan files they wrote a moment ago, which the cache would never keep (its guard against a change
+    # in the same clock tick); test_cache.py checks that guard with its real window.
+    monkeypatch.setattr("image_lineage.data.cache.RACY_NS", 0)
     yield
     while mlflow.active_run():
         mlflow.end_run()

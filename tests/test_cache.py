@@ -4,6 +4,7 @@ never a crash and never a stale answer; and the header helper runs on the standa
 
 import contextlib
 import marshal
+import os
 import sqlite3
 import subprocess
 import sys
@@ -140,3 +141,60 @@ def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def same_size_images(folder, count=2):
+    """BMP files of one size (uncompressed: the same size whatever the colours), each of another colour."""
+    paths = []
+    for index in range(count):
+        path = folder / f"{index}.bmp"
+        Image.new("RGB", (16, 16), (index * 90, 40, 200 - index * 90)).save(path)
+        paths.append(path)
+    assert len({p.stat().st_size for p in paths}) == 1
+    return paths
+
+
+@pytest.mark.parametrize("rewrite", ["cp -p", "tar"])
+def test_a_same_size_rewrite_that_keeps_the_mtime_is_read_again(cache_dir, tmp_path, rewrite):
+    """cp -p, rsync -t and archive unpacking set the mtime back; the ctime (which nobody can set) tells."""
+    import shutil
+    import tarfile
+    import time
+
+    version = tmp_path / "data/v1"
+    (version / "cat").mkdir(parents=True)
+    first, other = same_size_images(version / "cat")
+    time.sleep(record_cache.RACY_NS / 1e9 + 0.05)
+    before = scan_version(version)
+    if rewrite == "cp -p":
+        stat = first.stat()
+        shutil.copyfile(other, first)
+        os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p does
+    else:
+        with tarfile.open(tmp_path / "v.tar", "w") as tar:  # the other picture under the first one's name
+            info = tar.gettarinfo(other, arcname="cat/0.bmp")
+            info.mtime = int(first.stat().st_mtime)
+            with open(other, "rb") as source:
+                tar.addfile(info, source)
+        os.utime(first, (int(first.stat().st_mtime),) * 2)  # whole seconds, as the archive holds them
+        before = scan_version(version)  # cached again after the mtime change
+        time.sleep(record_cache.RACY_NS / 1e9 + 0.05)
+        with tarfile.open(tmp_path / "v.tar") as tar:
+            tar.extractall(version, filter="data")
+    assert first.stat().st_size == other.stat().st_size
+    after = scan_version(version)
+    assert after.digest == scan_version(version, use_cache=False).digest != before.digest
+
+
+def test_a_file_changed_just_before_it_was_read_is_not_cached(cache_dir, tmp_path, monkeypatch):
+    """A change in the same clock tick as the read could keep every stat field: such records are not kept."""
+    monkeypatch.setattr(record_cache, "RACY_NS", 10**12)  # every file is "just changed"
+    root = build_tree(tmp_path / "data", {"v1": {"cat": 2}})
+    scan_version(root / "v1")
+    with contextlib.closing(sqlite3.connect(cache_dir / RecordCache.FILE)) as db:
+        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM scans").fetchone()[0] == 0
+    monkeypatch.setattr(record_cache, "RACY_NS", 0)
+    scan_version(root / "v1")
+    with contextlib.closing(sqlite3.connect(cache_dir / RecordCache.FILE)) as db:
+        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 2

@@ -1,8 +1,12 @@
 """The image record cache: what the image pass learned about each file, so an unchanged file is not read again.
 
 The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one ``stat``
-per file instead of reading every byte. Records are keyed by (absolute path, size, mtime_ns, inode); any
-write to a file changes its mtime (and usually its size), so a changed file is read again. Perceptual
+per file instead of reading every byte. Records are keyed by (absolute path, size, mtime_ns, inode,
+ctime_ns): as git's index does, the ctime is in the key because tools that rewrite a file keep its size and
+set its mtime back (``cp -p``, ``rsync -t``, unpacking an archive), while the kernel sets the ctime to the
+time of any change, and nobody can set it back. A file changed in the same clock tick as the read that
+cached it would keep even its ctime ("racy git"): records of files changed less than ``RACY_NS`` before the
+read began are not stored (:func:`racy_before`). Perceptual
 hashes are keyed by sha256 (they depend on the bytes alone), and a folder's last scan is kept whole (one
 row read instead of a row per file, :mod:`image_lineage.data.folders`).
 
@@ -26,11 +30,14 @@ from image_lineage.data.facts import ImageFacts
 
 LOGGER = logging.getLogger(__name__)
 
-StatKey = tuple  # (absolute path, size, mtime_ns, inode)
+StatKey = tuple  # (absolute path, size, mtime_ns, inode, ctime_ns)
 
-SCHEMA_VERSION = 2  # 1 (implicit, user_version 0): the tables before the layout was versioned
+# 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns
+SCHEMA_VERSION = 3
+# Linux stamps files from a clock that advances once a tick (1 to 10 ms); 50 ms is a few ticks with margin.
+RACY_NS = 50_000_000
 TABLES = (
-    "CREATE TABLE images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER,"
+    "CREATE TABLE images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER,"
     " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)",
     "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT)",
     "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
@@ -43,7 +50,7 @@ class RecordCache:
     and processes share the file safely (sqlite locks it)."""
 
     FILE = "image_records.sqlite"
-    COLUMNS = "path, size, mtime_ns, inode, sha256, width, height, format, checked"
+    COLUMNS = "path, size, mtime_ns, inode, ctime_ns, sha256, width, height, format, checked"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -97,7 +104,7 @@ class RecordCache:
         os.replace(fresh, self.path)
 
     def lookup(self, keys: list[StatKey], perceptual: bool = False) -> dict[StatKey, ImageFacts]:
-        """{key: facts} for the keys whose stored size, mtime and inode still match (with their perceptual
+        """{key: facts} for the keys whose stored size, mtime, inode and ctime still match (with their perceptual
         hashes when ``perceptual`` and they are known). Any doubt is a miss."""
         try:
             return self._lookup(keys, perceptual)
@@ -112,11 +119,11 @@ class RecordCache:
         join = "LEFT JOIN perceptual USING (sha256)" if perceptual else ""
         with contextlib.closing(self.connect()) as db:
             for where, values in self.selections([key[0] for key in keys]):
-                for path, size, mtime_ns, inode, sha256, width, height, fmt, checked, hashes in db.execute(
+                for *key, sha256, width, height, fmt, checked, hashes in db.execute(
                         f"SELECT {columns} FROM images {join} WHERE {where}", values):
-                    if (path, size, mtime_ns, inode) in wanted:
+                    if tuple(key) in wanted:
                         phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
-                        found[(path, size, mtime_ns, inode)] = ImageFacts(sha256, size, width, height, fmt, checked, phash)
+                        found[tuple(key)] = ImageFacts(sha256, key[1], width, height, fmt, checked, phash)
         return found
 
     @staticmethod
@@ -143,10 +150,13 @@ class RecordCache:
     def store_scan(self, folder: str, state: str, result: str) -> None:
         self.write("INSERT OR REPLACE INTO scans VALUES (?, ?, ?)", [(folder, state, result)])
 
-    def store(self, entries: list[tuple[StatKey, ImageFacts]]) -> None:
+    def store(self, entries: list[tuple[StatKey, ImageFacts]], read_started_ns: int) -> None:
+        """Records read by a pass that began at ``read_started_ns`` (``time.time_ns()`` before the first
+        stat); those of files changed just before are left out (see the module docstring)."""
+        entries = [(key, facts) for key, facts in entries if not racy(key, read_started_ns)]
         rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked) for key, f in entries]
         hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash)) for _, f in entries if f.phash]
-        self.write(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 9)})", rows,
+        self.write(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 10)})", rows,
                    ("INSERT OR REPLACE INTO perceptual VALUES (?, ?)", hashes))
 
     def write(self, statement: str, rows: list, *more: tuple[str, list]) -> None:
@@ -158,3 +168,9 @@ class RecordCache:
                     db.executemany(sql, values)
         except sqlite3.Error as exc:
             LOGGER.warning("could not update the image record cache %s: %s", self.path, exc)
+
+
+def racy(key: StatKey, read_started_ns: int) -> bool:
+    """Whether the file of ``key`` changed so shortly before a read that began at ``read_started_ns`` that a
+    change after the read could leave its stat key as it was."""
+    return key[4] > read_started_ns - RACY_NS

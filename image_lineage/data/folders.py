@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, require_choice
-from image_lineage.data.cache import RecordCache
+from image_lineage.data.cache import RecordCache, racy
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.read import old_objects_skipped, read_images
 
@@ -105,7 +106,7 @@ def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]]
     ``on_bad_image=skip``, listed in ``ignored``; the digest over the records. Any file-based source kind
     builds its manifest here.
 
-    With ``use_cache``, files whose path, size, mtime and inode are unchanged are not read again, and when
+    With ``use_cache``, files whose path, size, mtime, inode and ctime are unchanged are not read again, and when
     no file (nor label, nor option) changed since the last scan of ``root``, that scan's result stands (one
     cache row). ``image_check``: structure, decode or none; ``perceptual``: also compute perceptual hashes in
     the same read (for the leakage check).
@@ -156,14 +157,19 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
 
 def scan_state(candidates, classes, ignored, *options) -> str | None:
     """A digest of everything a scan's result depends on: each file's path, label and stat key (size, mtime,
-    inode), the folder's other entries and the options; None when a file vanished meanwhile. (The cache's
-    schema version covers the stored result's layout.)"""
-    stat, lines = os.stat, []
+    inode, ctime), the folder's other entries and the options; None when a file vanished meanwhile or changed
+    too recently to trust its stat key (:func:`image_lineage.data.cache.racy`). (The cache's schema version
+    covers the stored result's layout.)"""
+    stat, lines, newest_ctime = os.stat, [], 0
+    started = time.time_ns()
     try:
         for rel_path, label, file in candidates:  # one line a file (a repr of 20,000 tuples costs more)
             st = stat(file)
-            lines.append(f"{file}\0{rel_path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n")
+            newest_ctime = max(newest_ctime, st.st_ctime_ns)
+            lines.append(f"{file}\0{rel_path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n")
     except OSError:
+        return None
+    if racy(("", 0, 0, 0, newest_ctime), started):
         return None
     lines.append(repr((classes, ignored, options)))
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()

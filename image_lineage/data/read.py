@@ -12,7 +12,7 @@ splits and Hugging Face image folders all call it; each file's bytes are read on
 * with ``perceptual=True`` (the leakage check), the image's perceptual hashes
   (:func:`image_lineage.data.perceptual.perceptual_hashes`), from the same bytes.
 
-Results are cached (:class:`image_lineage.data.cache.RecordCache`) by path, size, mtime and inode, and
+Results are cached (:class:`image_lineage.data.cache.RecordCache`) by path, size, mtime, inode and ctime, and
 perceptual hashes by the file's sha256, so a re-scan of an unchanged folder reads (and decodes) nothing at
 all. Set ``IMAGE_LINEAGE_READ_LOG`` to a file to have every read appended to it as one line (tests count
 reads across the processes of ``mlflow run .`` this way).
@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 from pathlib import Path
@@ -112,6 +113,7 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
     """
     require_choice("image_check", check, IMAGE_CHECK_CHOICES)
     cache = RecordCache.default() if cache is True else (cache or None)
+    read_started_ns = time.time_ns()
     keys = [stat_key(path) for path in paths] if cache else []
     cached = cache.lookup(keys, perceptual) if cache else {}
     results: list[ImageFacts | str | None] = [None] * len(paths)
@@ -132,7 +134,7 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
     for index, result in zip(missing, found):
         results[index] = result
     if cache and missing:
-        cache.store([(keys[i], results[i]) for i in missing if isinstance(results[i], ImageFacts)])
+        cache.store([(keys[i], results[i]) for i in missing if isinstance(results[i], ImageFacts)], read_started_ns)
     return results
 
 
@@ -246,9 +248,9 @@ def in_page_cache(paths: list[str]) -> bool:
     return True
 
 
-def stat_key(path: str) -> tuple[str, int, int, int]:
+def stat_key(path: str) -> tuple[str, int, int, int, int]:
     # stat() follows links, so a link that now points elsewhere has another inode: a miss. Folder walks
     # pass absolute paths already (abspath costs as much as the stat itself at 20,000 files).
     st = os.stat(path)
     return (path if path.startswith("/") and "/." not in path else os.path.abspath(path), st.st_size,
-            st.st_mtime_ns, st.st_ino)
+            st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
