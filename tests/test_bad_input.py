@@ -322,6 +322,23 @@ def bundled_folder(tmp):
     return folder_args(photo_versions(tmp)), []
 
 
+def many_classes(entry: str, count: int = 1000):
+    """ImageNet-style class folders (``n01440764``...), one picture of noise each: the class list is past
+    what an MLflow param holds."""
+    def build(tmp):
+        import numpy as np
+        from PIL import Image
+
+        noise = np.random.default_rng(0)
+        for index in range(count):
+            folder = tmp / "data/v1" / f"n{1440764 + index:08d}"
+            folder.mkdir(parents=True)
+            Image.fromarray(noise.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / "a.png")
+        data = tmp / "data"
+        return (folder_args(data) if entry == "folder" else ["--source", str(data / "v1")]), []
+    return build
+
+
 # ---------------------------------------------------------------- checks of finished runs
 
 
@@ -334,6 +351,22 @@ def ignored_lists(*paths: str, where: str = "ignored_files.json"):
         listed = {item["path"] for item in artifact_json(run, where)}
         assert set(paths) <= listed, listed
         assert run.data.tags["dataset.ignored_files"] == str(len(listed))
+    return check
+
+
+def long_params_parse(*names: str):
+    """Every param parses as JSON; each of ``names`` points to an artifact that holds the whole value."""
+    def check(run, tmp):
+        classes = sorted(p.name for p in (tmp / "data/v1").iterdir())
+        for name in names:
+            pointer = json.loads(run.data.params[name])
+            whole = artifact_json(run, pointer["artifact"])
+            assert pointer["length"] == len(json.dumps(whole))
+            if name == "class_names":
+                assert whole == classes
+        for name in ("class_names", "features", "splits"):
+            if name in run.data.params:
+                json.loads(run.data.params[name])
     return check
 
 
@@ -431,6 +464,10 @@ CASES = [
     Case("hf/dangling symlink", "hf", link_case("dangling", "hf"), says=("does not exist", "remove the link")),
     Case("folder/symlink out of data_dir", "folder", link_case("outside", "folder"), says=("Copy the file",)),
     # parameters
+    Case("folder/1,000 class folders", "folder", many_classes("folder"), code=0, runs="finished",
+         check=long_params_parse("class_names")),
+    Case("hf/1,000 class folders", "hf", many_classes("hf"), code=0, runs="finished",
+         check=long_params_parse("class_names", "features")),
     Case("folder/negative max_samples_per_class", "folder",
          lambda tmp: (folder_args(photo_versions(tmp), "v1", "--max-samples-per-class", "-1"), ["-1"]),
          says=("whole number",)),

@@ -61,6 +61,12 @@ def test_dataset_context_tag_is_mlflows():
     assert _compat.DATASET_CONTEXT_TAG == MLFLOW_DATASET_CONTEXT
 
 
+def test_max_param_length_is_mlflows():
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    assert _compat.MAX_PARAM_LENGTH == MAX_PARAM_VAL_LENGTH
+
+
 @pytest.mark.parametrize("selected", [False, True])
 def test_selection_indices(selected):
     dataset = datasets.Dataset.from_dict({"a": [1, 2, 3]})

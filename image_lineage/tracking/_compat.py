@@ -10,6 +10,9 @@ from __future__ import annotations
 
 # MLflow's run tag holding a dataset input's context (training, validation, ...): mlflow.utils.mlflow_tags
 DATASET_CONTEXT_TAG = "mlflow.data.context"
+# The longest param value MLflow stores whole (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH; longer ones are
+# cut, or refused by some stores)
+MAX_PARAM_LENGTH = 6000
 
 
 def dataset_entity(dataset):

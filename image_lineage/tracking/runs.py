@@ -12,6 +12,7 @@ Every flow opens its run through :func:`start_run`, so the rules live in one pla
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shlex
 import time
@@ -22,6 +23,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from image_lineage.core import config
+from image_lineage.tracking._compat import MAX_PARAM_LENGTH
+
+PARAMS_ARTIFACT_DIR = "params"  # where a param too long for MLflow is logged whole
 
 LOGGER = logging.getLogger(__name__)
 
@@ -130,15 +134,30 @@ def without_logged_params(logged: dict[str, str], params: dict[str, str]) -> dic
 def log_values(run: mlflow.ActiveRun, params: dict | None = None, metrics: dict | None = None,
                tags: dict | None = None) -> None:
     """Params, metrics and tags of a run in one ``log_batch`` request instead of one call per value;
-    params that ``mlflow run`` already logged are left out."""
+    params that ``mlflow run`` already logged are left out, and one too long for MLflow goes whole into an
+    artifact (:func:`fit_params`)."""
     now = now_millis()
     params = without_logged_params(run.data.params, {k: str(v) for k, v in (params or {}).items()})
+    params = fit_params(run.info.run_id, params)
     mlflow.MlflowClient().log_batch(
         run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
         params=[Param(k, v) for k, v in params.items()],
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
     )
+
+
+def fit_params(run_id: str, params: dict[str, str]) -> dict[str, str]:
+    """``params`` with each value MLflow would cut (past ``MAX_PARAM_LENGTH`` characters: a cut JSON list no
+    longer parses) logged whole as the artifact ``params/<name>.json`` and replaced by a JSON pointer to it,
+    ``{"artifact": "params/<name>.json", "length": <characters>}``: every logged value parses, nothing is lost."""
+    fitted = dict(params)
+    for name, value in params.items():
+        if len(value) > MAX_PARAM_LENGTH:
+            path = f"{PARAMS_ARTIFACT_DIR}/{name}.json"
+            mlflow.MlflowClient().log_text(run_id, value, path)
+            fitted[name] = json.dumps({"artifact": path, "length": len(value)})
+    return fitted
 
 
 class MetricBuffer:
