@@ -62,7 +62,7 @@ def artifact_paths(run_id: str, path: str | None = None) -> list[str]:
 
 
 QUALITY_METRICS = {"quality/exact_duplicate_pairs", "quality/near_duplicate_pairs", "quality/leakage_pairs",
-                   "quality/label_conflicts"}
+                   "quality/label_conflicts", "quality/set_aside_images"}
 
 
 def dataset_metrics(run) -> dict:

@@ -232,6 +232,21 @@ def train_val_copy(tmp):
     return ["--source", str(data), "--on-leakage", "fail"], []
 
 
+def one_pixel_pictures(tmp):
+    """A 1x1 red PNG in train/cat and a 1x1 blue one in val/dog, beside real photos."""
+    from PIL import Image
+
+    data = photo_versions(tmp, {"train": {"cat": 2}, "val": {"dog": 2}})
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(data / "train/cat/dot.png")
+    Image.new("RGB", (1, 1), (0, 0, 255)).save(data / "val/dog/dot.png")
+    return ["--source", str(data), "--on-leakage", "fail"], []
+
+
+def nothing_flagged_two_set_aside(run, tmp):
+    assert run.data.tags["quality.status"] == "clean"
+    assert run.data.metrics["quality/set_aside_images"] == 2
+
+
 # ---------------------------------------------------------------- COCO inputs
 
 
@@ -482,6 +497,8 @@ CASES = [
     Case("folder/same photo in two classes", "folder", same_photo_in_two_classes, code=0, runs="finished",
          check=label_conflict_recorded),
     Case("check/train photos copied into val, on_leakage=fail", "check", train_val_copy, runs="failed"),
+    Case("check/two 1x1 pictures of other colours, on_leakage=fail", "check", one_pixel_pictures, code=0,
+         runs="finished", check=nothing_flagged_two_set_aside),
     # COCO annotation files (items 1, 7)
     Case("hf/COCO duplicate image ids", "hf", coco_edit(break_duplicate_image_id)),
     Case("finetune/COCO duplicate image ids", "finetune", coco_edit(break_duplicate_image_id, "finetune")),

@@ -38,6 +38,36 @@ def test_planted_copies_are_found_and_distinct_photos_are_not(leaky):
     relabelled = report.pairs[report.pairs["path_b"].str.contains("relabelled_copy")]
     assert relabelled["label_conflict"].all() and relabelled["leakage"].all() and len(relabelled) == 8
     assert report.status == "leakage" and report.metrics["quality/label_conflicts"] == 8
+    assert report.set_aside == []  # every real photo has enough in it for a perceptual hash
+
+
+def test_low_information_images_are_compared_by_bytes_only(tmp_path):
+    """Two 1x1 pictures of other colours and 400 distinct MNIST digits are no near-duplicates (they were
+    417 pairs); an exact copy of a digit across splits is still leakage, and the report lists what was set aside."""
+    from image_lineage.quality.report import report_html
+    from image_lineage.training.digits.mnist import read_idx
+    from conftest import shared_dir
+
+    digits = read_idx(shared_dir("mnist") / "raw/t10k-images-idx3-ubyte")[:400]
+    for index, digit in enumerate(digits):
+        split = "train" if index % 2 else "val"
+        Image.fromarray(digit).save(tmp_path / f"{split}_{index:03d}.png")
+    for split, colour in (("train", (255, 0, 0)), ("val", (0, 0, 255))):
+        Image.new("RGB", (1, 1), colour).save(tmp_path / f"{split}_dot.png")
+    root = tmp_path / "splits"
+    for file in sorted(tmp_path.glob("*.png")):
+        split, _, name = file.name.partition("_")
+        (root / split / "digit").mkdir(parents=True, exist_ok=True)
+        file.rename(root / split / "digit" / name)
+    report = find_pairs(read_source(str(root), options=LoadOptions(perceptual=True)).images)
+    assert report.status == "clean" and len(report.set_aside) == 402, report.pairs
+    shutil.copyfile(root / "train/digit/001.png", root / "val/digit/copy_of_001.png")
+    images = read_source(str(root), options=LoadOptions(perceptual=True)).images
+    report = find_pairs(images)
+    assert report.pairs[["kind", "leakage"]].values.tolist() == [["exact_duplicate", True]]
+    assert report.metrics["quality/set_aside_images"] == 403
+    page = report_html(report, {image.path: image.file for image in images})
+    assert "Set aside: 403 image(s)" in page and "train/digit/001.png" in page and "and 303 more" in page
 
 
 def test_check_dataset_run_holds_metrics_tag_csv_and_report(leaky, experiment_name, sqlite_uri):

@@ -12,6 +12,10 @@ distance is the smallest over whole/whole, centre/whole and whole/centre.
 The thumbnail comes from the JPEG decoder's DCT scaling: a 1/2..1/8 scale decode reads the same coefficients
 and skips most of the work, and the pHash only needs 32x32 pixels anyway.
 
+A picture with almost no structure (one colour, or nearly: its grey thumbnail varies by less than
+``FLAT_STD`` levels) has no hash: the signs of its DCT coefficients are noise, and two 1x1 PNGs of different
+colours would match. It gets ``NO_HASH``, and the leakage check compares such images by their bytes only.
+
 The search for near-identical pairs among many hashes is :mod:`image_lineage.quality.pairs`.
 """
 
@@ -25,6 +29,8 @@ from PIL import Image
 
 HASH_SIZE = 32  # thumbnail side; the low 8x8 DCT coefficients give the 64 bits
 CROPS = (0.0, 0.05, 0.10)  # whole picture, then its centre with this fraction cut from every side
+FLAT_STD = 2.0  # grey levels (of 255); the flattest real photo in ../shared/data varies by far more
+NO_HASH = (0, 0, 0)  # a flat picture's hashes; a real pHash always has its DC bit set
 
 
 BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
@@ -36,10 +42,13 @@ REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: c
 
 
 def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple[int, int, int]:
-    """(whole, centre 5%, centre 10%) pHashes of an encoded image, each a 64-bit unsigned int.
+    """(whole, centre 5%, centre 10%) pHashes of an encoded image, each a 64-bit unsigned int; ``NO_HASH`` for
+    a flat picture.
 
     ``size`` (width, height, from the header) lets the decoder scale down as far as the hash allows."""
     grey = decode_grey(data, size)
+    if float(grey.std()) < FLAT_STD:
+        return NO_HASH
     height, width = grey.shape
     low = np.empty((len(CROPS), 64), dtype=np.float32)
     for row, crop in enumerate(CROPS):

@@ -11,6 +11,11 @@ hashes it, cached by sha256, so re-checking an unchanged folder decodes nothing.
 and a pair is also ``leakage`` when its two images sit in different splits, and a ``label_conflict`` when
 they carry different labels (classification) or, for detection, different annotations.
 
+Images with too little in them for a perceptual hash are compared by their bytes only, and listed as set
+aside: flat pictures (:data:`image_lineage.data.perceptual.NO_HASH`) and pictures smaller than the hash's
+32x32 thumbnail on either side (400 distinct MNIST digits, 28x28, made 417 "near-duplicate" pairs: at that
+size the low frequencies are the stroke's rough shape, which most digits of a class share).
+
 Pairs within a threshold are found by multi-index hashing (Norouzi et al.): split the 64 bits into four
 16-bit chunks; two hashes within ``t`` bits agree within ``t // 4`` bits on at least one chunk, so
 candidates come from looking up each hash's chunk values with up to ``t // 4`` flipped bits in a sorted
@@ -22,7 +27,7 @@ The report a person reads is :mod:`image_lineage.quality.report`; what leakage d
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
@@ -30,7 +35,7 @@ import pandas as pd
 
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.kinds.base import SplitImage
-from image_lineage.data.perceptual import CROPS
+from image_lineage.data.perceptual import CROPS, HASH_SIZE, NO_HASH
 from image_lineage.data.read import read_images
 
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
@@ -39,11 +44,13 @@ CHUNK_BITS = 64 // CHUNKS
 
 PAIR_COLUMNS = ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "kind", "distance", "leakage",
                 "label_conflict"]
+
 @dataclass
 class QualityReport:
     pairs: pd.DataFrame  # PAIR_COLUMNS, one row per flagged pair
     images: int
     threshold: int
+    set_aside: list[str] = field(default_factory=list)  # paths compared by bytes only (see the module docstring)
 
     @property
     def metrics(self) -> dict[str, int]:
@@ -53,6 +60,7 @@ class QualityReport:
             "quality/near_duplicate_pairs": int((kinds == "near_duplicate").sum()),
             "quality/leakage_pairs": int(self.pairs["leakage"].sum()),
             "quality/label_conflicts": int(self.pairs["label_conflict"].sum()),
+            "quality/set_aside_images": len(self.set_aside),
         }
 
     @property
@@ -80,13 +88,20 @@ def find_pairs(images: list[SplitImage], image_check: str = "structure",
         by_sha[fact.sha256].append(position)
     for group in by_sha.values():
         rows.extend(pair_row(usable[a][0], usable[b][0], "exact_duplicate", 0) for i, a in enumerate(group) for b in group[i + 1:])
-    hashes = np.array([fact.phash for _, fact in usable], dtype=np.uint64).reshape(-1, 3)
+    hashed = [pair for pair in usable if hashable(pair[1])]
+    hashes = np.array([fact.phash for _, fact in hashed], dtype=np.uint64).reshape(-1, 3)
     for (a, b), distance in sorted(near_pairs(hashes, threshold).items()):
-        if usable[a][1].sha256 != usable[b][1].sha256:
-            rows.append(pair_row(usable[a][0], usable[b][0], "near_duplicate", distance))
+        if hashed[a][1].sha256 != hashed[b][1].sha256:
+            rows.append(pair_row(hashed[a][0], hashed[b][0], "near_duplicate", distance))
     pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     order = pairs.assign(rank=~pairs["leakage"]).sort_values(["rank", "distance", "path_a", "path_b"], kind="stable")
-    return QualityReport(order.drop(columns="rank").reset_index(drop=True), len(usable), threshold)
+    set_aside = sorted(image.path for image, fact in usable if not hashable(fact))
+    return QualityReport(order.drop(columns="rank").reset_index(drop=True), len(usable), threshold, set_aside)
+
+
+def hashable(fact: ImageFacts) -> bool:
+    """Whether a perceptual hash says anything about the picture (see the module docstring)."""
+    return tuple(fact.phash) != NO_HASH and min(fact.width, fact.height) >= HASH_SIZE
 
 
 def pair_row(a: SplitImage, b: SplitImage, kind: str, distance: int) -> list:

@@ -38,12 +38,24 @@ def report_html(report: QualityReport, files: dict[str, str]) -> str:
                     f"<br><b>{flags}</b></td></tr>")
     more = (f"<p>{len(report.pairs) - REPORT_PAIRS_MAX} more pairs in pairs.csv.</p>"
             if len(report.pairs) > REPORT_PAIRS_MAX else "")
+    more += set_aside_html(report.set_aside)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset quality: {report.status}</title>"
             "<style>body{font-family:sans-serif} td{padding:6px;vertical-align:top;text-align:center;"
             "border-bottom:1px solid #ccc} img{max-width:160px;max-height:160px}</style></head><body>"
             f"<h1>Dataset quality: {report.status}</h1><p>{report.images} images; near-duplicate threshold "
             f"{report.threshold} of 64 bits (perceptual hash).</p><ul>{metrics}</ul>"
             f"<table>{''.join(rows) or '<tr><td>No duplicate pairs.</td></tr>'}</table>{more}</body></html>\n")
+
+
+def set_aside_html(paths: list[str], listed: int = 100) -> str:
+    """The images compared by their bytes only, and why."""
+    if not paths:
+        return ""
+    names = "".join(f"<li>{html.escape(path)}</li>" for path in paths[:listed])
+    rest = f"<li>and {len(paths) - listed} more</li>" if len(paths) > listed else ""
+    return (f"<h2>Set aside: {len(paths)} image(s) compared by their bytes only</h2><p>A perceptual hash says "
+            "nothing about a picture of one colour or one smaller than 32 pixels on a side: these were checked "
+            f"for exact copies only.</p><ul>{names}{rest}</ul>")
 
 
 def thumbnail_uri(file: str) -> str:
