@@ -131,6 +131,32 @@ def test_only_the_projects_own_error_is_a_one_line_exit_2(monkeypatch, bundled_i
         log_folder_dataset.main(["--data-dir", str(bundled_images)])
 
 
+def test_sigterm_ends_the_run_failed_and_says_so(monkeypatch, bundled_images, sqlite_uri, experiment_name, caplog):
+    """What Kubernetes sends a pod it evicts: the run must not stay RUNNING forever (it did)."""
+    import os
+    import signal
+    import time
+
+    import image_lineage.flows.folder_version as folder_version
+    from image_lineage.tracking.runs import start_run
+
+    started = []
+
+    def evicted(request):
+        with start_run(request.experiment_name, "evicted") as run:
+            started.append(run.info.run_id)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the signal's handler raises within this sleep
+            mlflow.log_param("after", "the signal")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(folder_version, "log_folder_version", evicted)
+    assert log_folder_dataset.main(["--data-dir", str(bundled_images), "--experiment-name", experiment_name]) == 143
+    run = mlflow.get_run(started[0])
+    assert run.info.status == "FAILED" and "after" not in run.data.params
+    assert "stopped by SIGTERM" in caplog.text and signal.getsignal(signal.SIGTERM) == before
+
+
 def test_one_set_of_run_links_which_open_the_training_view(bundled_images, experiment_name, server_uri, monkeypatch,
                                                            capsys):
     """MLflow's own "View run" links open its GenAI view: the README's homework block silences them, and ours,

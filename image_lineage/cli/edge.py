@@ -2,15 +2,20 @@
 
 Only the project's own error (:class:`image_lineage.core.errors.LineageError`) is the user's to fix: its
 message is printed as one line and the command exits with code 2. Any other exception is a bug or a fault
-and shows its traceback (exit 1). Either way a run it interrupts ends FAILED.
+and shows its traceback (exit 1). Either way a run it interrupts ends FAILED. So does SIGTERM (what
+Kubernetes sends a pod it evicts, and ``timeout``): Python would otherwise die at once and leave the run
+RUNNING forever; here it ends the run FAILED, says so, and exits 143 as a killed process would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import subprocess
 import sys
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
@@ -29,16 +34,43 @@ def run_entry_point(work: Callable[[], object]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        configure_tracking()
-        if not config.quick_acks_wanted():
-            work()
-            return 0
-        with quick_acks():
-            work()
+        with terminated_as_exception():
+            configure_tracking()
+            if not config.quick_acks_wanted():
+                work()
+                return 0
+            with quick_acks():
+                work()
     except LineageError as exc:
         LOGGER.error("%s", exc)
         return 2
+    except Terminated:
+        LOGGER.error("stopped by SIGTERM: a run in progress was ended FAILED")
+        return 128 + signal.SIGTERM
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, as KeyboardInterrupt is, so no ``except Exception`` on the way
+    swallows it; the run's context manager ends the run FAILED on the way out."""
+
+
+@contextlib.contextmanager
+def terminated_as_exception() -> Iterator[None]:
+    """While the command works, SIGTERM raises :class:`Terminated` in the main thread (the previous handler
+    comes back after). Signal handlers can only be set from the main thread: elsewhere, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_on_processes(argv: list[str], nproc: int, work: Callable[[], object]) -> int:
