@@ -33,10 +33,11 @@ from helpers import (
 )
 
 from entrypoints import check_dataset, coco_finetune, compare, log_folder_dataset, log_hf_dataset
+from entrypoints import main as main_entry
 from support.local_server import free_port
 
 ENTRY_POINTS = {"folder": log_folder_dataset, "hf": log_hf_dataset, "check": check_dataset,
-                "finetune": coco_finetune, "compare": compare}
+                "finetune": coco_finetune, "compare": compare, "main": main_entry}
 FINETUNE_ARGS = ["--model", SMALL_DETECTOR["model"], "--weights", "none", "--image-size", "128", "--max-images", "2",
                  "--previews", "1", "--preview-images", "1", "--epochs", "1", "--register-as", "bad_input_detector"]
 SECONDS_TO_REFUSE = 30
@@ -108,6 +109,81 @@ def folder_args(data: Path, version: str = "v1", *extra: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- image folder inputs
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A whole, valid PNG (one grey row of pixel data) whose header claims ``width`` x ``height``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = zlib.compress(b"\x00" * (width // 8 + 2))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+def huge_png(*extra: str):
+    def build(tmp):
+        data = photo_versions(tmp)
+        (data / "v1/cat/huge.png").write_bytes(png_header_claiming(100_000, 100_000))
+        return folder_args(data, "v1", *extra), [str(data / "v1/cat/huge.png"), "100000x100000"]
+    return build
+
+
+def tiff_and_avif(tmp):
+    """A two-page TIFF scan of a real photo, and the photo as AVIF (which Pillow reads, the HF builder not)."""
+    from PIL import Image
+
+    data = photo_versions(tmp)
+    with Image.open(first_file(data / "v1/dog")) as photo:
+        photo.save(data / "v1/dog/scan.tif", save_all=True, append_images=[photo.rotate(90)])
+        photo.save(data / "v1/dog/phone.avif")
+    return folder_args(data), []
+
+
+def tiff_in_manifest_avif_listed(run, tmp):
+    manifest = artifact_json(run, "manifest.json")
+    assert "dog/scan.tif" in {image["path"] for image in manifest["images"]}
+    (avif,) = [entry for entry in artifact_json(run, "ignored_files.json") if entry["path"] == "dog/phone.avif"]
+    assert "convert it" in avif["reason"]
+
+
+def named_pipe(tmp):
+    data = photo_versions(tmp)
+    os.mkfifo(data / "v1/cat/x.jpg")
+    return folder_args(data), []
+
+
+def glob_characters_in_path(tmp):
+    data = photo_versions(tmp / "photos [2024]")
+    return ["--source", str(data / "v1")], []
+
+
+def split_folders_in_version(tmp):
+    data = photo_versions(tmp, {"v1/train": {"cat": 2}, "v1/val": {"cat": 2}})
+    return folder_args(data), [str(data / "v1")]
+
+
+def zero_padded_version(tmp):
+    data = photo_versions(tmp, {"v01": {"cat": 2, "dog": 2}})
+    return folder_args(data, "v01"), []
+
+
+def semver_without_leading_zeros(run, tmp):
+    assert run.data.params["dataset_version"] == "1.0.0"
+
+
+def not_a_database(tmp):
+    (tmp / "runs.csv").write_text("run,accuracy\n1,0.9\n")
+    return folder_args(photo_versions(tmp)), [str(tmp / "runs.csv")]
+
+
+def hf_rows(count: int):
+    def check(run, tmp):
+        assert run.data.params["num_rows"] == str(count)
+    return check
 
 
 def data_dir_missing(tmp):
@@ -472,6 +548,23 @@ CASES = [
          check=diff_passes_over("pool", None)),
     Case("folder/earlier version with an unsafe class name", "folder", unsafe_earlier_version, code=0,
          runs="finished", check=diff_passes_over("v0", None)),
+    # the second trust sweep (issue 25)
+    Case("folder/PNG header claiming 100,000x100,000", "folder", huge_png(), says=("on_bad_image=skip",)),
+    Case("folder/PNG header claiming 100,000x100,000, skipped", "folder", huge_png(*SKIP), code=0, runs="finished",
+         check=ignored_lists("cat/huge.png")),
+    Case("folder/multi-page TIFF and an AVIF photo", "folder", tiff_and_avif, code=0, runs="finished",
+         check=tiff_in_manifest_avif_listed),
+    Case("folder/named pipe called x.jpg", "folder", named_pipe, code=0, runs="finished", check=ignored_lists("cat/x.jpg")),
+    Case("hf/folder path with glob characters", "hf", glob_characters_in_path, code=0, runs="finished",
+         check=hf_rows(6)),
+    Case("folder/split folders inside a version", "folder", split_folders_in_version, says=("one level too deep",)),
+    Case("folder/version folder v01", "folder", zero_padded_version, code=0, runs="finished",
+         check=semver_without_leading_zeros),
+    Case("hf/hub: without a name", "hf", lambda tmp: (["--source", "hub:"], ["'hub:'"]), says=("hub:<owner>/<name>",)),
+    Case("folder/sqlite URI naming a CSV file", "folder", not_a_database,
+         env={"MLFLOW_TRACKING_URI": "sqlite:///{tmp}/runs.csv"}, says=("not a SQLite database",)),
+    Case("main/image_dir that does not exist", "main", lambda tmp: (["--image-dir", str(tmp / "nowhere")], ["image_dir"]),
+         says=("-P image_dir=",)),
     # symbolic links (item 8)
     Case("folder/symlink loop", "folder", link_case("loop", "folder"), says=("remove the link",)),
     Case("hf/symlink loop", "hf", link_case("loop", "hf"), says=("remove the link",)),

@@ -19,6 +19,7 @@ def log(data_dir, version, experiment_name, **kwargs):
 def test_derive_dataset_version():
     assert derive_dataset_version("v1") == "1.0.0"
     assert derive_dataset_version("v2.1") == "2.1.0"
+    assert derive_dataset_version("v01") == "1.0.0" and derive_dataset_version("v02.010") == "2.10.0"  # semver: no leading zeros
     with pytest.raises(DatasetError, match="dataset_semver"):
         derive_dataset_version("latest")
 

@@ -25,7 +25,10 @@ TAG_SOURCE_URI = "dataset.source_uri"  # an s3:// source (the dataset source nam
 TAG_IGNORED = "dataset.ignored_files"
 TAG_QUALITY_STATUS = "quality.status"  # clean, duplicates or leakage (the leakage check)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})  # what counts as an image file
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})  # what counts as an image file
+# images in formats the Hugging Face imagefolder builder (and so every form of a version) does not read: listed
+# among a run's ignored files with what to do, not as "not an image"
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".avif", ".heic", ".heif", ".jp2", ".jxl"})
 TAG_SKIPPED_FOLDERS = "dataset.skipped_folders"  # folders of a source that were not logged, and why (JSON)
 
 ON_BAD_IMAGE_CHOICES = ("fail", "skip")

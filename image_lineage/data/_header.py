@@ -24,6 +24,10 @@ import sys
 LightFacts = tuple  # (sha256 hex, size, width, height, format)
 
 
+# Pillow refuses to open a picture of more pixels than this (2 x PIL.Image.MAX_IMAGE_PIXELS, 89,478,485: a
+# decompression bomb; a real 15,000 x 15,000 PNG is past it) and OpenCV one past 2**30; a header that claims
+# more is a bad image, named and skippable like any other
+MAX_PIXELS = 2 * 89_478_485
 FIRST_READ = 1 << 16  # most dataset images are smaller: one read; a larger allocation costs more than an fstat
 
 
@@ -56,6 +60,9 @@ def light_facts(data: bytes, whole: bool) -> LightFacts | str:
     if isinstance(header, str):
         return header
     fmt, width, height = header
+    if width * height > MAX_PIXELS:
+        return (f"claims {width}x{height} pixels, more than the {MAX_PIXELS:,} Pillow opens (a decompression "
+                "bomb, or a picture far too large to train on): resize it")
     return (hashlib.sha256(data).hexdigest(), len(data), width, height, fmt)
 
 

@@ -23,8 +23,9 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from image_lineage.core.errors import DatasetError
-from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, require_choice
+from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, UNSUPPORTED_IMAGE_EXTENSIONS, require_choice
 from image_lineage.data.cache import RecordCache, racy
+from image_lineage.data.coco.layout import split_name
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.read import old_objects_skipped, read_images
 
@@ -141,10 +142,8 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
                 f"-P on_bad_image=skip to leave it out (it is then listed in the run)."
             )
     if not records:
-        raise DatasetError(
-            f"version folder {str(root)!r} contains no readable images "
-            f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})."
-        )
+        raise DatasetError(f"version folder {str(root)!r} contains no readable images "
+                           f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}).{split_layout_hint(root, classes)}")
     manifest = Manifest(str(root), records, classes, ignored)
     warn_empty_classes(manifest.version_dir, manifest.class_counts())
     manifest.digest = compute_digest(records)
@@ -173,6 +172,16 @@ def scan_state(candidates, classes, ignored, *options) -> str | None:
         return None
     lines.append(repr((classes, ignored, options)))
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def split_layout_hint(root: Path, classes: list[str]) -> str:
+    """What to do when the "classes" of a version are split folders (``v1/train/cat/*.jpg``)."""
+    splits = [name for name in classes if split_name(name) in ("train", "validation", "test")]
+    if not splits or len(splits) < len(classes):
+        return ""
+    return (f" It holds split folders ({', '.join(f'{name}/' for name in splits)}) with the class folders inside: "
+            f"the images sit one level too deep for a version (<version>/<class>/<image>). Log the splits with "
+            f"log_hf_dataset -P source={root} (or check_dataset), or move each class folder up into the version.")
 
 
 def manifest_from_scan(version_dir: Path, classes: list[str], ignored: list[dict], remembered: str) -> Manifest:
@@ -278,8 +287,14 @@ def ignore_reason(entry: os.DirEntry, root: Path) -> str | None:
         return "hidden"
     if entry.is_dir():
         return "nested folder (classes are one level deep)"
-    if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+    extension = os.path.splitext(entry.name)[1].lower()
+    if extension in UNSUPPORTED_IMAGE_EXTENSIONS:
+        return (f"an image format the Hugging Face imagefolder builder does not read ({extension}): convert it to "
+                "PNG, JPEG or WebP to include it")
+    if extension not in IMAGE_EXTENSIONS:
         return "not an image extension"
+    if not entry.is_file():  # reading a named pipe would wait forever
+        return "not a regular file (a named pipe, socket or device)"
     return None
 
 

@@ -66,7 +66,10 @@ def decode_grey(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
     if size:
         while factor < 8 and min(size) // (factor * 2) >= HASH_SIZE * 2:
             factor *= 2
-    grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:  # OpenCV's own refusals (a size past its limit, say): the caller's "does not decode"
+        raise ValueError(f"OpenCV: {exc.err}") from exc
     if grey is None:  # a format this OpenCV build does not read: PIL does
         with Image.open(io.BytesIO(data)) as image:
             image.draft("L", (HASH_SIZE * 2, HASH_SIZE * 2))

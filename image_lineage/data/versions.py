@@ -31,13 +31,14 @@ def natural_key(name: str) -> list:
 
 
 def derive_dataset_version(version: str) -> str:
-    """``v1`` -> ``1.0.0``, ``v2.1`` -> ``2.1.0``; anything else must be given explicitly."""
+    """``v1`` -> ``1.0.0``, ``v2.1`` -> ``2.1.0``, ``v01`` -> ``1.0.0`` (semver numbers have no leading zeros);
+    anything else must be given explicitly."""
     match = re.fullmatch(r"[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
     if not match:
         raise LineageError(
             f"cannot derive a dataset_version from version folder {version!r}: pass -P dataset_semver=<x.y.z>."
         )
-    return ".".join(part or "0" for part in match.groups())
+    return ".".join(str(int(part or 0)) for part in match.groups())
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 
+from image_lineage.core.errors import LineageError
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import holds_versions, versions_digest
 from image_lineage.flows.ingest import read_source
@@ -114,9 +115,19 @@ def run_step(step: Step, experiment_id: str, project_dir: Path, commit: str, dat
     return submitted.run_id, False
 
 
+def check_data_folders(request: MainRequest, project_dir: Path) -> None:
+    """Before any run: each data folder exists (the steps read them relative to the project folder)."""
+    for name in ("image_dir", "coco_dir"):
+        value = getattr(request, name)
+        if not (project_dir / value).is_dir():
+            raise LineageError(f"{name} {value!r} is not a folder (read relative to the project folder {project_dir}): "
+                               f"pass -P {name}=<folder>.")
+
+
 def run_main(request: MainRequest) -> list[dict]:
     """Run (or reuse) every step as a child of one parent run; return one row per step."""
     project_dir = Path(request.project_dir).resolve()
+    check_data_folders(request, project_dir)
     commit = git_commit(project_dir)
     rows = []
     with start_run(request.experiment_name, request.run_name) as parent:

@@ -10,6 +10,7 @@ its HTTP defaults are shortened here (explicit environment settings still win).
 from __future__ import annotations
 
 import base64
+import fcntl
 import tempfile
 import urllib.error
 import urllib.parse
@@ -23,6 +24,7 @@ from image_lineage.core.errors import TrackingCredentialsRejected, TrackingServe
 from image_lineage.tracking import _compat
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 HEALTH_TIMEOUT_S = 5.0
 
 
@@ -37,6 +39,7 @@ def configure_tracking(tracking_uri: str | None = None) -> str:
     check_sqlite_writable(uri)
     check_server(uri)
     mlflow.set_tracking_uri(uri)
+    create_sqlite_store_once(uri)
     return uri
 
 
@@ -71,8 +74,14 @@ def check_sqlite_writable(uri: str) -> None:
         folder = folder.parent
     try:
         if path.exists():
-            with open(path, "r+b"):
-                pass
+            with open(path, "r+b") as handle:
+                start = handle.read(len(SQLITE_MAGIC))
+            if start and start != SQLITE_MAGIC:
+                raise TrackingUriUnusable(
+                    f"tracking URI {uri!r}: the file {path} is not a SQLite database (it starts with {start[:12]!r}). "
+                    f"Point MLFLOW_TRACKING_URI at an MLflow sqlite store, or at a new file, which is created "
+                    f"(e.g. sqlite:///mlflow.db)."
+                )
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
@@ -81,6 +90,24 @@ def check_sqlite_writable(uri: str) -> None:
             f"tracking URI {uri!r}: {where} is not writable ({exc.strerror}). Point "
             f"MLFLOW_TRACKING_URI at a sqlite file in a folder you can write, e.g. sqlite:///mlflow.db."
         ) from None
+
+
+def create_sqlite_store_once(uri: str) -> None:
+    """A new sqlite store's tables are created by one process at a time. MLflow creates them on first use
+    without a lock: two first runs at once made the second die inside the schema creation ("table metrics
+    already exists"). Here the first takes a lock file beside the database (``<name>.lock``, left there) and
+    creates the store; the others wait for it, then find the tables there. A store this lock file is beside
+    may be in the making: every process takes the lock briefly (MLflow builds the store once per process)."""
+    path = sqlite_file(uri)
+    if path is None:
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    if path.exists() and path.stat().st_size > 0 and not lock_path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        mlflow.MlflowClient(uri)  # builds the store: creates (or finds) its tables
 
 
 def check_server(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:

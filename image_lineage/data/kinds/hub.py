@@ -24,8 +24,12 @@ class HubDataset(SourceKind):
         return source.startswith(PREFIX)
 
     def splits(self, source: str, wanted: str) -> dict[str, str]:
+        name = source[len(PREFIX):].strip()
+        if not name:
+            raise DatasetError(f"source {source!r} names no hub dataset: pass -P source=hub:<owner>/<name> "
+                               "(for example hub:cifar10), or a local folder.")
         # the hub is asked for one split by name: without a download the splits it has are unknown
-        return {"train" if wanted == "all" else wanted: source[len(PREFIX):]}
+        return {"train" if wanted == "all" else wanted: name}
 
     def load_split(self, split: str, handle: str, options: LoadOptions) -> LoadedSplit:
         import datasets

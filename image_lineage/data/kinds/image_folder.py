@@ -8,6 +8,7 @@ a folder the same digest.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,9 @@ def imagefolder_dataset(data_dir: str, skipped: set[str]):
     """The folder through the ``imagefolder`` builder, without the bad images the manifest left out."""
     import datasets
 
-    # drop_labels=False: a single class folder still gives a label column (imagefolder drops it otherwise)
-    dataset = datasets.load_dataset(IMAGEFOLDER, data_dir=data_dir, split="train", drop_labels=False)
+    # drop_labels=False: a single class folder still gives a label column (imagefolder drops it otherwise);
+    # the builder reads data_dir as a glob pattern: a folder named "photos [2024]" matched nothing
+    dataset = datasets.load_dataset(IMAGEFOLDER, data_dir=glob.escape(str(data_dir)), split="train", drop_labels=False)
     return without_files(dataset, skipped) if skipped else dataset
 
 
