@@ -177,3 +177,23 @@ def test_another_dataset_name_names_the_runs_after_it(bundled_images, experiment
     assert log_folder_dataset.main(argv) == 0  # the homework's own dataset name keeps image_<version>
     names = {run.info.run_name for run in mlflow.search_runs(experiment_names=[experiment_name], output_format="list")}
     assert names == {"my_pets_v2", "image_v2"}
+
+
+def test_two_first_runs_into_a_new_sqlite_store_both_finish(bundled_images, tmp_path):
+    """MLflow creates a sqlite store's tables on first use, without a lock: the second of two first runs died
+    inside the schema creation ("table metrics already exists", alembic "expected to match one row")."""
+    import os
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/new.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    command = [sys.executable, "-m", "entrypoints.log_folder_dataset", "--data-dir", str(bundled_images), "--version"]
+    runs = [subprocess.Popen([*command, version, "--experiment-name", f"first_{version}"], cwd=PROJECT_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for version in ("v1", "v2")]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    client = mlflow.MlflowClient(uri)
+    for version in ("v1", "v2"):
+        (run,) = client.search_runs([client.get_experiment_by_name(f"first_{version}").experiment_id])
+        assert run.info.status == "FINISHED"
