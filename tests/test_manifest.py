@@ -269,3 +269,17 @@ def test_main_digests_a_folder_of_versions_as_its_steps_read_it(tmp_path):
     assert digest == versions_digest(str(root), LoadOptions(perceptual=True))
     shutil.rmtree(root / "pool")
     assert data_digest(root) == digest  # the same versions, the same digest
+
+
+def test_a_folder_copied_from_a_mac_keeps_its_digest(tmp_path):
+    """macOS writes file names decomposed (NFD: 'e' + combining accent); Linux keeps what it is given (NFC
+    here). The digest takes paths as NFC, so the same photos give the same digest either way; the manifest
+    keeps each file's own name (the one that opens it)."""
+    import unicodedata
+
+    for form, version in (("NFC", "linux"), ("NFD", "mac")):
+        write_image(tmp_path / version / "cat" / unicodedata.normalize(form, "café_crème.png"), seed=3)
+    assert {p.name for p in (tmp_path / "linux/cat").iterdir()} != {p.name for p in (tmp_path / "mac/cat").iterdir()}
+    linux, mac = scan(tmp_path / "linux"), scan(tmp_path / "mac")
+    assert mac.digest == linux.digest
+    assert [r.path for r in mac.records] == ["cat/" + unicodedata.normalize("NFD", "café_crème.png")]

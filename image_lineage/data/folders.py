@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import time
+import unicodedata
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
@@ -325,7 +326,14 @@ def resolve_link(path: str) -> Path:
         ) from None
 
 
+def nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def compute_digest(records: list[ImageRecord]) -> str:
-    """sha256 over the sorted ``path, label, sha256`` lines: independent of order, mtime and location."""
-    lines = sorted(f"{r.path}\t{r.label}\t{r.sha256}\n" for r in records)
+    """sha256 over the sorted ``path, label, sha256`` lines: independent of order, mtime and location.
+
+    Paths enter in Unicode's composed form (NFC): macOS writes names decomposed (NFD), and the same folder
+    copied from a Mac keeps its digest. (The manifest keeps each file's own name, which opens it.)"""
+    lines = sorted(f"{nfc(r.path)}\t{r.label}\t{r.sha256}\n" for r in records)
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
