@@ -132,6 +132,22 @@ def huge_png(*extra: str):
     return build
 
 
+def save_sideways(photo: Path, target: Path) -> None:
+    """``photo`` as a phone stores it when held sideways: pixels turned 90 degrees, EXIF Orientation 6."""
+    from PIL import Image
+
+    with Image.open(photo) as upright:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+        upright.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(target, exif=exif, quality=92)
+
+
+def sideways_copy_in_val(tmp):
+    data = photo_versions(tmp, {"train": {"dog": 3}, "val": {"cat": 3}})
+    save_sideways(first_file(data / "train/dog"), data / "val/cat/phone.jpg")
+    return ["--source", str(data), "--on-leakage", "fail"], []
+
+
 def tiff_and_avif(tmp):
     """A two-page TIFF scan of a real photo, and the photo as AVIF (which Pillow reads, the HF builder not)."""
     from PIL import Image
@@ -552,6 +568,8 @@ CASES = [
     Case("folder/PNG header claiming 100,000x100,000", "folder", huge_png(), says=("on_bad_image=skip",)),
     Case("folder/PNG header claiming 100,000x100,000, skipped", "folder", huge_png(*SKIP), code=0, runs="finished",
          check=ignored_lists("cat/huge.png")),
+    Case("check/a phone photo stored sideways (EXIF 6), its upright copy in train", "check", sideways_copy_in_val,
+         runs="failed"),
     Case("folder/multi-page TIFF and an AVIF photo", "folder", tiff_and_avif, code=0, runs="finished",
          check=tiff_in_manifest_avif_listed),
     Case("folder/named pipe called x.jpg", "folder", named_pipe, code=0, runs="finished", check=ignored_lists("cat/x.jpg")),

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -207,3 +208,20 @@ def test_a_helper_that_fails_leaves_its_share_to_this_process(catsdogs_dir, monk
     helper = HelperRead(files, True, None)
     assert helper.results() == [read_light(f, True, None) for f in files]
     assert "exit 2" in helper.error and "nonexistent" in helper.error
+
+
+def test_a_photo_stored_sideways_is_recorded_and_hashed_as_shown(tmp_path, coco_tiny_dir):
+    """A phone photo with EXIF Orientation 6: its size as shown (height and width of the stored pixels
+    swapped) and a perceptual hash within the threshold of its upright copy."""
+    from test_bad_input import save_sideways
+
+    from image_lineage.quality.pairs import DEFAULT_THRESHOLD, hamming
+
+    photo = sorted((coco_tiny_dir / "val2017").glob("*.jpg"))[0]  # the real photos of cats and dogs are square
+    save_sideways(photo, tmp_path / "phone.jpg")
+    upright, sideways = read_images([str(photo), str(tmp_path / "phone.jpg")], perceptual=True, cache=None)
+    with Image.open(tmp_path / "phone.jpg") as stored:
+        assert stored.size == (upright.height, upright.width) != (upright.width, upright.height)
+    assert (sideways.width, sideways.height) == (upright.width, upright.height)
+    distance = hamming(np.array(sideways.phash[:1], dtype=np.uint64), np.array(upright.phash[:1], dtype=np.uint64))
+    assert int(distance[0]) <= DEFAULT_THRESHOLD

@@ -25,7 +25,7 @@ import io
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 HASH_SIZE = 32  # thumbnail side; the low 8x8 DCT coefficients give the 64 bits
 CROPS = (0.0, 0.05, 0.10)  # whole picture, then its centre with this fraction cut from every side
@@ -36,7 +36,8 @@ NO_HASH = (0, 0, 0)  # a flat picture's hashes; a real pHash always has its DC b
 BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 # OpenCV decodes JPEGs at 1/2, 1/4 or 1/8 scale straight to grey (libjpeg-turbo's DCT scaling), and, unlike
 # PIL's Python-level parsing, every step here (decode, resize, DCT) runs in C without the GIL, so the image
-# pass's threads hash in parallel. Orientation is ignored: the pixels as stored, as everywhere else.
+# pass's threads hash in parallel. The picture is hashed as shown (OpenCV applies the EXIF orientation): a
+# phone photo stored sideways matches its upright copy.
 REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 
@@ -67,11 +68,11 @@ def decode_grey(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
         while factor < 8 and min(size) // (factor * 2) >= HASH_SIZE * 2:
             factor *= 2
     try:
-        grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+        grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor])
     except cv2.error as exc:  # OpenCV's own refusals (a size past its limit, say): the caller's "does not decode"
         raise ValueError(f"OpenCV: {exc.err}") from exc
     if grey is None:  # a format this OpenCV build does not read: PIL does
         with Image.open(io.BytesIO(data)) as image:
             image.draft("L", (HASH_SIZE * 2, HASH_SIZE * 2))
-            grey = np.asarray(image.convert("L"))
+            grey = np.asarray(ImageOps.exif_transpose(image).convert("L"))
     return grey

@@ -50,7 +50,7 @@ def log_sample_grids(manifest: Manifest, limit: int) -> None:
 
 def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, columns: int = 4):
     """Up to 16 (and ``limit``) of a class's images as one grid picture, each fitted into a ``cell`` square."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     first = itertools.islice((r for r in manifest.records if r.label == label), min(16, max(limit, 1)))
     paths = [Path(manifest.version_dir) / r.path for r in first]  # not a Path for each of 100,000 records
@@ -59,7 +59,7 @@ def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, col
     for position, path in enumerate(paths):
         with Image.open(path) as image:
             image.draft("RGB", (cell, cell))
-            thumbnail = image.convert("RGB")
+            thumbnail = ImageOps.exif_transpose(image).convert("RGB")  # upright, as shown
             thumbnail.thumbnail((cell, cell))
         grid.paste(thumbnail, (cell * (position % columns), cell * (position // columns)))
     return grid

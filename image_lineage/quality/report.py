@@ -9,7 +9,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from image_lineage.quality.pairs import QualityReport
 
@@ -61,7 +61,7 @@ def set_aside_html(paths: list[str], listed: int = 100) -> str:
 def thumbnail_uri(file: str) -> str:
     with Image.open(file) as image:
         image.draft("RGB", (THUMBNAIL, THUMBNAIL))
-        small = image.convert("RGB")
+        small = ImageOps.exif_transpose(image).convert("RGB")  # upright, as shown
         small.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
     small.save(buffer, "JPEG", quality=80)
