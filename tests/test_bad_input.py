@@ -365,6 +365,72 @@ def negative_width_box(data):
     return None
 
 
+def no_area_no_iscrowd(data):
+    for annotation in data["annotations"]:
+        annotation.pop("area")
+        annotation.pop("iscrowd")
+
+
+def no_image_sizes(data):
+    for image in data["images"]:
+        image.pop("width")
+        image.pop("height")
+
+
+def string_image_ids(data):
+    ids = {image["id"]: f"{image['id']:012d}" for image in data["images"]}
+    for image in data["images"]:
+        image["id"] = ids[image["id"]]
+    for annotation in data["annotations"]:
+        annotation["image_id"] = ids[annotation["image_id"]]
+    return f"id {next(iter(ids.values()))!r}"
+
+
+def same_category_name(data):
+    first, second = data["categories"][:2]
+    second["name"] = first["name"]
+    return f"share the name {first['name']!r}"
+
+
+def absolute_file_name(data):
+    data["images"][0]["file_name"] = "/etc/hostname"
+    return "'/etc/hostname'"
+
+
+def annotated_before_a_resize(data):
+    """Every image's listed size doubled, as an annotation file made before the photos were halved."""
+    image = min(data["images"], key=lambda entry: entry["id"])  # the first the message names
+    for entry in data["images"]:
+        entry["width"], entry["height"] = entry["width"] * 2, entry["height"] * 2
+    return f"{image['width']}x{image['height']}"
+
+
+def one_image_annotated_before_a_resize(data):
+    image = min(data["images"], key=lambda entry: entry["id"])
+    image["width"], image["height"] = image["width"] * 2, image["height"] * 2
+    return image["file_name"]
+
+
+def size_mismatch_listed(run, tmp):
+    data = json.loads((tmp / "coco/annotations/instances_val2017.json").read_text())
+    first = min(data["images"], key=lambda entry: entry["id"])
+    (entry,) = artifact_json(run, "hf/validation/ignored_files.json")
+    assert entry["path"] == f"val2017/{first['file_name']}" and "annotation file says" in entry["reason"]
+    assert run.data.tags["dataset.ignored_files"] == "1"
+
+
+def filled_in(*fields: str, per: str):
+    """The validation report says ``fields`` were filled in for every one of its ``per`` (annotations, images)."""
+    def check(run, tmp):
+        report = artifact_json(run, "hf/validation/validation_report.json")
+        expected = dict.fromkeys(fields, report[per])
+        assert report["filled_in"] == expected, report
+        if "size_from_file" in expected:
+            features = artifact_json(run, "hf/validation/features.json")
+            assert features["num_rows"] == 3
+    return check
+
+
 def not_json(tmp):
     coco = small_coco(tmp)
     (coco / "annotations/instances_val2017.json").write_text("{ this is not json")
@@ -622,6 +688,19 @@ CASES = [
     Case("hf/COCO unknown category", "hf", coco_edit(unknown_category), says=("categories",)),
     Case("hf/COCO without annotations list", "hf", coco_edit(no_annotations_key), says=("missing top-level",)),
     Case("hf/COCO file that is not JSON", "hf", not_json, says=("not valid JSON",)),
+    # COCO from other exporters, and sizes that disagree with the files (issue 25, items 3 and 11)
+    Case("hf/COCO without area and iscrowd", "hf", coco_edit(no_area_no_iscrowd), code=0, runs="finished",
+         check=filled_in("area_from_bbox", "iscrowd_default_0", per="annotations")),
+    Case("hf/COCO images without width and height", "hf", coco_edit(no_image_sizes), code=0, runs="finished",
+         check=filled_in("size_from_file", per="images")),
+    Case("hf/COCO image ids as strings", "hf", coco_edit(string_image_ids), says=("integers",)),
+    Case("hf/COCO two categories with one name", "hf", coco_edit(same_category_name), says=("own name",)),
+    Case("hf/COCO file_name outside the folder", "hf", coco_edit(absolute_file_name), says=("relative",)),
+    Case("hf/COCO sizes twice the files'", "hf", coco_edit(annotated_before_a_resize), says=("on_bad_image=skip",)),
+    Case("hf/COCO one image's size twice its file's, skipped", "hf",
+         coco_edit(one_image_annotated_before_a_resize, "hf", *SKIP), code=0, runs="finished", check=size_mismatch_listed),
+    Case("finetune/COCO sizes twice the files'", "finetune", coco_edit(annotated_before_a_resize, "finetune"),
+         says=("on_bad_image=skip", "scale the boxes")),
     # COCO images and folders (items 2, 3)
     Case("hf/COCO image file missing", "hf", coco_image_missing("hf"), says=("missing",)),
     Case("finetune/COCO image file missing", "finetune", coco_image_missing("finetune"), says=("missing",)),

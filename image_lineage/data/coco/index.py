@@ -76,6 +76,7 @@ class CocoIndex:
     categories: list[dict]  # in category-id order
     facts: dict[int, ImageFacts] = field(default_factory=dict)  # image id -> the image pass's facts
     ignored: list[dict] = field(default_factory=list)  # {"path", "reason"}: images left out (on_bad_image=skip)
+    filled_in: dict[str, int] = field(default_factory=dict)  # optional fields the file left out, filled (counts)
 
     @cached_property
     def mapping(self) -> CategoryMapping:
@@ -99,7 +100,7 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
         if annotation["image_id"] in kept:
             by_image[annotation["image_id"]].append(annotation)
     categories = sorted(data["categories"], key=lambda c: c["id"])
-    index = CocoIndex(split, images, by_image, categories)
+    index = CocoIndex(split, images, by_image, categories, filled_in=data["filled_in"])
     missing = [str(index.image_path(image)) for image in images if not index.image_path(image).is_file()]
     if missing:
         raise DatasetError(
@@ -108,7 +109,31 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
         )
     if not images:
         raise DatasetError(f"{split.annotation_file} lists no images: the dataset is empty.")
+    fill_sizes_from_files(index)
     return index
+
+
+def fill_sizes_from_files(index: CocoIndex) -> None:
+    """Images the annotation file gives no ``width``/``height`` take them from their files (the image pass
+    caches what it reads: the split's own pass reads them no second time)."""
+    unsized = [image for image in index.images if not (image.get("width") and image.get("height"))]
+    if not unsized:
+        return
+    for image, facts in zip(unsized, read_images([str(index.image_path(image)) for image in unsized], "none")):
+        if isinstance(facts, ImageFacts):  # else the split's own pass reports the file
+            image["width"], image["height"] = facts.width, facts.height
+    index.filled_in = {**index.filled_in, "size_from_file": len(unsized)}
+
+
+def size_mismatch(image: dict, facts: ImageFacts) -> str | None:
+    """Why the annotation file's size for ``image`` is not its file's (annotated before a resize, say): its
+    boxes would be drawn, trained and evaluated at the wrong scale. A size that matches the picture as stored
+    (before its EXIF orientation) is no mismatch: the annotation tool read the stored pixels."""
+    listed = (image.get("width"), image.get("height"))
+    if listed in ((facts.width, facts.height), (facts.height, facts.width)):
+        return None
+    return (f"the annotation file says {listed[0]}x{listed[1]} pixels, the file is {facts.width}x{facts.height} "
+            f"(annotated before a resize?): fix width/height and scale the boxes")
 
 
 def subset_index(index: CocoIndex, image_ids: set[int], role: str | None = None) -> CocoIndex:
@@ -117,7 +142,7 @@ def subset_index(index: CocoIndex, image_ids: set[int], role: str | None = None)
     images = [image for image in index.images if image["id"] in image_ids]
     by_image = {image["id"]: index.annotations_by_image[image["id"]] for image in images}
     facts = {i: f for i, f in index.facts.items() if i in by_image}
-    return CocoIndex(split, images, by_image, index.categories, facts, index.ignored)
+    return CocoIndex(split, images, by_image, index.categories, facts, index.ignored, index.filled_in)
 
 
 def hold_out(index: CocoIndex, fraction: float = 0.2, seed: int = 42) -> tuple[CocoIndex, CocoIndex]:
@@ -142,6 +167,8 @@ def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_i
     results = read_images([str(index.image_path(image)) for image in index.images], image_check, perceptual=perceptual)
     facts, ignored = {}, []
     for image, result in zip(index.images, results):
+        if isinstance(result, ImageFacts):
+            result = size_mismatch(image, result) or result
         if isinstance(result, ImageFacts):
             facts[image["id"]] = result
         elif on_bad_image == "skip":
@@ -192,7 +219,8 @@ def compute_coco_digest(index: CocoIndex) -> str:
 def validation_report(index: CocoIndex) -> dict:
     """What is wrong or notable in a split beyond what :func:`coco.index_split` refuses outright."""
     report = {"images": len(index.images), "annotations": 0, "out_of_bounds_boxes": [], "zero_area_boxes": [],
-              "crowd_annotations": 0, "images_without_annotations": []}
+              "crowd_annotations": 0, "images_without_annotations": [],
+              "filled_in": {k: v for k, v in index.filled_in.items() if v}}
     for image in index.images:
         annotations = index.annotations_by_image[image["id"]]
         if not annotations:

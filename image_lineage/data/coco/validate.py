@@ -23,9 +23,61 @@ def load_coco_json(path: str | Path) -> dict:
     if missing:
         raise DatasetError(f"{path} is not a COCO instances file: missing top-level {', '.join(missing)}.")
     check_fields(path, data)
+    check_id_types(path, data)
     check_unique_ids(path, data)
+    check_category_names(path, data)
+    check_file_names(path, data)
     check_references(path, data)
+    data["filled_in"] = fill_optional_fields(data)
     return data
+
+
+def check_id_types(path: Path, data: dict) -> None:
+    """COCO ids are integers (pycocotools, torchvision and COCOeval index by them); some exporters write strings."""
+    for section, key in (("images", "id"), ("annotations", "id"), ("annotations", "image_id"),
+                         ("annotations", "category_id"), ("categories", "id")):
+        for position, entry in enumerate(data[section]):
+            value = entry[key]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise DatasetError(f"{path}: {section}[{position}] has {key} {value!r}, a {type(value).__name__}; COCO "
+                                   f"ids are integers. Convert the ids (and the references to them) to integers.")
+
+
+def check_category_names(path: Path, data: dict) -> None:
+    """Two categories of one name would be one class to a reader of the labels and two to the model."""
+    by_name = collections.defaultdict(list)
+    for category in data["categories"]:
+        by_name[category["name"]].append(category["id"])
+    for name, ids in by_name.items():
+        if len(ids) > 1:
+            raise DatasetError(f"{path}: categories {', '.join(map(str, ids))} share the name {name!r} (field 'name'). "
+                               f"Give each its own name, or merge them into one category.")
+
+
+def check_file_names(path: Path, data: dict) -> None:
+    """``file_name`` is relative to the split's image folder: an absolute path or one leading out of it would
+    read (and log) a file that is not part of the dataset."""
+    for image in data["images"]:
+        name = str(image["file_name"])
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or (len(name) > 1 and name[1] == ":"):
+            raise DatasetError(f"{path}: image {image['id']} has file_name {name!r}, outside the split's image "
+                               f"folder; COCO file names are relative to it. Copy the file into the folder and "
+                               f"give its name relative to the folder.")
+
+
+def fill_optional_fields(data: dict) -> dict[str, int]:
+    """Fields many exporters leave out, filled as COCO defines them: ``area`` from the box (COCO's own is the
+    mask's area, which a box-only export does not have), ``iscrowd`` 0. Returns what was filled, for the
+    validation report. (An image's missing ``width``/``height`` comes from its file: :func:`index_split`.)"""
+    filled = {"area_from_bbox": 0, "iscrowd_default_0": 0}
+    for annotation in data["annotations"]:
+        if "area" not in annotation:
+            annotation["area"] = float(annotation["bbox"][2] * annotation["bbox"][3])
+            filled["area_from_bbox"] += 1
+        if "iscrowd" not in annotation:
+            annotation["iscrowd"] = 0
+            filled["iscrowd_default_0"] += 1
+    return filled
 
 
 REQUIRED_FIELDS = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "category_id", "bbox"),
