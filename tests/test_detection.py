@@ -222,6 +222,9 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert inputs[expected_name].dataset.digest == digest_tag[:32]
     version = mlflow.MlflowClient().get_model_version(f"det_{experiment_name}", result.model_version)
     assert version.tags["dataset.digest"] == finished.data.tags["dataset.digest"]
+    for split in ("train", "validation"):  # the version says which digest is which (issue 25, item 5)
+        assert version.tags[f"dataset.digest.{split}"] == finished.data.tags[f"dataset.digest.{split}"]
+    assert "each split's content digest" in version.tags["dataset.digest.about"]
     # MLflow 3 lineage: the detector is a LoggedModel whose losses were measured on the train split and
     # COCOeval stats on the validation split; search_logged_models finds it by the validation digest
     val_digest = finished.data.tags["dataset.digest.validation"][:32]

@@ -27,7 +27,7 @@ from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIGEST
 from image_lineage.data.coco.index import CategoryMapping, CocoIndex
 from image_lineage.flows.finetune_data import log_data, make_datasets, make_loader, read_data
-from image_lineage.flows.ingest import check_in_run
+from image_lineage.flows.ingest import check_in_run, digest_tags
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.model_registry import log_model_metrics, start_model
 from image_lineage.tracking.runs import MetricBuffer, log_values, start_run
@@ -169,7 +169,7 @@ def train_and_log(request, run, model, ingestion, mapping: CategoryMapping, devi
     metrics = run_epochs(request, run, training, train_index, val_index, mapping, in_group)
     version = None
     if run is not None and request.epochs >= training.start_epoch:
-        version = log_final_model(model, request, mapping, ingestion.digest, model_id)
+        version = log_final_model(model, request, mapping, digest_tags(ingestion.splits), model_id)
     return FinetuneResult(run.info.run_id if run is not None else None, version, metrics, training.start_epoch)
 
 
@@ -253,8 +253,15 @@ def log_params(run, request, train_index, val_index, mapping, device) -> None:
     log_values(run, params={**given, **derived})
 
 
-def log_final_model(model, request, mapping: CategoryMapping, digest: str, model_id: str) -> str:
-    """Log and register the model; tag the version with the dataset digest and the category mapping.
+# What each digest a model version carries is: any of them, whole or its first 12 or 32 digits, finds the model
+DIGESTS_NOTE = (f"{TAG_DIGEST}: the train and validation splits together (sha256 over the split digests); "
+                f"{TAG_DIGEST}.<split>: each split's content digest (its MLflow dataset input holds the first 32 "
+                "digits). image_lineage.models_trained_on(<any of them>) finds this version.")
+
+
+def log_final_model(model, request, mapping: CategoryMapping, digests: dict[str, str], model_id: str) -> str:
+    """Log and register the model; tag the version with the dataset digests (combined and per split, and what
+    each is) and the category mapping.
 
     Pickle, not MLflow's default pt2: torch.export does not trace torchvision's detection models (their
     forward branches on data). The signature says what a detector takes: a batch of float images.
@@ -267,6 +274,7 @@ def log_final_model(model, request, mapping: CategoryMapping, digest: str, model
     )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
-    for key, value in {TAG_DIGEST: digest, "category_mapping": mapping.to_json(), "model_arch": request.model}.items():
+    tags = {**digests, f"{TAG_DIGEST}.about": DIGESTS_NOTE, "category_mapping": mapping.to_json(), "model_arch": request.model}
+    for key, value in tags.items():
         client.set_model_version_tag(request.register_as, version, key, value)
     return version
