@@ -44,6 +44,11 @@ SHARED_DATA = SHARED_PHOTOS.parent
 KNOWN_SAME_PICTURES = (frozenset({"dog/dog2484.jpg", "dog/dog2505.jpg"}), frozenset({"dog/dog2458.jpg", "dog/dog2469.jpg"}))
 TRANSFORMS = ("resize_50", "jpeg_q40", "crop_5pct", "bright_20pct", "resize_q40", "crop_bright_q40", "exact_copy",
               "relabelled_copy")
+# flipped and turned copies, each with the name the pair report gives it (see image_lineage.data.perceptual.TURNS)
+TURN_TRANSFORMS = {"flip": ("flipped", Image.Transpose.FLIP_LEFT_RIGHT),
+                   "rotate_90": ("rotated 90", Image.Transpose.ROTATE_270),  # PIL turns counter-clockwise
+                   "rotate_180": ("rotated 180", Image.Transpose.ROTATE_180),
+                   "rotate_270": ("rotated 270", Image.Transpose.ROTATE_90)}
 
 
 def real_photos(shared_data: Path = SHARED_DATA) -> list[tuple[str, str, Path]]:
@@ -72,12 +77,15 @@ def transformed(source: Path, transform: str) -> bytes:
         image = ImageEnhance.Brightness(image).enhance(1.2)
     if transform in ("jpeg_q40", "resize_q40", "crop_bright_q40"):
         quality = 40
+    if transform in TURN_TRANSFORMS:
+        image = image.transpose(TURN_TRANSFORMS[transform][1])
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
-def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0) -> list[tuple[str, str, str]]:
+def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0,
+                       transforms: tuple[str, ...] = TRANSFORMS) -> list[tuple[str, str, str]]:
     """Every real photo in ``root/train/<label>/``; in ``root/val/<label>/``, for some of them, a copy made
     by each of TRANSFORMS (the relabelled copy goes under another label). Returns the planted pairs as
     (train path, val path, transform), paths relative to ``root``."""
@@ -89,10 +97,10 @@ def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0)
     for _, label, path in photos:
         (root / "train" / label).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, root / "train" / label / path.name)
-    picks = random.Random(seed).sample(photos, copies_per_transform * len(TRANSFORMS))
+    picks = random.Random(seed).sample(photos, copies_per_transform * len(transforms))
     planted = []
     for number, (_, label, path) in enumerate(picks):
-        transform = TRANSFORMS[number % len(TRANSFORMS)]
+        transform = transforms[number % len(transforms)]
         target_label = labels[(labels.index(label) + 1) % len(labels)] if transform == "relabelled_copy" else label
         target = root / "val" / target_label / f"{transform}_{path.stem}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +115,7 @@ def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0)
 def origin(path: str) -> str:
     """The real photo a file of the leaky tree was made from (the photos' file names are unique)."""
     name = path.rsplit("/", 1)[-1]
-    for transform in TRANSFORMS:
+    for transform in (*TRANSFORMS, *TURN_TRANSFORMS):
         name = name.removeprefix(f"{transform}_")
     return name
 

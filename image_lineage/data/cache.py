@@ -27,6 +27,7 @@ from pathlib import Path
 
 from image_lineage.core import config
 from image_lineage.data.facts import ImageFacts
+from image_lineage.data.perceptual import HASHES
 
 LOGGER = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class RecordCache:
                         f"SELECT {columns} FROM images {join} WHERE {where}", values):
                     if tuple(key) in wanted:
                         phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
+                        phash = phash if phash and len(phash) == HASHES else None  # another layout's: recompute
                         found[tuple(key)] = ImageFacts(sha256, key[1], width, height, fmt, checked, phash)
         return found
 

@@ -19,4 +19,4 @@ class ImageFacts(NamedTuple):
     height: int
     format: str  # jpeg, png, gif, webp, bmp, or PIL's name for the rarer ones (lower case)
     checked: str = "none"  # the deepest image_check this file passed
-    phash: tuple[int, int, int] | None = None  # perceptual hashes (whole, centre 5%, centre 10%) when asked for
+    phash: tuple[int, ...] | None = None  # perceptual hashes (whole, centre crops, turns) when asked for

@@ -12,6 +12,14 @@ distance is the smallest over whole/whole, centre/whole and whole/centre.
 The thumbnail comes from the JPEG decoder's DCT scaling: a 1/2..1/8 scale decode reads the same coefficients
 and skips most of the work, and the pHash only needs 32x32 pixels anyway.
 
+Mirrored and turned copies. A copy flipped left to right, or turned by 90, 180 or 270 degrees, hashes far from
+its source (30 and 28 bits of 64 measured). But the DCT knows these moves exactly: mirroring the thumbnail's
+columns negates the coefficients of odd horizontal frequency, mirroring its rows those of odd vertical
+frequency, and turning it a quarter transposes the coefficients too. So from the coefficients already computed
+each image also gets the seven hashes it *would* have when flipped or turned (``TURNS``); the pair search
+compares those with the other images' whole hashes. (Turning a non-square picture and squeezing it into the
+32x32 thumbnail commute, so this holds for any aspect ratio.)
+
 A picture with almost no structure (one colour, or nearly: its grey thumbnail varies by less than
 ``FLAT_STD`` levels) has no hash: the signs of its DCT coefficients are noise, and two 1x1 PNGs of different
 colours would match. It gets ``NO_HASH``, and the leakage check compares such images by their bytes only.
@@ -29,10 +37,28 @@ from PIL import Image, ImageOps
 
 HASH_SIZE = 32  # thumbnail side; the low 8x8 DCT coefficients give the 64 bits
 CROPS = (0.0, 0.05, 0.10)  # whole picture, then its centre with this fraction cut from every side
+# the seven flips and quarter turns of a picture, each as (transpose the coefficients?, negate odd vertical
+# frequencies?, negate odd horizontal frequencies?), named as the pair report says them: the copy is its
+# source ... ("rotated 90" is a quarter turn clockwise)
+TURNS = {
+    "flipped": (False, False, True),
+    "flipped upside down": (False, True, False),
+    "rotated 180": (False, True, True),
+    "flipped and rotated 90": (True, False, False),
+    "rotated 90": (True, False, True),
+    "rotated 270": (True, True, False),
+    "flipped and rotated 270": (True, True, True),
+}
 FLAT_STD = 2.0  # grey levels (of 255); the flattest real photo in ../shared/data varies by far more
-NO_HASH = (0, 0, 0)  # a flat picture's hashes; a real pHash always has its DC bit set
+HASHES = len(CROPS) + len(TURNS)  # per image: whole, the centre crops, then the whole picture turned (TURNS order)
+NO_HASH = (0,) * HASHES  # a flat picture's hashes; a real pHash always has its DC bit set
 
 
+# ODD_SIGNS[rows, columns]: the 8x8 signs that mirror a thumbnail's rows and/or columns in the DCT domain
+# (a DCT-II coefficient of frequency k changes sign as (-1)^k when its signal is reversed)
+_parity = (-1.0) ** np.arange(8)
+ODD_SIGNS = np.array([[np.outer(_parity if r else np.ones(8), _parity if c else np.ones(8)) for c in (0, 1)]
+                      for r in (0, 1)], dtype=np.float32)
 BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 # OpenCV decodes JPEGs at 1/2, 1/4 or 1/8 scale straight to grey (libjpeg-turbo's DCT scaling), and, unlike
 # PIL's Python-level parsing, every step here (decode, resize, DCT) runs in C without the GIL, so the image
@@ -42,21 +68,25 @@ REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: c
                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 
 
-def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple[int, int, int]:
-    """(whole, centre 5%, centre 10%) pHashes of an encoded image, each a 64-bit unsigned int; ``NO_HASH`` for
-    a flat picture.
+def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple[int, ...]:
+    """(whole, centre 5%, centre 10%, then the whole picture as each of ``TURNS`` would hash) pHashes of an
+    encoded image, each a 64-bit unsigned int; ``NO_HASH`` for a flat picture.
 
     ``size`` (width, height, from the header) lets the decoder scale down as far as the hash allows."""
     grey = decode_grey(data, size)
     if float(grey.std()) < FLAT_STD:
         return NO_HASH
     height, width = grey.shape
-    low = np.empty((len(CROPS), 64), dtype=np.float32)
+    low = np.empty((HASHES, 64), dtype=np.float32)
     for row, crop in enumerate(CROPS):
         dy, dx = round(height * crop), round(width * crop)
         region = grey[dy : height - dy or None, dx : width - dx or None]
         thumbnail = cv2.resize(region, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
         low[row] = cv2.dct(thumbnail)[:8, :8].ravel()
+    whole = low[0].reshape(8, 8)
+    for row, (transpose, rows, columns) in enumerate(TURNS.values(), start=len(CROPS)):
+        turned = whole.T if transpose else whole
+        low[row] = (turned * ODD_SIGNS[int(rows), int(columns)]).ravel()
     bits = low > np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term would dominate the median
     return tuple(int(value) for value in (bits.astype(np.uint64) * BIT_WEIGHTS).sum(axis=1))
 

@@ -6,7 +6,9 @@ hashes it, cached by sha256, so re-checking an unchanged folder decodes nothing.
 
 * ``exact_duplicate``: the same bytes (sha256) at two paths;
 * ``near_duplicate``: different bytes, perceptual distance within the threshold (resized, re-encoded,
-  cropped by a few percent, brightened copies);
+  cropped by a few percent, brightened copies); also flipped and quarter-turned copies, through the hashes
+  an image would have when flipped or turned (:data:`image_lineage.data.perceptual.TURNS`): the pair's
+  ``transform`` then says how the second picture is the first one (``flipped``, ``rotated 90``, ...);
 
 and a pair is also ``leakage`` when its two images sit in different splits, and a ``label_conflict`` when
 they carry different labels (classification) or, for detection, different annotations.
@@ -35,15 +37,17 @@ import pandas as pd
 
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.kinds.base import SplitImage
-from image_lineage.data.perceptual import CROPS, HASH_SIZE, NO_HASH
+from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TURNS
 from image_lineage.data.read import read_images
 
+# the move that undoes each of TURNS (a quarter turn one way undoes one the other way; the rest undo themselves)
+INVERSE_TURNS = {"rotated 90": "rotated 270", "rotated 270": "rotated 90"}
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
 CHUNKS = 4
 CHUNK_BITS = 64 // CHUNKS
 
 PAIR_COLUMNS = ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "kind", "distance", "leakage",
-                "label_conflict"]
+                "label_conflict", "transform"]
 
 @dataclass
 class QualityReport:
@@ -89,10 +93,10 @@ def find_pairs(images: list[SplitImage], image_check: str = "structure",
     for group in by_sha.values():
         rows.extend(pair_row(usable[a][0], usable[b][0], "exact_duplicate", 0) for i, a in enumerate(group) for b in group[i + 1:])
     hashed = [pair for pair in usable if hashable(pair[1])]
-    hashes = np.array([fact.phash for _, fact in hashed], dtype=np.uint64).reshape(-1, 3)
-    for (a, b), distance in sorted(near_pairs(hashes, threshold).items()):
+    hashes = np.array([fact.phash for _, fact in hashed], dtype=np.uint64).reshape(-1, HASHES)
+    for (a, b), (distance, transform) in sorted(near_pairs(hashes, threshold).items()):
         if hashed[a][1].sha256 != hashed[b][1].sha256:
-            rows.append(pair_row(hashed[a][0], hashed[b][0], "near_duplicate", distance))
+            rows.append(pair_row(hashed[a][0], hashed[b][0], "near_duplicate", distance, transform))
     pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     order = pairs.assign(rank=~pairs["leakage"]).sort_values(["rank", "distance", "path_a", "path_b"], kind="stable")
     set_aside = sorted(image.path for image, fact in usable if not hashable(fact))
@@ -104,15 +108,17 @@ def hashable(fact: ImageFacts) -> bool:
     return tuple(fact.phash) != NO_HASH and min(fact.width, fact.height) >= HASH_SIZE
 
 
-def pair_row(a: SplitImage, b: SplitImage, kind: str, distance: int) -> list:
+def pair_row(a: SplitImage, b: SplitImage, kind: str, distance: int, transform: str = "") -> list:
+    """One row of PAIR_COLUMNS; ``transform``: how ``b`` is ``a`` (how ``a`` is ``b`` when they swap places)."""
     if (a.split, a.path) > (b.split, b.path):
-        a, b = b, a
+        a, b, transform = b, a, INVERSE_TURNS.get(transform, transform)
     if a.annotations is not None and b.annotations is not None:
         # detection: the same bytes must carry the same boxes; a resized copy, at least the same categories
         conflict = a.annotations != b.annotations if kind == "exact_duplicate" else categories(a) != categories(b)
     else:
         conflict = a.label is not None and b.label is not None and a.label != b.label
-    return [a.path, b.path, a.split, b.split, a.label, b.label, kind, distance, a.split != b.split, bool(conflict)]
+    return [a.path, b.path, a.split, b.split, a.label, b.label, kind, distance, a.split != b.split, bool(conflict),
+            transform]
 
 
 def categories(image: SplitImage) -> list[str]:
@@ -170,19 +176,23 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
     return pairs[0], pairs[1], pairs[2]
 
 
-def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[tuple[int, int], int]:
-    """{(i, j): distance} for i < j whose smallest whole/centre distance is within ``threshold``.
+def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[tuple[int, int], tuple[int, str]]:
+    """{(i, j): (distance, transform)} for i < j whose smallest distance is within ``threshold``: whole
+    against whole, centre against whole both ways round (a crop of A looks like A's centre; A may also be the
+    crop of B), then A as flipped or turned against B whole (``transform``: how j is i; "" when as is).
 
-    ``hashes``: an (n, 3) array of :func:`perceptual_hashes`. Centre hashes are compared with whole ones
-    both ways round (a crop of A looks like A's centre; A may also be the crop of B)."""
-    hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, len(CROPS))
-    whole = hashes[:, 0]
-    best: dict[tuple[int, int], int] = {}
-    for column in range(len(CROPS)):
-        same = column == 0
-        for a, b, distance in zip(*pairs_within(hashes[:, column], whole, threshold, same=same)):
+    ``hashes``: an (n, HASHES) array of :func:`perceptual_hashes` (an (n, 3) one: without the turns)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    hashes = hashes.reshape(len(hashes), -1) if hashes.ndim == 1 else hashes
+    whole, turns = hashes[:, 0], list(TURNS)
+    best: dict[tuple[int, int], tuple[int, str]] = {}
+    for column in range(hashes.shape[1]):
+        transform = turns[column - len(CROPS)] if column >= len(CROPS) else ""
+        for a, b, distance in zip(*pairs_within(hashes[:, column], whole, threshold, same=column == 0)):
             if a == b:
                 continue
             key = (int(min(a, b)), int(max(a, b)))
-            best[key] = min(best.get(key, 64), int(distance))
+            as_seen = transform if a < b else INVERSE_TURNS.get(transform, transform)  # how key[1] is key[0]
+            if int(distance) < best.get(key, (65, ""))[0]:
+                best[key] = (int(distance), as_seen)
     return best

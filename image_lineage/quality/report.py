@@ -34,7 +34,8 @@ def report_html(report: QualityReport, files: dict[str, str]) -> str:
             f"{'' if label is None or pd.isna(label) else ', label ' + html.escape(str(label))}</td>"
             for path, split, label in ((row.path_a, row.split_a, row.label_a), (row.path_b, row.split_b, row.label_b))
         )
-        rows.append(f"<tr>{cells}<td>{html.escape(row.kind.replace('_', ' '))}<br>distance {row.distance}"
+        how = f" ({html.escape(row.transform)})" if row.transform else ""
+        rows.append(f"<tr>{cells}<td>{html.escape(row.kind.replace('_', ' '))}{how}<br>distance {row.distance}"
                     f"<br><b>{flags}</b></td></tr>")
     more = (f"<p>{len(report.pairs) - REPORT_PAIRS_MAX} more pairs in pairs.csv.</p>"
             if len(report.pairs) > REPORT_PAIRS_MAX else "")
