@@ -18,7 +18,10 @@ columns negates the coefficients of odd horizontal frequency, mirroring its rows
 frequency, and turning it a quarter transposes the coefficients too. So from the coefficients already computed
 each image also gets the seven hashes it *would* have when flipped or turned (``TURNS``); the pair search
 compares those with the other images' whole hashes. (Turning a non-square picture and squeezing it into the
-32x32 thumbnail commute, so this holds for any aspect ratio.)
+32x32 thumbnail commute, so this holds for any aspect ratio.) Searching seven more hashes per image would cost
+seven more searches; instead one more hash that no flip or turn changes (``TURN_FREE``: the signs dropped and
+the coefficients folded over the diagonal) finds the candidates in one search, and the seven turned hashes
+then say, per candidate, whether and how it is a flipped or turned copy.
 
 A picture with almost no structure (one colour, or nearly: its grey thumbnail varies by less than
 ``FLAT_STD`` levels) has no hash: the signs of its DCT coefficients are noise, and two 1x1 PNGs of different
@@ -50,7 +53,11 @@ TURNS = {
     "flipped and rotated 270": (True, True, True),
 }
 FLAT_STD = 2.0  # grey levels (of 255); the flattest real photo in ../shared/data varies by far more
-HASHES = len(CROPS) + len(TURNS)  # per image: whole, the centre crops, then the whole picture turned (TURNS order)
+# per image: whole, the centre crops, the whole picture turned (TURNS order), then the turn-free hash
+HASHES = len(CROPS) + len(TURNS) + 1
+TURN_FREE = HASHES - 1  # its column
+# the turn-free hash's 64 coefficients: |C[u, v]| + |C[v, u]| for u <= v < 11, the DC term and (10, 10) left out
+_FOLD = tuple(zip(*[(u, v) for u in range(11) for v in range(u, 11)][1:65]))
 NO_HASH = (0,) * HASHES  # a flat picture's hashes; a real pHash always has its DC bit set
 
 
@@ -82,7 +89,11 @@ def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple
         dy, dx = round(height * crop), round(width * crop)
         region = grey[dy : height - dy or None, dx : width - dx or None]
         thumbnail = cv2.resize(region, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-        low[row] = cv2.dct(thumbnail)[:8, :8].ravel()
+        coefficients = cv2.dct(thumbnail)
+        low[row] = coefficients[:8, :8].ravel()
+        if row == 0:
+            magnitudes = np.abs(coefficients[:11, :11])
+            low[TURN_FREE] = np.concatenate([[np.inf], (magnitudes + magnitudes.T)[_FOLD][:63]])
     whole = low[0].reshape(8, 8)
     for row, (transpose, rows, columns) in enumerate(TURNS.values(), start=len(CROPS)):
         turned = whole.T if transpose else whole

@@ -37,7 +37,7 @@ import pandas as pd
 
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.kinds.base import SplitImage
-from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TURNS
+from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TURN_FREE, TURNS
 from image_lineage.data.read import read_images
 
 # the move that undoes each of TURNS (a quarter turn one way undoes one the other way; the rest undo themselves)
@@ -179,20 +179,34 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
 def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[tuple[int, int], tuple[int, str]]:
     """{(i, j): (distance, transform)} for i < j whose smallest distance is within ``threshold``: whole
     against whole, centre against whole both ways round (a crop of A looks like A's centre; A may also be the
-    crop of B), then A as flipped or turned against B whole (``transform``: how j is i; "" when as is).
+    crop of B), then flipped or turned copies (:func:`turned_pairs`; ``transform``: how j is i, "" when as is).
 
     ``hashes``: an (n, HASHES) array of :func:`perceptual_hashes` (an (n, 3) one: without the turns)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
-    hashes = hashes.reshape(len(hashes), -1) if hashes.ndim == 1 else hashes
-    whole, turns = hashes[:, 0], list(TURNS)
+    whole = hashes[:, 0]
     best: dict[tuple[int, int], tuple[int, str]] = {}
-    for column in range(hashes.shape[1]):
-        transform = turns[column - len(CROPS)] if column >= len(CROPS) else ""
+    for column in range(len(CROPS)):
         for a, b, distance in zip(*pairs_within(hashes[:, column], whole, threshold, same=column == 0)):
             if a == b:
                 continue
             key = (int(min(a, b)), int(max(a, b)))
-            as_seen = transform if a < b else INVERSE_TURNS.get(transform, transform)  # how key[1] is key[0]
-            if int(distance) < best.get(key, (65, ""))[0]:
-                best[key] = (int(distance), as_seen)
+            best[key] = min(best.get(key, (65, "")), (int(distance), ""))
+    if hashes.shape[1] == HASHES:
+        for key, found in turned_pairs(hashes, threshold).items():
+            best[key] = min(best.get(key, (65, "")), found)
     return best
+
+
+def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tuple[int, str]]:
+    """{(i, j): (distance, how j is i)} for flipped and turned copies: candidates whose turn-free hashes are
+    within ``threshold`` (one search), kept when one of i's seven turned hashes is within ``threshold`` of j's
+    whole hash (the closest names the move)."""
+    first, second, _ = pairs_within(hashes[:, TURN_FREE], hashes[:, TURN_FREE], threshold, same=True)
+    if not len(first):
+        return {}
+    distances = hamming(hashes[first, len(CROPS):TURN_FREE], hashes[second, 0][:, None])  # second as first turned
+    move = distances.argmin(axis=1)
+    distance = distances[np.arange(len(move)), move]
+    names = list(TURNS)
+    return {(int(a), int(b)): (int(d), names[m])
+            for a, b, d, m in zip(first, second, distance, move) if d <= threshold}
