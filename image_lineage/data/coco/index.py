@@ -114,12 +114,12 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
 
 
 def fill_sizes_from_files(index: CocoIndex) -> None:
-    """Images the annotation file gives no ``width``/``height`` take them from their files (the image pass
-    caches what it reads: the split's own pass reads them no second time)."""
+    """Images the annotation file gives no ``width``/``height`` take them from their files. Read with the
+    default check and cached, so the split's own pass reads them no second time (unless it checks deeper)."""
     unsized = [image for image in index.images if not (image.get("width") and image.get("height"))]
     if not unsized:
         return
-    for image, facts in zip(unsized, read_images([str(index.image_path(image)) for image in unsized], "none")):
+    for image, facts in zip(unsized, read_images([str(index.image_path(image)) for image in unsized], "structure")):
         if isinstance(facts, ImageFacts):  # else the split's own pass reports the file
             image["width"], image["height"] = facts.width, facts.height
     index.filled_in = {**index.filled_in, "size_from_file": len(unsized)}
