@@ -198,3 +198,18 @@ def test_a_file_changed_just_before_it_was_read_is_not_cached(cache_dir, tmp_pat
     scan_version(root / "v1")
     with contextlib.closing(sqlite3.connect(cache_dir / RecordCache.FILE)) as db:
         assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 2
+
+
+def test_perceptual_hashes_of_another_layout_are_computed_again(cache_dir, tmp_path, catsdogs_dir):
+    """A cache row holding the three hashes an earlier release stored (no turned or turn-free ones) is a miss
+    for the leakage check, never an answer of the wrong shape."""
+    from image_lineage.data.perceptual import HASHES
+    from image_lineage.data.read import read_images
+
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(sorted((catsdogs_dir / "cat").glob("*.jpg"))[0].read_bytes())
+    (fresh,) = read_images([str(photo)], perceptual=True)
+    with contextlib.closing(sqlite3.connect(cache_dir / RecordCache.FILE)) as db, db:
+        db.execute("UPDATE perceptual SET hashes = ?", (",".join(f"{h:016x}" for h in fresh.phash[:3]),))
+    (again,) = read_images([str(photo)], perceptual=True)
+    assert len(again.phash) == HASHES and again.phash == fresh.phash
