@@ -6,7 +6,7 @@ ctime_ns): as git's index does, the ctime is in the key because tools that rewri
 set its mtime back (``cp -p``, ``rsync -t``, unpacking an archive), while the kernel sets the ctime to the
 time of any change, and nobody can set it back. A file changed in the same clock tick as the read that
 cached it would keep even its ctime ("racy git"): records of files changed less than ``RACY_NS`` before the
-read began are not stored (:func:`racy_before`). Perceptual
+read began are not stored (:func:`racy`). Perceptual
 hashes are keyed by sha256 (they depend on the bytes alone), and a folder's last scan is kept whole (one
 row read instead of a row per file, :mod:`image_lineage.data.folders`).
 
@@ -155,7 +155,7 @@ class RecordCache:
     def store(self, entries: list[tuple[StatKey, ImageFacts]], read_started_ns: int) -> None:
         """Records read by a pass that began at ``read_started_ns`` (``time.time_ns()`` before the first
         stat); those of files changed just before are left out (see the module docstring)."""
-        entries = [(key, facts) for key, facts in entries if not racy(key, read_started_ns)]
+        entries = [(key, facts) for key, facts in entries if not racy(key[4], read_started_ns)]
         rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked) for key, f in entries]
         hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash)) for _, f in entries if f.phash]
         self.write(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 10)})", rows,
@@ -172,7 +172,7 @@ class RecordCache:
             LOGGER.warning("could not update the image record cache %s: %s", self.path, exc)
 
 
-def racy(key: StatKey, read_started_ns: int) -> bool:
-    """Whether the file of ``key`` changed so shortly before a read that began at ``read_started_ns`` that a
-    change after the read could leave its stat key as it was."""
-    return key[4] > read_started_ns - RACY_NS
+def racy(ctime_ns: int, read_started_ns: int) -> bool:
+    """Whether a file last changed at ``ctime_ns`` changed so shortly before a read that began at
+    ``read_started_ns`` that a change after the read could leave its stat key as it was."""
+    return ctime_ns > read_started_ns - RACY_NS

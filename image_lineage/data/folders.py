@@ -169,7 +169,7 @@ def scan_state(candidates, classes, ignored, *options) -> str | None:
             lines.append(f"{file}\0{rel_path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n")
     except OSError:
         return None
-    if racy(("", 0, 0, 0, newest_ctime), started):
+    if racy(newest_ctime, started):
         return None
     lines.append(repr((classes, ignored, options)))
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()

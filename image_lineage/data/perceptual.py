@@ -56,8 +56,9 @@ FLAT_STD = 2.0  # grey levels (of 255); the flattest real photo in ../shared/dat
 # per image: whole, the centre crops, the whole picture turned (TURNS order), then the turn-free hash
 HASHES = len(CROPS) + len(TURNS) + 1
 TURN_FREE = HASHES - 1  # its column
-# the turn-free hash's 64 coefficients: |C[u, v]| + |C[v, u]| for u <= v < 11, the DC term and (10, 10) left out
-_FOLD = tuple(zip(*[(u, v) for u in range(11) for v in range(u, 11)][1:65]))
+# the turn-free hash's 63 coefficients after its always-set first bit: |C[u, v]| + |C[v, u]| for u <= v < 11,
+# the DC term left out, the first 63 in row order
+_FOLD = tuple(zip(*[(u, v) for u in range(11) for v in range(u, 11)][1:64]))
 NO_HASH = (0,) * HASHES  # a flat picture's hashes; a real pHash always has its DC bit set
 
 
@@ -93,7 +94,7 @@ def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple
         low[row] = coefficients[:8, :8].ravel()
         if row == 0:
             magnitudes = np.abs(coefficients[:11, :11])
-            low[TURN_FREE] = np.concatenate([[np.inf], (magnitudes + magnitudes.T)[_FOLD][:63]])
+            low[TURN_FREE] = np.concatenate([[np.inf], (magnitudes + magnitudes.T)[_FOLD]])
     whole = low[0].reshape(8, 8)
     for row, (transpose, rows, columns) in enumerate(TURNS.values(), start=len(CROPS)):
         turned = whole.T if transpose else whole

@@ -14,7 +14,7 @@ from pathlib import Path
 from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import ON_BAD_IMAGE_CHOICES, require_choice
 from image_lineage.data.coco.layout import CocoSplit
-from image_lineage.data.coco.validate import load_coco_json
+from image_lineage.data.coco.validate import fill_optional_fields, load_coco_json
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.read import read_images
 
@@ -93,6 +93,7 @@ class CocoIndex:
 def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
     """Load, check and index one split; ``max_images`` keeps the first images by id."""
     data = load_coco_json(split.annotation_file)
+    filled_in = fill_optional_fields(data)
     images = sorted(data["images"], key=lambda image: image["id"])[: max_images or None]
     kept = {image["id"] for image in images}
     by_image: dict[int, list[dict]] = {image_id: [] for image_id in kept}
@@ -100,7 +101,7 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
         if annotation["image_id"] in kept:
             by_image[annotation["image_id"]].append(annotation)
     categories = sorted(data["categories"], key=lambda c: c["id"])
-    index = CocoIndex(split, images, by_image, categories, filled_in=data["filled_in"])
+    index = CocoIndex(split, images, by_image, categories, filled_in=filled_in)
     missing = [str(index.image_path(image)) for image in images if not index.image_path(image).is_file()]
     if missing:
         raise DatasetError(

@@ -28,7 +28,6 @@ def load_coco_json(path: str | Path) -> dict:
     check_category_names(path, data)
     check_file_names(path, data)
     check_references(path, data)
-    data["filled_in"] = fill_optional_fields(data)
     return data
 
 
