@@ -49,6 +49,11 @@ TURN_TRANSFORMS = {"flip": ("flipped", Image.Transpose.FLIP_LEFT_RIGHT),
                    "rotate_90": ("rotated 90", Image.Transpose.ROTATE_270),  # PIL turns counter-clockwise
                    "rotate_180": ("rotated 180", Image.Transpose.ROTATE_180),
                    "rotate_270": ("rotated 270", Image.Transpose.ROTATE_90)}
+# copies whose frame moved, each with the start of the name the pair report gives it: turned by up to 10
+# degrees, up to a quarter cut from one side or a corner, pasted as half to 4/5 of a larger picture, one tile of
+# a 2x2 mosaic of photos (the size of its source). The amounts vary per photo (see moved()).
+MOVED_TRANSFORMS = {"rotate_small": "rotated", "cut_side": "cropped", "cut_corner": "cropped", "pasted": "contained",
+                    "mosaic_tile": "contained"}
 
 
 def real_photos(shared_data: Path = SHARED_DATA) -> list[tuple[str, str, Path]]:
@@ -58,8 +63,9 @@ def real_photos(shared_data: Path = SHARED_DATA) -> list[tuple[str, str, Path]]:
     return photos
 
 
-def transformed(source: Path, transform: str) -> bytes:
-    """The bytes of a changed copy of ``source``: what a careless split produces."""
+def transformed(source: Path, transform: str, others: tuple[Path, ...] = ()) -> bytes:
+    """The bytes of a changed copy of ``source``: what a careless split produces (``others``: the three
+    other photos of a mosaic)."""
     import io
 
     from PIL import ImageEnhance
@@ -79,9 +85,45 @@ def transformed(source: Path, transform: str) -> bytes:
         quality = 40
     if transform in TURN_TRANSFORMS:
         image = image.transpose(TURN_TRANSFORMS[transform][1])
+    if transform in MOVED_TRANSFORMS:
+        image = moved(image, transform, source.name, others)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
     return out.getvalue()
+
+
+def moved(image: Image.Image, transform: str, name: str, others: tuple[Path, ...]) -> Image.Image:
+    """``image`` turned, cut, pasted or tiled (MOVED_TRANSFORMS); how much, and where, follows from ``name``."""
+    import random
+
+    choice = random.Random(name)
+    width, height = image.size
+    if transform == "rotate_small":  # PIL turns counter-clockwise; the frame stays, its corners go black
+        return image.rotate(choice.choice([-10, -8, -6, -4, 4, 6, 8, 10]), resample=Image.Resampling.BILINEAR)
+    if transform == "cut_side":
+        cut = choice.uniform(0.1, 0.25)
+        side = choice.choice(["left", "top", "right", "bottom"])
+        box = {"left": (round(width * cut), 0, width, height), "top": (0, round(height * cut), width, height),
+               "right": (0, 0, round(width * (1 - cut)), height), "bottom": (0, 0, width, round(height * (1 - cut)))}
+        return image.crop(box[side])
+    if transform == "cut_corner":
+        keep = choice.uniform(0.75, 0.9) ** 0.5  # of each side: 75-90 % of the area
+        left, top = choice.choice([0, 1]) * round(width * (1 - keep)), choice.choice([0, 1]) * round(height * (1 - keep))
+        return image.crop((left, top, left + round(width * keep), top + round(height * keep)))
+    if transform == "pasted":
+        grow = (1 / choice.uniform(0.5, 0.8)) ** 0.5
+        canvas = Image.new("RGB", (round(width * grow), round(height * grow)), tuple(choice.randrange(256) for _ in range(3)))
+        canvas.paste(image, (choice.randrange(canvas.width - width + 1), choice.randrange(canvas.height - height + 1)))
+        return canvas
+    tiles = [image]
+    for other in others:
+        with Image.open(other) as opened:
+            tiles.append(opened.convert("RGB"))
+    choice.shuffle(tiles)
+    mosaic = Image.new("RGB", (width - width % 2, height - height % 2))
+    for number, tile in enumerate(tiles):
+        mosaic.paste(tile.resize((width // 2, height // 2)), (number % 2 * (width // 2), number // 2 * (height // 2)))
+    return mosaic
 
 
 def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0,
@@ -104,26 +146,33 @@ def build_leaky_splits(root: Path, copies_per_transform: int = 8, seed: int = 0,
         target_label = labels[(labels.index(label) + 1) % len(labels)] if transform == "relabelled_copy" else label
         target = root / "val" / target_label / f"{transform}_{path.stem}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
+        others = ()
+        if transform == "mosaic_tile":  # the file's name says every photo in it (see origins())
+            others = tuple(p for _, _, p in random.Random(path.name).sample(photos, 4) if p != path)[:3]
+            target = target.with_name(f"{transform}_{'+'.join([path.stem, *(p.stem for p in others)])}.jpg")
         if transform in ("exact_copy", "relabelled_copy"):
             shutil.copyfile(path, target)
         else:
-            target.write_bytes(transformed(path, transform))
+            target.write_bytes(transformed(path, transform, others))
         planted.append((f"train/{label}/{path.name}", target.relative_to(root).as_posix(), transform))
     return planted
 
 
-def origin(path: str) -> str:
-    """The real photo a file of the leaky tree was made from (the photos' file names are unique)."""
+def origins(path: str) -> set[str]:
+    """The real photos a file of the leaky tree was made from (the photos' file names are unique; a mosaic
+    names all of its photos, joined by "+")."""
     name = path.rsplit("/", 1)[-1]
-    for transform in (*TRANSFORMS, *TURN_TRANSFORMS):
+    for transform in (*TRANSFORMS, *TURN_TRANSFORMS, *MOVED_TRANSFORMS):
         name = name.removeprefix(f"{transform}_")
-    return name
+    return {f"{stem}.jpg" for stem in name.removesuffix(".jpg").split("+")}
 
 
 def same_picture(a: str, b: str) -> bool:
-    """Whether two files of the leaky tree show one picture: copies of one photo, or a known same-picture pair."""
-    origins = {origin(a), origin(b)}
-    return len(origins) == 1 or any(origins == {p.rsplit("/", 1)[-1] for p in group} for group in KNOWN_SAME_PICTURES)
+    """Whether two files of the leaky tree show one picture: copies of one photo (or a mosaic holding it), or
+    a known same-picture pair."""
+    first, second = origins(a), origins(b)
+    known = [{p.rsplit("/", 1)[-1] for p in group} for group in KNOWN_SAME_PICTURES]
+    return bool(first & second) or any(x != y and {x, y} in known for x in first for y in second)
 
 
 class RequestCounter:

@@ -213,3 +213,7 @@ def test_perceptual_hashes_of_another_layout_are_computed_again(cache_dir, tmp_p
         db.execute("UPDATE perceptual SET hashes = ?", (",".join(f"{h:016x}" for h in fresh.phash[:3]),))
     (again,) = read_images([str(photo)], perceptual=True)
     assert len(again.phash) == HASHES and again.phash == fresh.phash
+    with contextlib.closing(sqlite3.connect(cache_dir / RecordCache.FILE)) as db, db:
+        db.execute("UPDATE perceptual SET keypoints = NULL")  # hashes without their corners: a miss too
+    (third,) = read_images([str(photo)], perceptual=True)
+    assert third.keypoints and third.keypoints == fresh.keypoints and third.phash == fresh.phash

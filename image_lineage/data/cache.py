@@ -8,7 +8,8 @@ time of any change, and nobody can set it back. A file changed in the same clock
 cached it would keep even its ctime ("racy git"): records of files changed less than ``RACY_NS`` before the
 read began are not stored (:func:`racy`). Perceptual
 hashes are keyed by sha256 (they depend on the bytes alone), and a folder's last scan is kept whole (one
-row read instead of a row per file, :mod:`image_lineage.data.folders`).
+row read instead of a row per file, :mod:`image_lineage.data.folders`), with the image's local features (ORB
+corners, about 9 KB an image: :mod:`image_lineage.data.keypoints`).
 
 Stored in sqlite under ``$IMAGE_LINEAGE_CACHE_DIR`` (default ``~/.cache/image_lineage``; ``off``: no cache).
 Like dvc-data's state, it answers "don't know" whenever in doubt: the file carries ``SCHEMA_VERSION`` in
@@ -33,14 +34,15 @@ LOGGER = logging.getLogger(__name__)
 
 StatKey = tuple  # (absolute path, size, mtime_ns, inode, ctime_ns)
 
-# 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns
-SCHEMA_VERSION = 3
+# 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns; 3: without
+# the quarters' hashes and the keypoints
+SCHEMA_VERSION = 4
 # Linux stamps files from a clock that advances once a tick (1 to 10 ms); 50 ms is a few ticks with margin.
 RACY_NS = 50_000_000
 TABLES = (
     "CREATE TABLE images (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER,"
     " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)",
-    "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT)",
+    "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT, keypoints BLOB)",
     "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
 )
 _current: set[Path] = set()  # cache files this process found at SCHEMA_VERSION (checked once per process)
@@ -116,16 +118,17 @@ class RecordCache:
     def _lookup(self, keys: list[StatKey], perceptual: bool) -> dict[StatKey, ImageFacts]:
         wanted = set(keys)
         found = {}
-        columns = f"{self.COLUMNS}, perceptual.hashes" if perceptual else f"{self.COLUMNS}, NULL"
+        columns = f"{self.COLUMNS}, perceptual.hashes, perceptual.keypoints" if perceptual else f"{self.COLUMNS}, NULL, NULL"
         join = "LEFT JOIN perceptual USING (sha256)" if perceptual else ""
         with contextlib.closing(self.connect()) as db:
             for where, values in self.selections([key[0] for key in keys]):
-                for *key, sha256, width, height, fmt, checked, hashes in db.execute(
+                for *key, sha256, width, height, fmt, checked, hashes, corners in db.execute(
                         f"SELECT {columns} FROM images {join} WHERE {where}", values):
                     if tuple(key) in wanted:
                         phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
-                        phash = phash if phash and len(phash) == HASHES else None  # another layout's: recompute
-                        found[tuple(key)] = ImageFacts(sha256, key[1], width, height, fmt, checked, phash)
+                        if not (phash and len(phash) == HASHES and isinstance(corners, bytes)):
+                            phash = corners = None  # none, or another layout's: computed again
+                        found[tuple(key)] = ImageFacts(sha256, key[1], width, height, fmt, checked, phash, corners)
         return found
 
     @staticmethod
@@ -157,9 +160,9 @@ class RecordCache:
         stat); those of files changed just before are left out (see the module docstring)."""
         entries = [(key, facts) for key, facts in entries if not racy(key[4], read_started_ns)]
         rows = [(*key, f.sha256, f.width, f.height, f.format, f.checked) for key, f in entries]
-        hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash)) for _, f in entries if f.phash]
+        hashes = [(f.sha256, ",".join(f"{h:016x}" for h in f.phash), f.keypoints) for _, f in entries if f.phash]
         self.write(f"INSERT OR REPLACE INTO images ({self.COLUMNS}) VALUES ({','.join('?' * 10)})", rows,
-                   ("INSERT OR REPLACE INTO perceptual VALUES (?, ?)", hashes))
+                   ("INSERT OR REPLACE INTO perceptual VALUES (?, ?, ?)", hashes))
 
     def write(self, statement: str, rows: list, *more: tuple[str, list]) -> None:
         """Statements in one transaction; on any sqlite error (another process holding the lock too long, a

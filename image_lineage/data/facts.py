@@ -19,4 +19,5 @@ class ImageFacts(NamedTuple):
     height: int
     format: str  # jpeg, png, gif, webp, bmp, or PIL's name for the rarer ones (lower case)
     checked: str = "none"  # the deepest image_check this file passed
-    phash: tuple[int, ...] | None = None  # perceptual hashes (whole, centre crops, turns) when asked for
+    phash: tuple[int, ...] | None = None  # perceptual hashes (whole, centre crops, quarters, turns) when asked for
+    keypoints: bytes | None = None  # ORB corners (image_lineage.data.keypoints), with the hashes

@@ -9,8 +9,9 @@ three pHashes: of the whole picture and of its centre with 5% and 10% cut from e
 about that much matches the original's centre hash closely (at most 4 bits for a 5% crop), and a pair's
 distance is the smallest over whole/whole, centre/whole and whole/centre.
 
-The thumbnail comes from the JPEG decoder's DCT scaling: a 1/2..1/8 scale decode reads the same coefficients
-and skips most of the work, and the pHash only needs 32x32 pixels anyway.
+The grey picture comes from the JPEG decoder's DCT scaling: a 1/2..1/8 scale decode reads the same
+coefficients and skips most of the work; it is decoded just large enough for the local features
+(``SIDE`` pixels on the long side), and the hashes' 32x32 thumbnails are taken from it.
 
 Mirrored and turned copies. A copy flipped left to right, or turned by 90, 180 or 270 degrees, hashes far from
 its source (30 and 28 bits of 64 measured). But the DCT knows these moves exactly: mirroring the thumbnail's
@@ -22,6 +23,11 @@ compares those with the other images' whole hashes. (Turning a non-square pictur
 seven more searches; instead one more hash that no flip or turn changes (``TURN_FREE``: the signs dropped and
 the coefficients folded over the diagonal) finds the candidates in one search, and the seven turned hashes
 then say, per candidate, whether and how it is a flipped or turned copy.
+
+Tiles of a mosaic. A photo that became one quarter of a 2x2 mosaic hashes far from it as a whole; each image
+therefore also gets the hashes of its four quarters (``TILES``), and the pair search compares them with the
+other images' whole hashes. A photo pasted elsewhere, or a mosaic on another grid, is left to the local
+features (:mod:`image_lineage.data.keypoints`), computed from the same grey picture.
 
 A picture with almost no structure (one colour, or nearly: its grey thumbnail varies by less than
 ``FLAT_STD`` levels) has no hash: the signs of its DCT coefficients are noise, and two 1x1 PNGs of different
@@ -38,8 +44,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from image_lineage.data.keypoints import SIDE, keypoints, working_grey
+
 HASH_SIZE = 32  # thumbnail side; the low 8x8 DCT coefficients give the 64 bits
 CROPS = (0.0, 0.05, 0.10)  # whole picture, then its centre with this fraction cut from every side
+TILES = ((0, 0), (0, 1), (1, 0), (1, 1))  # the quarters of the picture, as (row, column) of a 2x2 grid
 # the seven flips and quarter turns of a picture, each as (transpose the coefficients?, negate odd vertical
 # frequencies?, negate odd horizontal frequencies?), named as the pair report says them: the copy is its
 # source ... ("rotated 90" is a quarter turn clockwise)
@@ -53,9 +62,11 @@ TURNS = {
     "flipped and rotated 270": (True, True, True),
 }
 FLAT_STD = 2.0  # grey levels (of 255); the flattest real photo in ../shared/data varies by far more
-# per image: whole, the centre crops, the whole picture turned (TURNS order), then the turn-free hash
-HASHES = len(CROPS) + len(TURNS) + 1
-TURN_FREE = HASHES - 1  # its column
+# per image: whole, the centre crops, the quarters, the whole picture turned (TURNS order), the turn-free hash
+TILE_COLUMNS = range(len(CROPS), len(CROPS) + len(TILES))
+TURN_COLUMNS = range(TILE_COLUMNS.stop, TILE_COLUMNS.stop + len(TURNS))
+TURN_FREE = TURN_COLUMNS.stop  # its column
+HASHES = TURN_FREE + 1
 # the turn-free hash's 63 coefficients after its always-set first bit: |C[u, v]| + |C[v, u]| for u <= v < 11,
 # the DC term left out, the first 63 in row order
 _FOLD = tuple(zip(*[(u, v) for u in range(11) for v in range(u, 11)][1:64]))
@@ -76,27 +87,38 @@ REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: c
                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 
 
-def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple[int, ...]:
-    """(whole, centre 5%, centre 10%, then the whole picture as each of ``TURNS`` would hash) pHashes of an
-    encoded image, each a 64-bit unsigned int; ``NO_HASH`` for a flat picture.
+def perceptual_facts(data: bytes, size: tuple[int, int] | None = None) -> tuple[tuple[int, ...], bytes]:
+    """(hashes, keypoints) of an encoded image, from one decode: :func:`perceptual_hashes` and
+    :func:`image_lineage.data.keypoints.keypoints`; (``NO_HASH``, b"") for a flat picture.
 
-    ``size`` (width, height, from the header) lets the decoder scale down as far as the hash allows."""
-    grey = decode_grey(data, size)
+    ``size`` (width, height, from the header) lets the decoder scale down as far as both allow."""
+    grey = working_grey(decode_grey(data, size))
     if float(grey.std()) < FLAT_STD:
-        return NO_HASH
+        return NO_HASH, b""
+    return perceptual_hashes(grey), keypoints(grey)
+
+
+def perceptual_hashes(grey: np.ndarray) -> tuple[int, ...]:
+    """(whole, centre 5%, centre 10%, the four quarters, then the whole picture as each of ``TURNS`` would
+    hash, then the turn-free hash) pHashes of a grey picture, each a 64-bit unsigned int."""
     height, width = grey.shape
+    thumbnails = [cv2.resize(grey[round(height * crop) : height - round(height * crop) or None,
+                                  round(width * crop) : width - round(width * crop) or None],
+                             (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA) for crop in CROPS[1:]]
+    # the whole picture's thumbnail and its quarters' from one 64x64 one (one resize instead of five)
+    double = cv2.resize(grey, (2 * HASH_SIZE, 2 * HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    whole_thumbnail = cv2.resize(double, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA)
+    quarters = [double[row * HASH_SIZE : (row + 1) * HASH_SIZE, column * HASH_SIZE : (column + 1) * HASH_SIZE]
+                for row, column in TILES]
     low = np.empty((HASHES, 64), dtype=np.float32)
-    for row, crop in enumerate(CROPS):
-        dy, dx = round(height * crop), round(width * crop)
-        region = grey[dy : height - dy or None, dx : width - dx or None]
-        thumbnail = cv2.resize(region, (HASH_SIZE, HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-        coefficients = cv2.dct(thumbnail)
+    for row, thumbnail in enumerate([whole_thumbnail, *thumbnails, *quarters]):
+        coefficients = cv2.dct(np.ascontiguousarray(thumbnail, dtype=np.float32))
         low[row] = coefficients[:8, :8].ravel()
         if row == 0:
             magnitudes = np.abs(coefficients[:11, :11])
             low[TURN_FREE] = np.concatenate([[np.inf], (magnitudes + magnitudes.T)[_FOLD]])
     whole = low[0].reshape(8, 8)
-    for row, (transpose, rows, columns) in enumerate(TURNS.values(), start=len(CROPS)):
+    for row, (transpose, rows, columns) in zip(TURN_COLUMNS, TURNS.values()):
         turned = whole.T if transpose else whole
         low[row] = (turned * ODD_SIGNS[int(rows), int(columns)]).ravel()
     bits = low > np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term would dominate the median
@@ -104,10 +126,11 @@ def perceptual_hashes(data: bytes, size: tuple[int, int] | None = None) -> tuple
 
 
 def decode_grey(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
-    """A grey uint8 array of the picture, at least ``2 * HASH_SIZE`` pixels on its short side when possible."""
+    """A grey uint8 array of the picture, at least ``SIDE`` pixels on its long side and ``2 * HASH_SIZE`` on its
+    short side when possible."""
     factor = 1
     if size:
-        while factor < 8 and min(size) // (factor * 2) >= HASH_SIZE * 2:
+        while factor < 8 and max(size) // (factor * 2) >= SIDE and min(size) // (factor * 2) >= HASH_SIZE * 2:
             factor *= 2
     try:
         grey = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_GREY[factor])

@@ -9,8 +9,8 @@ splits and Hugging Face image folders all call it; each file's bytes are read on
 * the structure verdict (``image_check``): a file must be whole. A JPEG must reach its end-of-image
   marker after its image data, a PNG its IEND chunk, a GIF its trailer, a WebP/BMP the size its header
   declares. Bytes after a valid end are accepted: cameras pad files. ``decode`` also decodes the image;
-* with ``perceptual=True`` (the leakage check), the image's perceptual hashes
-  (:func:`image_lineage.data.perceptual.perceptual_hashes`), from the same bytes.
+* with ``perceptual=True`` (the leakage check), the image's perceptual hashes and local features
+  (:func:`image_lineage.data.perceptual.perceptual_facts`), from the same bytes.
 
 Results are cached (:class:`image_lineage.data.cache.RecordCache`) by path, size, mtime, inode and ctime, and
 perceptual hashes by the file's sha256, so a re-scan of an unchanged folder reads (and decodes) nothing at
@@ -41,7 +41,7 @@ from image_lineage.core.names import IMAGE_CHECK_CHOICES, require_choice
 from image_lineage.data._header import light_facts, read_light, read_noted
 from image_lineage.data.cache import RecordCache
 from image_lineage.data.facts import CHECK_DEPTH, ImageFacts
-from image_lineage.data.perceptual import perceptual_hashes
+from image_lineage.data.perceptual import perceptual_facts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -80,13 +80,13 @@ def image_facts(data: bytes, check: str = "structure", perceptual: bool = False)
         problem = decode_problem(data)
         if problem:
             return problem
-    phash = None
+    phash = corners = None
     if perceptual:
         try:
-            phash = perceptual_hashes(data, facts[2:4])
+            phash, corners = perceptual_facts(data, facts[2:4])
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return f"does not decode ({exc})"
-    return ImageFacts(*facts, check, phash)
+    return ImageFacts(*facts, check, phash, corners)
 
 
 def decode_problem(data: bytes) -> str | None:

@@ -7,8 +7,14 @@ hashes it, cached by sha256, so re-checking an unchanged folder decodes nothing.
 * ``exact_duplicate``: the same bytes (sha256) at two paths;
 * ``near_duplicate``: different bytes, perceptual distance within the threshold (resized, re-encoded,
   cropped by a few percent, brightened copies); also flipped and quarter-turned copies, through the hashes
-  an image would have when flipped or turned (:data:`image_lineage.data.perceptual.TURNS`): the pair's
-  ``transform`` then says how the second picture is the first one (``flipped``, ``rotated 90``, ...);
+  an image would have when flipped or turned (:data:`image_lineage.data.perceptual.TURNS`), tiles of a 2x2
+  mosaic, through the hashes of each image's quarters, and copies whose frame moved (cut from one side or
+  a corner, pasted on a larger canvas, turned a few degrees), through their local features
+  (:mod:`image_lineage.quality.matching`). The pair's ``transform`` says how the second picture is the
+  first one: ``flipped``, ``rotated 90``, ``rotated -7`` (degrees clockwise), ``cropped`` (it shows part of
+  the first), ``contained`` (the first is inside it), or several joined with "and"; empty for a resized,
+  re-encoded or edited copy of the same frame. The ``distance`` of a pair found by its local features is
+  still its whole pictures' hash distance, often above the threshold: that is why the hash missed it;
 
 and a pair is also ``leakage`` when its two images sit in different splits, and a ``label_conflict`` when
 they carry different labels (classification) or, for detection, different annotations.
@@ -29,6 +35,7 @@ The report a person reads is :mod:`image_lineage.quality.report`; what leakage d
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -37,12 +44,15 @@ import pandas as pd
 
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.kinds.base import SplitImage
-from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TURN_FREE, TURNS
-from image_lineage.data.read import read_images
+from image_lineage.data.keypoints import unpack
+from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TILE_COLUMNS, TURN_COLUMNS, TURN_FREE, TURNS
+from image_lineage.data.read import WORKERS, read_images
+from image_lineage.quality import matching
 
 # the move that undoes each of TURNS (a quarter turn one way undoes one the other way; the rest undo themselves)
 INVERSE_TURNS = {"rotated 90": "rotated 270", "rotated 270": "rotated 90"}
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
+SAME_FRAME_BITS = 2
 CHUNKS = 4
 CHUNK_BITS = 64 // CHUNKS
 
@@ -94,7 +104,8 @@ def find_pairs(images: list[SplitImage], image_check: str = "structure",
         rows.extend(pair_row(usable[a][0], usable[b][0], "exact_duplicate", 0) for i, a in enumerate(group) for b in group[i + 1:])
     hashed = [pair for pair in usable if hashable(pair[1])]
     hashes = np.array([fact.phash for _, fact in hashed], dtype=np.uint64).reshape(-1, HASHES)
-    for (a, b), (distance, transform) in sorted(near_pairs(hashes, threshold).items()):
+    near = near_pairs(hashes, threshold)
+    for (a, b), (distance, transform) in sorted({**near, **moved_pairs(hashed, hashes, near)}.items()):
         if hashed[a][1].sha256 != hashed[b][1].sha256:
             rows.append(pair_row(hashed[a][0], hashed[b][0], "near_duplicate", distance, transform))
     pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
@@ -111,7 +122,8 @@ def hashable(fact: ImageFacts) -> bool:
 def pair_row(a: SplitImage, b: SplitImage, kind: str, distance: int, transform: str = "") -> list:
     """One row of PAIR_COLUMNS; ``transform``: how ``b`` is ``a`` (how ``a`` is ``b`` when they swap places)."""
     if (a.split, a.path) > (b.split, b.path):
-        a, b, transform = b, a, INVERSE_TURNS.get(transform, transform)
+        a, b = b, a
+        transform = INVERSE_TURNS.get(transform, transform) if transform in TURNS else matching.inverse(transform)
     if a.annotations is not None and b.annotations is not None:
         # detection: the same bytes must carry the same boxes; a resized copy, at least the same categories
         conflict = a.annotations != b.annotations if kind == "exact_duplicate" else categories(a) != categories(b)
@@ -179,9 +191,10 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
 def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[tuple[int, int], tuple[int, str]]:
     """{(i, j): (distance, transform)} for i < j whose smallest distance is within ``threshold``: whole
     against whole, centre against whole both ways round (a crop of A looks like A's centre; A may also be the
-    crop of B), then flipped or turned copies (:func:`turned_pairs`; ``transform``: how j is i, "" when as is).
+    crop of B), a quarter against whole (a mosaic tile), then flipped or turned copies (:func:`turned_pairs`;
+    ``transform``: how j is i, "" when as is).
 
-    ``hashes``: an (n, HASHES) array of :func:`perceptual_hashes` (an (n, 3) one: without the turns)."""
+    ``hashes``: an (n, HASHES) array of :func:`perceptual_hashes` (an (n, 3) one: only whole and centres)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     whole = hashes[:, 0]
     best: dict[tuple[int, int], tuple[int, str]] = {}
@@ -192,6 +205,11 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
             key = (int(min(a, b)), int(max(a, b)))
             best[key] = min(best.get(key, (65, "")), (int(distance), ""))
     if hashes.shape[1] == HASHES:
+        for column in TILE_COLUMNS:  # a's quarter is b: b is a cut from a, a contains b
+            for a, b, distance in zip(*pairs_within(hashes[:, column], whole, threshold, same=False)):
+                if a != b:
+                    key = (int(min(a, b)), int(max(a, b)))
+                    best[key] = min(best.get(key, (65, "")), (int(distance), "cropped" if a < b else "contained"))
         for key, found in turned_pairs(hashes, threshold).items():
             best[key] = min(best.get(key, (65, "")), found)
     return best
@@ -204,9 +222,35 @@ def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tu
     first, second, _ = pairs_within(hashes[:, TURN_FREE], hashes[:, TURN_FREE], threshold, same=True)
     if not len(first):
         return {}
-    distances = hamming(hashes[first, len(CROPS):TURN_FREE], hashes[second, 0][:, None])  # second as first turned
+    distances = hamming(hashes[first, TURN_COLUMNS.start:TURN_COLUMNS.stop], hashes[second, 0][:, None])  # second as first turned
     move = distances.argmin(axis=1)
     distance = distances[np.arange(len(move)), move]
     names = list(TURNS)
     return {(int(a), int(b)): (int(d), names[m])
             for a, b, d, m in zip(first, second, distance, move) if d <= threshold}
+
+
+def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
+                near: dict[tuple[int, int], tuple[int, str]]) -> dict[tuple[int, int], tuple[int, str]]:
+    """{(i, j): (whole-hash distance, how j is i)} of the copies the hashes missed and the local features find
+    (:mod:`image_lineage.quality.matching`), and of the ``near`` pairs the hashes found without naming a move
+    (a crop of a few percent, a turn of a few degrees) when the features name one."""
+    corners = [unpack(fact.keypoints or b"")[1:] for _, fact in hashed]
+    # a pair whose whole pictures hash within SAME_FRAME_BITS is the same frame resized, re-encoded or edited
+    # (planted copies: 0-4 bits; a 5% crop or a 4-degree turn 4+): nothing to name, and no verification to pay
+    unnamed = [(a, b) for (a, b), (_, transform) in near.items()
+               if not transform and hamming(hashes[a, 0], hashes[b, 0]) > SAME_FRAME_BITS]
+    candidates = [*matching.candidate_pairs(corners, set(near)), *unnamed]
+
+    def verify(pair: tuple[int, int]) -> str | None:
+        (_, fact_a), (_, fact_b) = hashed[pair[0]], hashed[pair[1]]
+        return matching.match(fact_a.keypoints or b"", fact_b.keypoints or b"", (fact_a.width, fact_a.height),
+                              (fact_b.width, fact_b.height))
+
+    with ThreadPoolExecutor(WORKERS) as pool:  # OpenCV's matching and RANSAC release the GIL
+        verdicts = list(pool.map(verify, candidates, chunksize=16))
+    found = {}
+    for (a, b), transform in zip(candidates, verdicts):
+        if transform is not None and (transform or (a, b) not in near):
+            found[(a, b)] = (near.get((a, b), (int(hamming(hashes[a, 0], hashes[b, 0])), ""))[0], transform)
+    return found

@@ -1,0 +1,181 @@
+"""Copies found by their local features: cut from one side, pasted on a larger canvas, turned a few degrees.
+
+Each image carries up to 256 ORB corners (:mod:`image_lineage.data.keypoints`). Two steps, as image
+retrieval does it (Philbin et al. 2007: a cheap vote for candidates, then geometric verification):
+
+1. **Candidates by vote.** Two descriptors of one corner differ in a few of their 256 bits; descriptors of
+   unrelated corners in about half. Each of ``TABLES`` lookups keys every descriptor by 24 of its bits (three
+   of its bytes; ORB's comparisons were chosen to be uncorrelated, so any three bytes sample the bits
+   alike): two descriptors of one corner share a key in some table with good odds, unrelated ones rarely.
+   Every shared key is a vote for the two images; a key shared by more than ``BUCKET_CAP`` descriptors
+   says nothing (plain texture, a border) and is skipped. Pairs with at least ``MIN_VOTES`` votes are
+   candidates: numpy sorts, no Python loop over descriptors.
+2. **Verification.** The candidates' descriptors are matched (OpenCV's brute force, each corner's best
+   match both ways), and RANSAC fits one move (turn, scale and shift: ``cv2.estimateAffinePartial2D``) to
+   the matches. A pair is a copy when at least ``MIN_INLIERS`` corners agree within 1 % of the long side,
+   spread over the picture, and they are at least ``MIN_SHARE`` of the corners the two images show of the
+   same part of the picture. Of the 36,585 pairs of distinct real photos in ../shared/data, two got that
+   far (photos of tabby cats: 14 corners, at most 7 % of those they shared); planted copies, at least 18 %.
+
+The move then names the pair (:func:`describe`): how the second picture is the first, ``rotated 7`` (degrees
+clockwise), ``cropped`` (it shows part of the first), ``contained`` (the first is inside it: pasted on a
+canvas, a mosaic tile), joined with "and".
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from image_lineage.data.keypoints import LEVELS, unpack
+
+TABLES = 10  # 30 of the descriptor's 32 bytes, three a key
+BUCKET_CAP = 16
+MAX_VOTE_BITS = 56  # of 256
+ANGLE_BINS = 16
+POSE_BINS = ANGLE_BINS * (2 * LEVELS + 1)
+MIN_VOTES = 5
+MIN_INLIERS = 12
+MIN_SHARE = 0.12
+MAX_DESCRIPTOR_BITS = 64  # of 256: a closer best match is a corner; farther, two corners that look alike
+REPROJECTION = 0.01  # of the long side
+SCALES = (0.3, 3.5)  # a copy scaled past these is not verified (a move that squeezes all matches to a point)
+TURNED_DEGREES = 2  # a smaller turn is not named
+FRAME_KEPT = 0.95  # a picture that shows less of the other than this is a crop (0.8 when turned: corners fall out)
+
+
+def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
+                    known: set[tuple[int, int]] = frozenset()) -> list[tuple[int, int]]:
+    """(i, j), i < j, of the images with at least MIN_VOTES corners that look alike and agree on a turn and a
+    scale (see the module docstring), leaving out ``known``.
+
+    ``corner_sets``: per image, (descriptors, poses) from :func:`image_lineage.data.keypoints.unpack`."""
+    images = len(corner_sets)
+    counts = np.array([len(descriptors) for descriptors, _ in corner_sets], dtype=np.int64)
+    if counts.sum() == 0:
+        return []
+    owners = np.repeat(np.arange(images, dtype=np.int64), counts)
+    descriptors = np.ascontiguousarray(np.concatenate([d for d, _ in corner_sets if len(d)]))
+    poses = np.concatenate([p for d, p in corner_sets if len(d)]).astype(np.int64)
+    words = descriptors.view(np.uint64)  # four 64-bit words a descriptor, for the Hamming distance
+    votes = []
+    for table in range(TABLES):
+        key_bytes = descriptors[:, 3 * table : 3 * table + 3].astype(np.int64)
+        keys = key_bytes[:, 0] | key_bytes[:, 1] << 8 | key_bytes[:, 2] << 16
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        small = np.repeat(np.diff(np.append(starts, len(keys))) <= BUCKET_CAP, np.diff(np.append(starts, len(keys))))
+        for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
+            same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
+            first, second = order[same], order[same + offset]
+            first, second = np.where(owners[first] < owners[second], first, second), np.where(owners[first] < owners[second], second, first)
+            alike = (owners[first] != owners[second]) & (np.bitwise_count(words[first] ^ words[second]).sum(axis=1) <= MAX_VOTE_BITS)
+            votes.append(pose_votes(first[alike], second[alike], owners, poses, images))
+    codes, corners = np.concatenate(votes, axis=1)
+    if not len(codes):
+        return []
+    order = np.lexsort((corners, codes))
+    codes, corners = codes[order], corners[order]
+    first_vote = np.concatenate([[True], (codes[1:] != codes[:-1]) | (corners[1:] != corners[:-1])])
+    bins, tally = np.unique(codes[first_vote], return_counts=True)  # a corner of the first image votes once a bin
+    pair_codes = bins[tally >= MIN_VOTES] // POSE_BINS
+    pairs = {(int(code // images), int(code % images)) for code in np.unique(pair_codes)}
+    return sorted(pairs - set(known))
+
+
+def pose_votes(first: np.ndarray, second: np.ndarray, owners: np.ndarray, poses: np.ndarray, images: int) -> np.ndarray:
+    """(bin code, corner of the first image) of each alike pair of corners: the bin says which two images and
+    which move (the turn between the corners' orientations in ANGLE_BINS, voting for the two nearest, and the
+    difference of their pyramid levels)."""
+    turn = (poses[second, 0] - poses[first, 0]) % 256 * ANGLE_BINS / 256
+    nearest = np.floor(turn).astype(np.int64)
+    other = np.where(turn - nearest >= 0.5, nearest + 1, nearest - 1) % ANGLE_BINS
+    level = poses[second, 1] - poses[first, 1] + LEVELS
+    pair = owners[first] * images + owners[second]
+    codes = [(pair * ANGLE_BINS + angle) * (2 * LEVELS + 1) + level for angle in (nearest % ANGLE_BINS, other)]
+    return np.stack([np.concatenate(codes), np.concatenate([first, first])])
+
+
+def match(a: bytes, b: bytes, size_a: tuple[int, int], size_b: tuple[int, int]) -> str | None:
+    """How picture b is picture a (:func:`describe`) when their corners agree on one move, else None.
+
+    ``a``, ``b``: packed keypoints; ``size_a``, ``size_b``: the pictures' (width, height) as shown."""
+    (points_a, descriptors_a, _), (points_b, descriptors_b, _) = unpack(a), unpack(b)
+    if min(len(points_a), len(points_b)) < MIN_INLIERS:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    matches = [m for m in matcher.match(descriptors_a, descriptors_b) if m.distance <= MAX_DESCRIPTOR_BITS]
+    if len(matches) < MIN_INLIERS:
+        return None
+    source = points_a[[m.queryIdx for m in matches]]
+    target = points_b[[m.trainIdx for m in matches]]
+    move, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION,
+                                               maxIters=1000, confidence=0.999)
+    if move is None:
+        return None
+    inliers = inliers.ravel().astype(bool)
+    scale = math.hypot(move[0, 0], move[1, 0])
+    if inliers.sum() < MIN_INLIERS or not SCALES[0] < scale < SCALES[1]:
+        return None
+    if min(spread(source[inliers]), spread(target[inliers])) < 0.01:
+        return None
+    frame_a, frame_b = frame(size_a), frame(size_b)
+    to_b = np.vstack([move, [0, 0, 1]])
+    shown_a = np.count_nonzero(inside(apply(to_b, points_a), frame_b))  # a's corners that b also shows
+    shown_b = np.count_nonzero(inside(apply(np.linalg.inv(to_b), points_b), frame_a))
+    if inliers.sum() < MIN_SHARE * max(1, min(shown_a, shown_b)):
+        return None
+    return describe(to_b, frame_a, frame_b)
+
+
+def describe(to_b: np.ndarray, frame_a: tuple[float, float], frame_b: tuple[float, float]) -> str:
+    """How b is a, given the move that takes a's points to b's (3x3, units of each long side)."""
+    degrees = round(math.degrees(math.atan2(to_b[1, 0], to_b[0, 0])))
+    turned = abs(degrees) >= TURNED_DEGREES
+    kept = 0.8 if turned else FRAME_KEPT
+    a_in_b = covered(to_b, frame_a, frame_b)  # how much of a's frame b shows
+    b_in_a = covered(np.linalg.inv(to_b), frame_b, frame_a)  # how much of b's frame comes from a
+    parts = [f"rotated {degrees}"] if turned else []
+    if a_in_b < kept:
+        parts.append("cropped")
+    if b_in_a < kept:
+        parts.append("contained")
+    return " and ".join(parts)
+
+
+def inverse(transform: str) -> str:
+    """How a is b, when b is a ``transform``."""
+    opposite = {"cropped": "contained", "contained": "cropped"}
+    parts = []
+    for part in transform.split(" and ") if transform else []:
+        if part.startswith("rotated "):
+            part = f"rotated {-int(part.removeprefix('rotated '))}"
+        parts.append(opposite.get(part, part))
+    return " and ".join(parts)
+
+
+def frame(size: tuple[int, int]) -> tuple[float, float]:
+    """A picture's width and height in units of its long side."""
+    return size[0] / max(size), size[1] / max(size)
+
+
+def apply(move: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ move[:2, :2].T + move[:2, 2]
+
+
+def inside(points: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    return (points[:, 0] >= 0) & (points[:, 1] >= 0) & (points[:, 0] <= bounds[0]) & (points[:, 1] <= bounds[1])
+
+
+def covered(move: np.ndarray, source: tuple[float, float], target: tuple[float, float], steps: int = 24) -> float:
+    """The share of the ``source`` frame that ``move`` puts inside the ``target`` frame (on a grid)."""
+    xs, ys = np.meshgrid((np.arange(steps) + 0.5) / steps * source[0], (np.arange(steps) + 0.5) / steps * source[1])
+    return float(inside(apply(move, np.column_stack([xs.ravel(), ys.ravel()])), target).mean())
+
+
+def spread(points: np.ndarray) -> float:
+    """The area of the points' bounding box (units of the long side squared)."""
+    return float(np.ptp(points[:, 0]) * np.ptp(points[:, 1])) if len(points) else 0.0
