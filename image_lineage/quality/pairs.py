@@ -205,11 +205,12 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
             key = (int(min(a, b)), int(max(a, b)))
             best[key] = min(best.get(key, (65, "")), (int(distance), ""))
     if hashes.shape[1] == HASHES:
-        for column in TILE_COLUMNS:  # a's quarter is b: b is a cut from a, a contains b
-            for a, b, distance in zip(*pairs_within(hashes[:, column], whole, threshold, same=False)):
-                if a != b:
-                    key = (int(min(a, b)), int(max(a, b)))
-                    best[key] = min(best.get(key, (65, "")), (int(distance), "cropped" if a < b else "contained"))
+        quarters = hashes[:, TILE_COLUMNS.start:TILE_COLUMNS.stop].ravel()  # one search for all four
+        for quarter, b, distance in zip(*pairs_within(quarters, whole, threshold, same=False)):
+            a = quarter // len(TILE_COLUMNS)  # a's quarter is b: b is cut from a, a contains b
+            if a != b:
+                key = (int(min(a, b)), int(max(a, b)))
+                best[key] = min(best.get(key, (65, "")), (int(distance), "cropped" if a < b else "contained"))
         for key, found in turned_pairs(hashes, threshold).items():
             best[key] = min(best.get(key, (65, "")), found)
     return best
