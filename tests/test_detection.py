@@ -215,7 +215,7 @@ def test_finetune_bundled_sample(bundled_coco, experiment_name, server_uri, inpu
     assert any(key.startswith("system/") for key in metrics)
     paths = set(artifact_paths(result.run_id))
     assert {"category_mapping.json", "checkpoints/epoch_001.pt", "coco/train/instances_train2017.json",
-            "coco/validation/validation_report.json", "coco/train/class_balance.png", "coco/train/previews/100.png"} <= paths
+            "coco/validation/validation_report.json", "coco/train/class_balance.png", "coco/train/previews/100.jpg"} <= paths
     inputs = {i.dataset.name: i for i in finished.inputs.dataset_inputs}
     digest_tag = finished.data.tags["dataset.digest.train"]
     expected_name = "coco_train"

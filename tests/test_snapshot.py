@@ -42,7 +42,13 @@ def test_second_experiment_links_to_the_stored_files(catsdogs_dir, tmp_path, ser
     source = json.loads(linked.inputs.dataset_inputs[0].dataset.source)
     assert source["snapshot_uri"] == f"runs:/{first.run_id}/archive/v2.tar"
     assert "archive/v2.tar" in artifact_paths(first.run_id)
-    assert not [p for p in artifact_paths(second.run_id) if p.startswith(("samples/", "archive/", "images/"))]
+    # another experiment's run keeps its evidence (capped samples, manifest, chart, check report); only the
+    # archive is linked
+    own = artifact_paths(second.run_id)
+    assert not [p for p in own if p.startswith(("archive/", "images/"))]
+    assert {"manifest.json", "class_counts.png"} <= set(own)
+    assert {p.split("/")[1] for p in own if p.startswith("samples/")} == {"cat", "dog"}
+    assert len([p for p in own if p.startswith("samples/")]) == 4  # two per class
     # the linked run's reports are its own (another data folder: other paths in its diff and ignored lists)
     assert linked.data.metrics["total_images"] == holder.data.metrics["total_images"]
 
@@ -65,8 +71,8 @@ def test_copy_uploads_anyway_and_holds_its_own(catsdogs_dir, tmp_path, server_ur
 def test_deleted_snapshot_run_is_flagged_and_the_next_log_uploads_again(catsdogs_dir, tmp_path, server_uri, capsys):
     data = build_unique_versions(catsdogs_dir, tmp_path / "data")
     experiment_b = f"snap_b_{uuid.uuid4().hex[:8]}"
-    first = log(data, f"snap_a_{uuid.uuid4().hex[:8]}")
-    linked = log(data, experiment_b)
+    first = log(data, f"snap_a_{uuid.uuid4().hex[:8]}", max_samples_per_class=2)  # an archive to link to
+    linked = log(data, experiment_b, max_samples_per_class=2)
     assert linked.snapshot_run_id == first.run_id
     mlflow.MlflowClient().delete_run(first.run_id)
 
@@ -111,8 +117,9 @@ def test_coco_finetune_runs_store_the_images_once(coco_tiny_dir, tmp_path, serve
         assert run.data.tags[f"{TAG_ARCHIVE_SHA256}.train"] == holder.data.tags[f"{TAG_ARCHIVE_SHA256}.train"]
         paths = artifact_paths(run_id)
         assert not [p for p in paths if p.endswith(".tar") or "/images/" in p or p.endswith("2017.json")]
-        assert "coco/validation/validation_report.json" in paths  # what is new to the run: reports, previews
-        assert any(p.startswith("coco/train/previews/") for p in paths)
+        assert "coco/validation/validation_report.json" in paths  # what is new to the run: its reports
+        assert not [p for p in paths if "/previews/" in p]  # drawn from the data: stored with it, once
+    assert any(p.startswith("coco/train/previews/") and p.endswith(".jpg") for p in artifact_paths(first.run_id))
 
 
 def test_archive_is_byte_identical_after_touching_every_file(catsdogs_dir, tmp_path):
@@ -166,3 +173,32 @@ def test_large_files_are_streamed_into_the_same_archive(tmp_path, monkeypatch):
     monkeypatch.setattr(archive, "READ_AHEAD_MAX", 1024)  # both files now streamed in chunks
     assert write_archive(members, tmp_path / "streamed.tar") == held
     assert (tmp_path / "held.tar").read_bytes() == (tmp_path / "streamed.tar").read_bytes()
+
+
+def test_homework_runs_keep_their_samples_when_another_experiment_holds_the_files(catsdogs_dir, tmp_path, server_uri):
+    """The homework against a server that already holds the demo's runs of the same folder: each version run
+    still holds its samples/<class>/ images, manifest and chart (before: "No Artifacts Recorded")."""
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
+    demo = log(data, f"demo_{uuid.uuid4().hex[:8]}")  # every class within max_samples_per_class: no archive
+    homework = log(data, f"homework_{uuid.uuid4().hex[:8]}")
+    own = artifact_paths(homework.run_id)
+    assert homework.snapshot_run_id is None and {"manifest.json", "class_counts.png"} <= set(own)
+    assert sorted(p for p in own if p.startswith("samples/")) == sorted(p for p in artifact_paths(demo.run_id)
+                                                                         if p.startswith("samples/"))
+
+
+def test_a_holder_whose_files_this_client_cannot_read_is_not_linked(catsdogs_dir, tmp_path, server_uri, caplog):
+    """A run logged with artifacts on a local disk this client cannot see (``make demo``'s ./mlruns in a clone
+    since removed, or on another machine) is passed over: the next run stores its own copy."""
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
+    client = mlflow.MlflowClient()
+    elsewhere = tmp_path / "clone" / "mlruns"
+    local = client.create_experiment(f"local_{uuid.uuid4().hex[:8]}", artifact_location=elsewhere.as_uri())
+    first = log(data, client.get_experiment(local).name, max_samples_per_class=2)
+    assert mlflow.get_run(first.run_id).data.tags[TAG_SNAPSHOT_DIGEST] == first.digest
+    shutil.rmtree(tmp_path / "clone")  # the clone is gone: its runs stay in the tracking store, files gone
+    second = log(data, f"snap_e_{uuid.uuid4().hex[:8]}", max_samples_per_class=2)
+    assert second.snapshot_run_id is None and "archive/v2.tar" in artifact_paths(second.run_id)
+    assert "cannot read them" in caplog.text
+    files = download_archive(second.run_id, tmp_path / "download")  # what it links to can be downloaded
+    assert sorted(p.name for p in files.rglob("*.jpg")) == sorted(r.path.rsplit("/", 1)[-1] for r in second.manifest.records)

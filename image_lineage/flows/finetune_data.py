@@ -75,16 +75,24 @@ def log_data(request, run, ingestion: Ingestion, mapping: coco.CategoryMapping, 
     snapshot_uri = holder.data.tags.get(TAG_SNAPSHOT_URI) if holder else f"runs:/{run.info.run_id}/coco"
     datasets = log_split_inputs(run.info.run_id, split_inputs(splits, "coco", request.input, quality_status, snapshot_uri,
                                                               context=CONTEXTS))
-    snapshot_tags = store_or_link(
-        digest, holder, stage_data=lambda folder: holder_tags(run.info.run_id, "coco", stage_coco_files(
-            splits, folder / "coco", request.image_artifacts_max)),
-        stage_own=lambda folder: stage_coco_reports(splits, folder, request, mapping))
+    snapshot_tags = store_or_link(digest, holder, stage_data=lambda folder: stage_coco_data(splits, folder, request, run),
+                                  stage_own=lambda folder: stage_coco_reports(splits, folder, mapping))
     mlflow.set_tags({**digest_tags(splits), **source_tags(ingestion), **snapshot_tags})
     return datasets
 
 
-def stage_coco_reports(splits: list[LoadedSplit], root: Path, request, mapping: coco.CategoryMapping) -> None:
-    """Per split, class balance, validation report, left-out files and annotated previews; the category mapping."""
+def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run) -> dict[str, str]:
+    """The files stored once per digest: per split, the annotation file, the images (or an archive) and the
+    annotated previews (drawn from the data alone: a run that links to these files shows the holder's);
+    returns the holder tags."""
+    archives = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
+    for loaded in splits:
+        draw_previews(CocoDetectionDataset(loaded.index), root / "coco" / loaded.split / "previews", request.previews)
+    return holder_tags(run.info.run_id, "coco", archives)
+
+
+def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.CategoryMapping) -> None:
+    """Per split, class balance, validation report and left-out files; the category mapping."""
     for loaded in splits:
         index, folder = loaded.index, root / "coco" / loaded.split
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,7 +102,6 @@ def stage_coco_reports(splits: list[LoadedSplit], root: Path, request, mapping: 
         (folder / "validation_report.json").write_text(json.dumps(loaded.report, indent=1))
         if index.ignored:
             (folder / "ignored_files.json").write_text(json.dumps(index.ignored, indent=1))
-        draw_previews(CocoDetectionDataset(index), folder / "previews", request.previews)
     (root / "category_mapping.json").write_text(mapping.to_json())
 
 

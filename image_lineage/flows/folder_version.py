@@ -10,9 +10,11 @@ What a run holds (the homework's deliverables, plus lineage):
 
 The stages are the ingestion path's (:mod:`image_lineage.flows.ingest`): the version is read whole by its
 source kind (:func:`image_lineage.data.versions.read_version`), checked, stored or linked, logged. When a
-FINISHED run anywhere on the tracking server already holds the files of the same digest, the new run is a
-light re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_id`` and
-``dataset.snapshot_uri`` naming where the files are (``snapshot=copy`` uploads them anyway).
+FINISHED run of the same experiment already holds the files of the same digest, the new run is a light
+re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_id`` and ``dataset.snapshot_uri``
+naming where the files are (``snapshot=copy`` uploads them anyway). When the holder is in another experiment
+(the demo's runs, another course's homework), the run keeps its own evidence (samples, manifest, class chart,
+grids) and links only the archive; a holder whose files this client cannot download is never linked.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
-from image_lineage.flows.staging import log_sample_grids, stage_folder_files
+from image_lineage.flows.staging import log_sample_grids, needs_archive, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
 from image_lineage.tracking.dataset_sources import folder_source
@@ -93,18 +95,32 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
     with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
         holder = holder_search.result() if holder_search else None
+        # a holder in another experiment lends only its archive: the run's evidence, its check report
+        # included, is its own; when the samples are all the files, the run holds them itself
+        elsewhere = holder is not None and holder.info.experiment_id != experiment_id
+        if elsewhere and not needs_archive(manifest, request.max_samples_per_class):
+            holder = None
         # before the files: with on_leakage=fail the run stops here, its report logged
-        check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=holder,
-                              files=holder is None) if request.quality_check == "on" else CheckOutcome(None))
+        check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage,
+                              earlier=None if elsewhere else holder, files=holder is None or elsewhere)
+                 if request.quality_check == "on" else CheckOutcome(None))
         reports = version_reports(manifest, read.diff, loaded.remote)
         reports_tag = reports_digest(reports)
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
+        title = f"{request.dataset_name} {dataset_version}"
+
+        def stage_own(folder):
+            if own_reports_differ:
+                write_files(reports, folder)
+            if elsewhere and holder is not None:  # the evidence is the run's own; only the archive is linked
+                stage_evidence(manifest, folder, request.max_samples_per_class, title)
+
         snapshot_tags = store_or_link(
             loaded.digest, holder,
             stage_data=lambda folder: stored_files_tags(run.info.run_id, *stage_folder_files(
-                manifest, folder, request.max_samples_per_class, f"{request.dataset_name} {dataset_version}", request.version)),
-            stage_own=lambda folder: write_files(reports, folder) if own_reports_differ else None)
-        if holder is None:
+                manifest, folder, request.max_samples_per_class, title, request.version)),
+            stage_own=stage_own)
+        if holder is None or elsewhere:
             log_sample_grids(manifest, request.max_samples_per_class)
         params, metrics, tags = version_summary(manifest, read.all_classes, read.diff, request.dataset_name, dataset_version)
         tags[TAG_REPORTS_DIGEST] = reports_tag

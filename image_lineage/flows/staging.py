@@ -1,6 +1,8 @@
 """The data files a run stores for its dataset (once per tracking server: the store-or-link stage calls these
 only for the run that holds a digest): a folder's samples, archive, manifest and class chart, the sample
-grids the run page shows; a COCO split's annotation file and images."""
+grids the run page shows; a COCO split's annotation file, images and annotated previews. A version run in
+another experiment than the holder keeps its own evidence (samples, manifest, chart, grids) and links only
+to the archive."""
 
 from __future__ import annotations
 
@@ -22,17 +24,27 @@ LOGGER = logging.getLogger(__name__)
 
 def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title: str, archive_name: str
                        ) -> tuple[str, str | None]:
-    """A folder's files, laid out for one upload: samples (and, past ``max_samples`` in a class, one archive of
-    every image), ``manifest.json`` and the class chart. Returns (where every image is, relative to ``stage``:
-    ``samples`` or ``archive/<archive_name>.tar``; the archive's sha256 or None)."""
-    stored_at, archive_sha256 = "samples", None
+    """A folder's files, laid out for one upload: its evidence (:func:`stage_evidence`) and, past
+    ``max_samples`` in a class, one archive of every image. Returns (where every image is, relative to
+    ``stage``: ``samples`` or ``archive/<archive_name>.tar``; the archive's sha256 or None)."""
+    stage_evidence(manifest, stage, max_samples, title)
+    if not needs_archive(manifest, max_samples):
+        return "samples", None
+    stored_at = f"archive/{archive_name}.tar"
+    return stored_at, stage_archive(manifest, stage / stored_at)
+
+
+def stage_evidence(manifest: Manifest, stage: Path, max_samples: int, title: str) -> None:
+    """What a version run shows of its data (the homework's deliverables): up to ``max_samples`` images of
+    each class under ``samples/<class>/``, ``manifest.json`` and the class chart."""
     stage_samples(manifest, stage / "samples", max_samples)
-    if max(manifest.class_counts().values()) > max_samples:
-        stored_at = f"archive/{archive_name}.tar"
-        archive_sha256 = stage_archive(manifest, stage / stored_at)
     (stage / "manifest.json").write_text(manifest.to_json())
     plot_class_counts(manifest.class_counts(), stage / "class_counts.png", f"{title} ({len(manifest.records)} images)")
-    return stored_at, archive_sha256
+
+
+def needs_archive(manifest: Manifest, max_samples: int) -> bool:
+    """Whether the samples leave images out (then one archive holds them all)."""
+    return max(manifest.class_counts().values()) > max_samples
 
 
 MAX_GRIDS = 50  # one request each: 1,000 classes took 19 s; every class's samples are under samples/ anyway

@@ -67,12 +67,15 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        small = np.repeat(np.diff(np.append(starts, len(keys))) <= BUCKET_CAP, np.diff(np.append(starts, len(keys))))
+        sizes = np.diff(np.append(starts, len(keys)))
+        small = np.repeat(sizes <= BUCKET_CAP, sizes)
         for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
             same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
             first, second = order[same], order[same + offset]
-            first, second = np.where(owners[first] < owners[second], first, second), np.where(owners[first] < owners[second], second, first)
-            alike = (owners[first] != owners[second]) & (np.bitwise_count(words[first] ^ words[second]).sum(axis=1) <= MAX_VOTE_BITS)
+            swap = owners[first] > owners[second]  # the corner of the lower-numbered image first
+            first, second = np.where(swap, second, first), np.where(swap, first, second)
+            bits = np.bitwise_count(words[first] ^ words[second]).sum(axis=1)
+            alike = (owners[first] != owners[second]) & (bits <= MAX_VOTE_BITS)
             votes.append(pose_votes(first[alike], second[alike], owners, poses, images))
     codes, corners = np.concatenate(votes, axis=1)
     if not len(codes):

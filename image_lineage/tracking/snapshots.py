@@ -1,7 +1,8 @@
 """Dataset snapshots: the files of one content digest, stored once per tracking server.
 
 The first run that logs a digest uploads its files (a folder version's samples and archive, a COCO
-dataset's annotation files and images) and is tagged ``dataset.snapshot_digest``: it *holds* the snapshot.
+dataset's annotation files, images and previews) and is tagged ``dataset.snapshot_digest``: it *holds* the
+snapshot. A run is only linked to a holder whose files this client can download (:func:`can_download`).
 Any later run that logs the same digest, in any experiment of the server, uploads only what is new to it
 (previews, reports, plots) and records where the files are: ``dataset.snapshot_run_id`` (the holder),
 ``dataset.snapshot_uri`` (``runs:/<holder>/<path>``) and the archive's sha256. The holder is tagged
@@ -17,9 +18,10 @@ Like W&B artifacts and DVC, storage then grows with unique content, not with run
 from __future__ import annotations
 
 import logging
+import posixpath
 import tarfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import mlflow
 from mlflow.entities import ViewType
@@ -42,19 +44,48 @@ def require_snapshot_choice(value: str) -> None:
 
 
 def find_holder(digest: str, experiment_id: str | None = None) -> mlflow.entities.Run | None:
-    """The first FINISHED, active run that holds the files of ``digest``.
+    """The first FINISHED, active run that holds the files of ``digest`` where this client can read them.
 
     The run's own experiment is asked first (one request: a re-log there costs no more than before);
-    then every other active experiment of the server."""
+    then every other active experiment of the server. A holder whose files cannot be read from here is
+    passed over (:func:`can_download`): linking to it would leave the new run without files."""
+    for holder in holder_candidates(digest, experiment_id):
+        if can_download(holder):
+            return holder
+        LOGGER.warning("run %s holds the files of digest %s at %s, but this client cannot read them (%s): "
+                       "this run stores its own copy", holder.info.run_id, digest[:12],
+                       holder.data.tags.get(TAG_SNAPSHOT_URI), holder.info.artifact_uri)
+    return None
+
+
+def holder_candidates(digest: str, experiment_id: str | None) -> Iterator[mlflow.entities.Run]:
+    """Runs that hold ``digest``: the first of ``experiment_id``, then the first of the other experiments
+    (the oldest first); the other experiments are asked only when needed."""
     query = f"tags.`{TAG_SNAPSHOT_DIGEST}` = '{digest}' and attributes.status = 'FINISHED'"
     if experiment_id is not None:
         found = search_first([experiment_id], query)
         if found:
-            return found
+            yield found
     others = [e.experiment_id for e in all_experiments() if e.experiment_id != experiment_id]
     candidates = [run for start in range(0, len(others), EXPERIMENTS_PER_SEARCH)
                   if (run := search_first(others[start:start + EXPERIMENTS_PER_SEARCH], query))]
-    return min(candidates, key=lambda run: run.info.start_time, default=None)
+    yield from sorted(candidates, key=lambda run: run.info.start_time)
+
+
+def can_download(holder: mlflow.entities.Run) -> bool:
+    """Whether this client can read the files ``holder`` stored: its snapshot path is listed where MLflow would
+    download it from. A run logged with a local ``./mlruns`` (``make demo``, a clone since removed, another
+    machine's disk) records a local artifact path: a tracking server sharing its store lists it empty here."""
+    uri, prefix = holder.data.tags.get(TAG_SNAPSHOT_URI, ""), f"runs:/{holder.info.run_id}/"
+    if not uri.startswith(prefix):
+        return False
+    path = uri.removeprefix(prefix).rstrip("/")
+    try:
+        listed = mlflow.MlflowClient().list_artifacts(holder.info.run_id, posixpath.dirname(path) or None)
+    except (MlflowException, OSError) as exc:
+        LOGGER.debug("listing the artifacts of run %s failed: %s", holder.info.run_id, exc)
+        return False
+    return any(entry.path == path for entry in listed)
 
 
 def search_first(experiment_ids: list[str], query: str) -> mlflow.entities.Run | None:
