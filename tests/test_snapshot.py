@@ -15,7 +15,6 @@ import pytest
 from helpers import SMALL_DETECTOR, artifact_paths, build_unique_versions, write_image
 
 from entrypoints import compare as compare_cli
-from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI
 from image_lineage.data.archive import write_archive
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
@@ -45,8 +44,8 @@ def test_second_experiment_links_to_the_stored_files(catsdogs_dir, tmp_path, ser
     # another experiment's run keeps its evidence (capped samples, manifest, chart, check report); only the
     # archive is linked
     own = artifact_paths(second.run_id)
-    assert not [p for p in own if p.startswith(("archive/", "images/"))]
-    assert {"manifest.json", "class_counts.png"} <= set(own)
+    assert not [p for p in own if p.startswith("archive/")]
+    assert {"manifest.json", "class_counts.png"} <= set(own) and any(p.startswith("images/samples_cat") for p in own)
     assert {p.split("/")[1] for p in own if p.startswith("samples/")} == {"cat", "dog"}
     assert len([p for p in own if p.startswith("samples/")]) == 4  # two per class
     # the linked run's reports are its own (another data folder: other paths in its diff and ignored lists)
@@ -78,8 +77,6 @@ def test_deleted_snapshot_run_is_flagged_and_the_next_log_uploads_again(catsdogs
 
     assert compare_cli.main(["--experiment", experiment_b, "--output-dir", str(tmp_path / "out")]) == 0
     assert f"MISSING: run {first.run_id} deleted" in capsys.readouterr().out
-    with pytest.raises(LineageError, match="snapshot run .* deleted|records no dataset archive"):
-        download_archive(linked.run_id, tmp_path / "download")
 
     again = log(data, f"snap_d_{uuid.uuid4().hex[:8]}")
     assert again.snapshot_run_id is None  # a deleted run is never a holder: the files are uploaded anew
@@ -201,4 +198,5 @@ def test_a_holder_whose_files_this_client_cannot_read_is_not_linked(catsdogs_dir
     assert second.snapshot_run_id is None and "archive/v2.tar" in artifact_paths(second.run_id)
     assert "cannot read them" in caplog.text
     files = download_archive(second.run_id, tmp_path / "download")  # what it links to can be downloaded
-    assert sorted(p.name for p in files.rglob("*.jpg")) == sorted(r.path.rsplit("/", 1)[-1] for r in second.manifest.records)
+    assert sorted(p.relative_to(files).as_posix() for p in files.rglob("*") if p.is_file()) == sorted(
+        r.path for r in second.manifest.records)
