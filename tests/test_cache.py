@@ -132,7 +132,9 @@ def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path):
     try:
         frozen = gc.get_freeze_count()
         scan_version(root / "v1", use_cache=False)
-        assert gc.get_freeze_count() == frozen  # theirs, untouched
+        # theirs stay frozen (an unfreeze would empty the count); a few of them may die meanwhile (a pool's
+        # thread of an earlier test ending): the suite once saw 968,880 -> 968,878
+        assert frozen - 16 <= gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
     gc.disable()

@@ -94,16 +94,15 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     loaded, manifest = read.loaded, read.loaded.manifest
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
     with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
-        holder = holder_search.result() if holder_search else None
-        # a holder in another experiment lends only its archive: the run's evidence, its check report
-        # included, is its own; when the samples are all the files, the run holds them itself
-        elsewhere = holder is not None and holder.info.experiment_id != experiment_id
-        if elsewhere and not needs_archive(manifest, request.max_samples_per_class):
-            holder = None
-        # before the files: with on_leakage=fail the run stops here, its report logged
-        check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage,
-                              earlier=None if elsewhere else holder, files=holder is None or elsewhere)
-                 if request.quality_check == "on" else CheckOutcome(None))
+        found = holder_search.result() if holder_search else None
+        # a holder in another experiment lends only its archive: the run's evidence is its own, and when the
+        # samples are all the files, the run holds them itself
+        elsewhere = found is not None and found.info.experiment_id != experiment_id
+        holder = None if elsewhere and not needs_archive(manifest, request.max_samples_per_class) else found
+        # before the files: with on_leakage=fail the run stops here, its report logged; the same digest
+        # checked before gives the same pairs (its report stays with that run)
+        check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=found,
+                              files=found is None) if request.quality_check == "on" else CheckOutcome(None))
         reports = version_reports(manifest, read.diff, loaded.remote)
         reports_tag = reports_digest(reports)
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
