@@ -61,8 +61,10 @@ def upload_folder(local_dir: str | Path, artifact_path: str | None = None, worke
 
 
 def link_or_copy(source: str | Path, destination: str | Path) -> None:
-    """Stage a file for upload without reading it: a hard link, or a copy across filesystems."""
+    """Stage a file for upload without reading or touching it: a symbolic link (the upload reads through it),
+    or a copy where links are not allowed. Not a hard link: adding a name to the file changes its ctime, which
+    the record cache keys on, so every later step of ``main`` read the staged samples again."""
     try:
-        os.link(Path(source).resolve(), destination)
-    except OSError:  # another filesystem, or links not allowed
+        os.symlink(Path(source).resolve(), destination)
+    except OSError:  # links not allowed (Windows without the privilege, some mounts)
         shutil.copyfile(source, destination)
