@@ -112,6 +112,19 @@ def test_large_class_goes_into_one_archive(catsdogs_dir, tmp_path, experiment_na
     assert dataset_metrics(run) == {"total_images": 9, "class_cat_count": 4, "class_dog_count": 5}
 
 
+def test_a_first_log_leaves_its_files_cached(catsdogs_dir, tmp_path, experiment_name, server_uri, monkeypatch):
+    """Staging the samples for upload must not touch them: a hard link changed each file's ctime, so the next
+    step of ``main`` (and any later scan) missed the record cache and read every sample again."""
+    root = build_real_versions(catsdogs_dir, tmp_path / "data")
+    reads = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(reads))
+    logged = log(root, "v2", experiment_name, snapshot="copy")  # uploads its samples
+    assert any(p.startswith("samples/") for p in artifact_paths(logged.run_id))
+    before = reads.read_text().count("\n")
+    assert scan_version(root / "v2").digest == logged.digest
+    assert reads.read_text().count("\n") == before  # every file answered by the cache
+
+
 def test_real_photos_v1_v2(catsdogs_dir, tmp_path, experiment_name, server_uri):
     root = build_real_versions(catsdogs_dir, tmp_path / "data")
     first, second = log(root, "v1", experiment_name), log(root, "v2", experiment_name)
