@@ -83,6 +83,7 @@ def test_moves_are_named_from_the_first_picture_to_the_second():
     assert describe(move(degrees=7), landscape, landscape) == "rotated 7"
     assert inverse("rotated 7 and cropped") == "rotated -7 and contained"
     assert inverse("") == "" and inverse(inverse("contained")) == "contained"
+    assert inverse("rotated 90") == "rotated 270" and inverse("flipped and rotated 90") == "flipped and rotated 90"
 
 
 def test_low_information_images_are_compared_by_bytes_only(tmp_path):

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from image_lineage.data.keypoints import LEVELS, unpack
+from image_lineage.data.perceptual import TURNS
 
 TABLES = 10  # 30 of the descriptor's 32 bytes, three a key
 BUCKET_CAP = 16
@@ -43,6 +44,7 @@ MAX_DESCRIPTOR_BITS = 64  # of 256: a closer best match is a corner; farther, tw
 REPROJECTION = 0.01  # of the long side
 SCALES = (0.3, 3.5)  # a copy scaled past these is not verified (a move that squeezes all matches to a point)
 TURNED_DEGREES = 2  # a smaller turn is not named
+INVERSE_TURNS = {"rotated 90": "rotated 270", "rotated 270": "rotated 90"}
 FRAME_KEPT = 0.95  # a picture that shows less of the other than this is a crop (0.8 when turned: corners fall out)
 
 
@@ -150,7 +152,9 @@ def describe(to_b: np.ndarray, frame_a: tuple[float, float], frame_b: tuple[floa
 
 
 def inverse(transform: str) -> str:
-    """How a is b, when b is a ``transform``."""
+    """How a is b, when b is a ``transform`` (any name the pair report gives, :data:`TURNS`' included)."""
+    if transform in TURNS:  # a quarter turn one way undoes one the other way; the other moves undo themselves
+        return INVERSE_TURNS.get(transform, transform)
     opposite = {"cropped": "contained", "contained": "cropped"}
     parts = []
     for part in transform.split(" and ") if transform else []:

@@ -49,8 +49,6 @@ from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TIL
 from image_lineage.data.read import WORKERS, read_images
 from image_lineage.quality import matching
 
-# the move that undoes each of TURNS (a quarter turn one way undoes one the other way; the rest undo themselves)
-INVERSE_TURNS = {"rotated 90": "rotated 270", "rotated 270": "rotated 90"}
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
 SAME_FRAME_BITS = 2
 CHUNKS = 4
@@ -123,7 +121,7 @@ def pair_row(a: SplitImage, b: SplitImage, kind: str, distance: int, transform: 
     """One row of PAIR_COLUMNS; ``transform``: how ``b`` is ``a`` (how ``a`` is ``b`` when they swap places)."""
     if (a.split, a.path) > (b.split, b.path):
         a, b = b, a
-        transform = INVERSE_TURNS.get(transform, transform) if transform in TURNS else matching.inverse(transform)
+        transform = matching.inverse(transform)
     if a.annotations is not None and b.annotations is not None:
         # detection: the same bytes must carry the same boxes; a resized copy, at least the same categories
         conflict = a.annotations != b.annotations if kind == "exact_duplicate" else categories(a) != categories(b)
