@@ -38,6 +38,11 @@ def test_artifact_repository_for_a_local_uri(tmp_path):
     assert hasattr(repository, "log_artifact") and [f.path for f in repository.list_artifacts()] == ["f.txt"]
 
 
+def test_local_artifact_dir_only_for_a_folder_store(tmp_path):
+    assert _compat.local_artifact_dir(tmp_path.as_uri()) == str(tmp_path)
+    assert _compat.local_artifact_dir("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0") is None
+
+
 def test_code_source_and_invalid_parameter_code():
     assert isinstance(_compat.code_source(), CodeDatasetSource)
     from mlflow.exceptions import MlflowException

@@ -1,5 +1,4 @@
 import json
-import tarfile
 
 import mlflow
 import pytest
@@ -10,6 +9,7 @@ from image_lineage.core.names import TAG_DIGEST, TAG_SNAPSHOT
 from image_lineage.data.folders import scan_version
 from image_lineage.data.versions import derive_dataset_version
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
+from image_lineage.tracking.downloads import download_version
 
 
 def log(data_dir, version, experiment_name, **kwargs):
@@ -98,16 +98,17 @@ def test_relog_is_idempotent(bundled_images, experiment_name, server_uri):
     assert artifact_paths(again.run_id) == []  # nothing heavy uploaded again
 
 
-def test_large_class_goes_into_one_archive(catsdogs_dir, tmp_path, experiment_name, server_uri):
+def test_large_class_goes_into_the_content_store(catsdogs_dir, tmp_path, experiment_name, server_uri):
     root = build_real_versions(catsdogs_dir, tmp_path / "data")
     logged = log(root, "v2", experiment_name, max_samples_per_class=2)
     paths = artifact_paths(logged.run_id)
     assert [p for p in paths if p.startswith("samples/")] == [
         "samples/cat/" + name for name in sorted(p.name for p in (root / "v2/cat").iterdir())[:2]
     ] + ["samples/dog/" + name for name in sorted(p.name for p in (root / "v2/dog").iterdir())[:2]]
-    assert "archive/v2.tar" in paths
-    with tarfile.open(mlflow.artifacts.download_artifacts(f"runs:/{logged.run_id}/archive/v2.tar")) as archive:
-        assert sorted(archive.getnames()) == sorted(r.path for r in logged.manifest.records)
+    assert "store.json.gz" in paths  # where each image is in the store's packs
+    restored = download_version(logged.run_id, tmp_path / "restored")
+    assert sorted(p.relative_to(restored).as_posix() for p in restored.rglob("*") if p.is_file()) == sorted(
+        r.path for r in logged.manifest.records)
     run = mlflow.get_run(logged.run_id)
     assert dataset_metrics(run) == {"total_images": 9, "class_cat_count": 4, "class_dog_count": 5}
 

@@ -23,7 +23,7 @@ class Command:
     parser: object
     flow: str
     summary: str
-    entry_point: str  # the MLproject entry point that runs it
+    entry_point: str | None  # the MLproject entry point that runs it (None: the store's commands log no run)
 
 
 COMMANDS = {
@@ -41,6 +41,12 @@ COMMANDS = {
                        "dataset and model versions side by side, and the lineage", "compare"),
     "workflow": Command(parsers.workflow, "workflow:MainRequest:run_main",
                         "every step on the bundled data, as child runs (mlflow run .)", "main"),
+    "download": Command(parsers.download, "store_admin:DownloadRequest:download_dataset",
+                        "a logged version's files into a folder, each checked by sha256", None),
+    "orphans": Command(parsers.orphans, "store_admin:OrphansRequest:list_orphans",
+                       "what deleting runs or experiments would orphan in the content store", None),
+    "gc": Command(parsers.gc, "store_admin:GcRequest:collect_store_garbage",
+                  "remove the content store's packs no active run lists (dry run by default)", None),
 }
 
 

@@ -15,6 +15,9 @@ EXAMPLES = {
     "train-registry": "image-lineage train-registry --suite wine --experiment-name registry_lab",
     "compare": "image-lineage compare --experiment HW_Image_Dataset_6612345678",
     "workflow": "image-lineage workflow --experiment-name HW_Image_Dataset_demo",
+    "download": "image-lineage download --run-id 0123abcd... --destination restored/v2",
+    "orphans": "image-lineage orphans --experiment HW_Image_Dataset_6612345678",
+    "gc": "image-lineage gc --delete",
 }
 
 
@@ -203,4 +206,32 @@ def workflow() -> argparse.ArgumentParser:
     parser.add_argument("--project-dir", default=".", help="the project the steps run from")
     parser.add_argument("--run-name", default="main")
     parser.add_argument("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
+    return parser
+
+
+def download() -> argparse.ArgumentParser:
+    parser = new_parser("download", "Rebuild the image files of a logged dataset version (a run of log-folder-dataset, "
+                        "log-hf-dataset or coco-finetune) in a new or empty folder, from the content store's packs; "
+                        "every file is checked against its sha256 and a mismatch is refused, naming the file.")
+    parser.add_argument("--run-id", required=True, help="the run that logged the version")
+    parser.add_argument("--destination", required=True, help="a new or empty folder")
+    return parser
+
+
+def orphans() -> argparse.ArgumentParser:
+    parser = new_parser("orphans", "List what deleting runs or experiments would do to the content store: the packs "
+                        "only they list (orphaned: gc removes them once the runs are deleted) and those other active "
+                        "runs still list (kept).")
+    parser.add_argument("--run-id", dest="run_ids", action="append", default=[], help="a run to delete (repeatable)")
+    parser.add_argument("--experiment", dest="experiments", action="append", default=[],
+                        help="an experiment name or id to delete (repeatable)")
+    return parser
+
+
+def gc() -> argparse.ArgumentParser:
+    parser = new_parser("gc", "List the content store's packs no active run lists; with --delete, remove them (their "
+                        "store runs deleted, their bytes erased). Packs younger than --min-age-hours are left: a "
+                        "version being logged right now has uploaded its packs but not yet listed them.")
+    parser.add_argument("--delete", action="store_true", help="remove them (default: a dry run that only lists)")
+    parser.add_argument("--min-age-hours", type=float, default=1.0)
     return parser

@@ -18,12 +18,18 @@ CACHE_DIR = "IMAGE_LINEAGE_CACHE_DIR"  # where the image record cache and s3 mir
 READ_LOG = "IMAGE_LINEAGE_READ_LOG"  # a file every image read is appended to (tests count reads with it)
 QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's HTTP session as it is
 RUN_LINKS = "IMAGE_LINEAGE_RUN_LINKS"  # "off": no run addresses printed when runs end
+STORE_EXPERIMENT = "IMAGE_LINEAGE_STORE_EXPERIMENT"  # the experiment whose runs hold the content store's packs
 
 
 def cache_dir() -> Path | None:
     """``$IMAGE_LINEAGE_CACHE_DIR`` (default ``~/.cache/image_lineage``); None when it says ``off``."""
     folder = os.environ.get(CACHE_DIR) or str(Path.home() / ".cache" / "image_lineage")
     return None if folder.lower() == "off" else Path(folder)
+
+
+def store_experiment() -> str:
+    """The experiment that holds the content store's packs (one per tracking server)."""
+    return os.environ.get(STORE_EXPERIMENT) or "image-lineage-store"
 
 
 def read_log() -> str | None:

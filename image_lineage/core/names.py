@@ -17,6 +17,11 @@ TAG_SNAPSHOT_DIGEST = "dataset.snapshot_digest"  # on the run that holds them: t
 TAG_SNAPSHOT_URI = "dataset.snapshot_uri"  # runs:/<holder>/<path> of the files
 TAG_SNAPSHOT_SHARED = "dataset.snapshot_shared"  # "true" on a holder other runs rely on
 TAG_ARCHIVE_SHA256 = "dataset.archive_sha256"  # sha256 of the holder's archive, checked on download
+# The content store (image_lineage.tracking.content_store): each unique file once per server, in packs.
+TAG_STORE_PACKS = "dataset.store_packs"  # the packs a version's files are in (16-hex ids; .2, .3, ... past 400)
+TAG_PACK_SHA256 = "store.pack_sha256"  # on a store run: the sha256 of the pack it holds
+TAG_PACK_INDEX_SHA256 = "store.index_sha256"  # and of its index
+TAG_PACK_SIZE = "store.pack_size"
 TAG_REPORTS_DIGEST = "dataset.reports_digest"  # of a version run's diff.json + ignored_files.json
 SNAPSHOT_CHOICES = ("reuse", "copy")  # reuse the stored files of a digest, or upload a copy anyway
 TAG_DIFF = "dataset.diff_summary"

@@ -85,10 +85,10 @@ def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run) -> dict
     """The files stored once per digest: per split, the annotation file, the images (or an archive) and the
     annotated previews (drawn from the data alone: a run that links to these files shows the holder's);
     returns the holder tags."""
-    archives = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
+    store_tags = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
     for loaded in splits:
         draw_previews(CocoDetectionDataset(loaded.index), root / "coco" / loaded.split / "previews", request.previews)
-    return holder_tags(run.info.run_id, "coco", archives)
+    return {**holder_tags(run.info.run_id, "coco"), **store_tags}
 
 
 def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.CategoryMapping) -> None:

@@ -117,7 +117,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         snapshot_tags = store_or_link(
             loaded.digest, holder,
             stage_data=lambda folder: stored_files_tags(run.info.run_id, *stage_folder_files(
-                manifest, folder, request.max_samples_per_class, title, request.version)),
+                manifest, folder, request.max_samples_per_class, title)),
             stage_own=stage_own)
         if holder is None or elsewhere:
             log_sample_grids(manifest, request.max_samples_per_class)
@@ -133,9 +133,9 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
 
 
-def stored_files_tags(run_id: str, stored_at: str, archive_sha256: str | None) -> dict[str, str]:
-    """The holder tags of a version run: where every image is, and the archive's sha256 when there is one."""
-    return holder_tags(run_id, stored_at, {"": archive_sha256} if archive_sha256 else {})
+def stored_files_tags(run_id: str, stored_at: str, store_tags: dict[str, str]) -> dict[str, str]:
+    """The holder tags of a version run: where every image is (its samples, or its store map), its packs."""
+    return {**holder_tags(run_id, stored_at), **store_tags}
 
 
 def default_run_name(request: FolderVersionRequest) -> str:

@@ -84,3 +84,12 @@ SESSION_FACTORY = "_cached_get_request_session"
 def selection_indices(dataset):
     """The indices mapping of a ``datasets.Dataset`` after ``select``/``shuffle`` (None when it has none)."""
     return dataset._indices
+
+
+def local_artifact_dir(artifact_uri: str) -> str | None:
+    """The local folder behind an artifact URI when the store is a plain folder (``file:`` or a path): packs
+    are then read in place, by offset, without a copy. None for any other store."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    repository = artifact_repository(artifact_uri)
+    return repository.artifact_dir if isinstance(repository, LocalArtifactRepository) else None

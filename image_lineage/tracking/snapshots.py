@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import tarfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,12 +26,11 @@ import mlflow
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from image_lineage.core.errors import LineageError
 from image_lineage.core.names import (
     SNAPSHOT_CHOICES, TAG_ARCHIVE_SHA256, TAG_SNAPSHOT, TAG_SNAPSHOT_DIGEST, TAG_SNAPSHOT_SHARED, TAG_SNAPSHOT_URI,
+    TAG_STORE_PACKS,
     require_choice,
 )
-from image_lineage.data.archive import file_sha256
 from image_lineage.tracking.artifacts import staging, upload_folder
 
 LOGGER = logging.getLogger(__name__)
@@ -104,20 +102,19 @@ def all_experiments() -> list[mlflow.entities.Experiment]:
             return found
 
 
-def holder_tags(run_id: str, path: str, archive_sha256s: dict[str, str] | None = None) -> dict[str, str]:
-    """Tags of a run that uploads the files itself (``path``: where, in its artifacts), with the sha256 of
-    each archive (``{"": sha}`` for one archive: tag ``dataset.archive_sha256``; ``{"train": sha}``: tag
-    ``dataset.archive_sha256.train``)."""
-    tags = {TAG_SNAPSHOT_URI: f"runs:/{run_id}/{path}"}
-    tags.update({f"{TAG_ARCHIVE_SHA256}.{key}" if key else TAG_ARCHIVE_SHA256: sha for key, sha in (archive_sha256s or {}).items()})
-    return tags
+def holder_tags(run_id: str, path: str) -> dict[str, str]:
+    """The tag of a run that uploads the files itself: where they are (``path``, in its artifacts: samples, or
+    the content store's map)."""
+    return {TAG_SNAPSHOT_URI: f"runs:/{run_id}/{path}"}
 
 
 def link_tags(holder: mlflow.entities.Run) -> dict[str, str]:
     """Tags of a run that relies on ``holder``'s files: which run, where, and the archive's sha256."""
     tags = {TAG_SNAPSHOT: holder.info.run_id, TAG_SNAPSHOT_URI: holder.data.tags.get(TAG_SNAPSHOT_URI, "")}
-    # the archive's sha256 (COCO: one per split, dataset.archive_sha256.<split>)
+    # a holder logged before the content store: its archive's sha256 (COCO: dataset.archive_sha256.<split>)
     tags.update({k: v for k, v in holder.data.tags.items() if k.startswith(TAG_ARCHIVE_SHA256)})
+    # the packs it relies on: a garbage collection keeps them while this run is active, whatever becomes of the holder
+    tags.update({k: v for k, v in holder.data.tags.items() if k.startswith(TAG_STORE_PACKS)})
     return tags
 
 
@@ -161,27 +158,3 @@ def missing_holders(holder_ids) -> set[str]:
         except MlflowException:
             missing.add(holder)
     return missing
-
-
-def download_archive(run_id: str, destination: str | Path) -> Path:
-    """Download the archive of the files a run logged (its own, or its snapshot holder's), check its
-    sha256 against the one recorded, and unpack it under ``destination``; returns that folder."""
-    run = mlflow.get_run(run_id)
-    uri, expected = run.data.tags.get(TAG_SNAPSHOT_URI), run.data.tags.get(TAG_ARCHIVE_SHA256)
-    if not uri or not expected:
-        raise LineageError(f"run {run_id} records no dataset archive (tags {TAG_SNAPSHOT_URI}, {TAG_ARCHIVE_SHA256}).")
-    holder = run.data.tags.get(TAG_SNAPSHOT, run_id)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
-    except MlflowException as exc:
-        raise LineageError(
-            f"the dataset archive of run {run_id} ({uri}) cannot be read ({exc.message}): its snapshot run {holder} "
-            f"may have been deleted. Log the data again (it then uploads its files), or restore that run."
-        ) from exc
-    actual = file_sha256(local)
-    if actual != expected:
-        raise LineageError(f"{uri}: sha256 {actual}, but run {run_id} recorded {expected}: the archive changed.")
-    folder = Path(destination) / "files"
-    with tarfile.open(local) as archive:
-        archive.extractall(folder, filter="data")
-    return folder

@@ -1,0 +1,226 @@
+"""A logged version's files back in a folder, byte for byte, whichever way the run stored them.
+
+* in the content store (``store.json.gz``, one per folder version or COCO split): rebuilt from the packs,
+  every file checked against its sha256 (:func:`image_lineage.tracking.content_store.download_from_map`);
+* as the run's samples (a version whose classes all fit within ``max_samples_per_class``): downloaded and
+  checked against the manifest's sha256s;
+* as one archive (runs logged before the content store): its sha256 checked, then unpacked.
+
+A run that links to another run's files (``dataset.snapshot_run_id``) is downloaded through that link. A
+mismatch is refused naming the file, and the destination is written only once every file is whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from image_lineage.core.errors import LineageError
+from image_lineage.core.names import TAG_ARCHIVE_SHA256, TAG_SNAPSHOT_URI
+from image_lineage.data.packs import PackEntry, file_sha256, read_files
+from image_lineage.tracking import _compat
+from image_lineage.tracking.content_store import MAP_FORMAT, MAP_NAME
+
+MANIFESTS = ("manifest.json", "manifest.json.gz")
+
+
+def download_version(run_id: str, destination: str | Path) -> Path:
+    """Rebuild the files of the version run ``run_id`` logged in ``destination`` (new or empty); returns it."""
+    run = mlflow.get_run(run_id)
+    uri = run.data.tags.get(TAG_SNAPSHOT_URI, "")
+    if not uri.startswith("runs:/"):
+        raise LineageError(f"run {run_id} records no stored dataset files (tag {TAG_SNAPSHOT_URI}): is it a run of "
+                           f"log-folder-dataset, log-hf-dataset or coco-finetune?")
+    holder, path = uri.removeprefix("runs:/").split("/", 1)
+    destination = require_empty(destination)
+    try:
+        if run.data.tags.get(TAG_ARCHIVE_SHA256) and path.endswith(".tar"):
+            return download_archive(run, uri, holder, destination)
+        parts = stored_parts(holder, path)
+        if not parts:
+            raise LineageError(f"run {run_id}: nothing under {uri} says where its files are (no {MAP_NAME}, no samples "
+                               f"with a manifest).")
+        base = posixpath.dirname(path) if path.endswith((MAP_NAME, "samples")) else path
+        for kind, found in parts:  # COCO and multi-split forms: one part per split, each in <destination>/<split>
+            target = destination / posixpath.relpath(posixpath.dirname(found) or ".", base or ".")
+            (download_from_map if kind == "map" else download_samples)(holder, found, target)
+    except MlflowException as exc:
+        raise LineageError(f"the stored files of run {run_id} ({uri}) cannot be read ({exc.message}): its snapshot "
+                           f"run {holder} may have been deleted. Log the data again, or restore that run.") from exc
+    return destination
+
+
+def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
+    """(``map`` or ``samples``, artifact path) of each part of a version's files under ``path``."""
+    if path.endswith(MAP_NAME):
+        return [("map", path)]
+    if path.endswith("samples"):
+        return [("samples", path)]
+    files = [entry.path for entry in walk_artifacts(run_id, path)]
+    maps = [f for f in files if posixpath.basename(f) == MAP_NAME]
+    mapped = {posixpath.dirname(f) for f in maps}
+    samples = sorted({f.split("/samples/")[0] + "/samples" for f in files if "/samples/" in f
+                      and f.split("/samples/")[0] not in mapped})
+    return [("map", f) for f in maps] + [("samples", f) for f in samples]
+
+
+def walk_artifacts(run_id: str, path: str):
+    client = mlflow.MlflowClient()
+    for entry in client.list_artifacts(run_id, path):
+        if entry.is_dir:
+            yield from walk_artifacts(run_id, entry.path)
+        else:
+            yield entry
+
+
+def download_samples(run_id: str, samples: str, destination: Path) -> Path:
+    """A version whose samples are all its files: downloaded, each checked against the manifest beside them."""
+    client = mlflow.MlflowClient()
+    parent = posixpath.dirname(samples)
+    listed = {posixpath.basename(e.path) for e in client.list_artifacts(run_id, parent or None)}
+    name = next((m for m in MANIFESTS if m in listed), None)
+    if name is None:
+        raise LineageError(f"runs:/{run_id}/{samples} has no manifest beside it to check its files against.")
+    with tempfile.TemporaryDirectory(prefix="image_lineage_samples_", dir=destination.parent) as tmp:
+        local = Path(client.download_artifacts(run_id, posixpath.join(parent, name) if parent else name, tmp))
+        files = Path(client.download_artifacts(run_id, samples, tmp))
+        for name, sha256, _ in read_manifest_records(local):
+            path = files / name
+            if not path.is_file():
+                raise LineageError(f"{name}: listed in the manifest of run {run_id} but not among its samples: "
+                                   f"the version's files are incomplete.")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+                raise LineageError(f"{name}: the stored bytes do not match its sha256 {sha256[:12]}... in run "
+                                   f"{run_id}'s manifest (the file is damaged).")
+        move_into(files, destination)
+    return destination
+
+
+def move_into(folder: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        destination.rmdir()  # empty (checked first)
+    shutil.move(str(folder), str(destination))
+
+
+def download_archive(run: mlflow.entities.Run, uri: str, holder: str, destination: Path) -> Path:
+    """A run logged before the content store: its archive, checked against its sha256, unpacked."""
+    run_id, expected = run.info.run_id, run.data.tags.get(TAG_ARCHIVE_SHA256)
+    with tempfile.TemporaryDirectory(prefix="image_lineage_archive_", dir=destination.parent) as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        actual = file_sha256(local)
+        if actual != expected:
+            raise LineageError(f"{uri}: sha256 {actual}, but run {run_id} recorded {expected}: the archive changed.")
+        unpacked = Path(tmp) / f"files-{uuid.uuid4().hex[:8]}"
+        with tarfile.open(local) as archive:
+            archive.extractall(unpacked, filter="data")
+        move_into(unpacked, destination)
+    return destination
+
+
+# -- from the content store's packs ------------------------------------------------------------------------
+
+def read_map(run_id: str, artifact_path: str) -> tuple[dict, list[tuple[str, str, int, int, int]]]:
+    """A version's map and its files: ``(name, sha256, size, pack number, offset)`` each."""
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory(prefix="image_lineage_map_") as tmp:
+        version_map = json.loads(gzip.decompress(Path(client.download_artifacts(run_id, artifact_path, tmp)).read_bytes()))
+        if version_map.get("format") != MAP_FORMAT:
+            raise LineageError(f"runs:/{run_id}/{artifact_path} is not a store map this version reads ({MAP_FORMAT}).")
+        if "files" in version_map:
+            return version_map, [tuple(file) for file in version_map["files"]]
+        manifest_path = posixpath.join(posixpath.dirname(artifact_path), version_map["manifest"])
+        records = read_manifest_records(Path(client.download_artifacts(run_id, manifest_path, tmp)))
+    if len(records) != len(version_map["locations"]):
+        raise LineageError(f"runs:/{run_id}/{manifest_path} lists {len(records)} files, its store map "
+                           f"{len(version_map['locations'])}: the run's files are damaged.")
+    return version_map, [(path, sha256, size, pack, offset)
+                         for (path, sha256, size), (pack, offset) in zip(records, version_map["locations"])]
+
+
+def read_manifest_records(local: Path) -> list[tuple[str, str, int]]:
+    data = local.read_bytes()
+    manifest = json.loads(gzip.decompress(data) if local.name.endswith(".gz") else data)
+    return [(image["path"], image["sha256"], image["size"]) for image in manifest["images"]]
+
+
+def download_from_map(run_id: str, artifact_path: str, destination: str | Path) -> Path:
+    """Rebuild a version's folder from its packs: every file checked against its sha256 (a mismatch is
+    refused, naming the file), written to a temporary folder renamed to ``destination`` once all are whole."""
+    destination = require_empty(destination)
+    version_map, files = read_map(run_id, artifact_path)
+    wanted: dict[int, dict[str, tuple[PackEntry, list[Path]]]] = {}
+    for name, sha256, size, pack, offset in files:
+        target = safe_target(destination, name)
+        entry = wanted.setdefault(pack, {}).setdefault(sha256, (PackEntry(sha256, offset, size), []))
+        entry[1].append(target)
+    partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
+    client = mlflow.MlflowClient()
+    try:
+        for number, files in sorted(wanted.items()):
+            pack = version_map["packs"][number]
+            moved = {sha: (entry, [partial / t.relative_to(destination) for t in targets]) for sha, (entry, targets) in files.items()}
+            with open_pack(client, pack["run_id"], pack["sha256"], partial) as handle:
+                read_files(handle, moved.values(), f"{pack['sha256'][:12]} (store run {pack['run_id']})")
+        partial.mkdir(parents=True, exist_ok=True)
+        if destination.exists():
+            destination.rmdir()
+        partial.replace(destination)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return destination
+
+
+def require_empty(destination: str | Path) -> Path:
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise LineageError(f"{destination} is not an empty folder: download a version into a new or empty folder.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return destination
+
+
+def safe_target(root: Path, name: str) -> Path:
+    target = root / name
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise LineageError(f"the store map names {name!r}, outside the version's folder: refused.")
+    return target
+
+
+class open_pack:
+    """A pack opened for reading: in place where the artifact store is a local folder (reads by offset, no
+    copy); else downloaded once beside the destination and removed afterwards."""
+
+    def __init__(self, client, run_id: str, pack_sha: str, beside: Path):
+        self.client, self.run_id, self.pack_sha, self.beside = client, run_id, pack_sha, beside
+        self.tmp = None
+
+    def __enter__(self):
+        path = f"pack/{self.pack_sha}.pack"
+        try:
+            run = self.client.get_run(self.run_id)
+            local_dir = _compat.local_artifact_dir(run.info.artifact_uri)
+            if local_dir is not None and (Path(local_dir) / path).is_file():
+                self.handle = open(Path(local_dir) / path, "rb")
+                return self.handle
+            self.tmp = tempfile.mkdtemp(prefix=".pack-", dir=self.beside.parent)
+            local = self.client.download_artifacts(self.run_id, path, self.tmp)
+        except MlflowException as exc:
+            raise LineageError(f"pack {self.pack_sha[:12]} (store run {self.run_id}) cannot be read ({exc.message}): "
+                               f"was it garbage-collected? Log the version again from its folder.") from exc
+        self.handle = open(local, "rb")
+        return self.handle
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
