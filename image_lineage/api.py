@@ -6,6 +6,7 @@ its return annotation is a ``Dataset`` subclass it can ``issubclass``, not a str
 """
 
 import os
+from pathlib import Path
 from typing import Optional, Union
 
 from image_lineage.core.errors import LineageError
@@ -16,6 +17,7 @@ from image_lineage.flows.ingest import read_source
 from image_lineage.quality.pairs import DEFAULT_THRESHOLD, QualityReport, find_pairs
 from image_lineage.tracking import datasets as forms
 from image_lineage.tracking import lineage
+from image_lineage.tracking.downloads import download_version
 from image_lineage.tracking.dataset_sources import FolderDatasetSource, mlflow_source
 
 PathLike = Union[str, os.PathLike]
@@ -171,3 +173,16 @@ def load(logged, split: Optional[str] = None):
         data = image_lineage.load(run.inputs.dataset_inputs[0])
     """
     return lineage.load_logged_dataset(logged, split)
+
+
+def download(run_id: str, destination: PathLike) -> Path:
+    """Rebuild the image files of the dataset version a run logged in ``destination`` (a new or empty folder),
+    byte for byte: from the content store's packs (each file checked against its sha256; a mismatch is
+    refused naming the file), or the run's samples when they are all its files. Returns the folder.
+
+    Example::
+
+        folder = image_lineage.download(run_id, "restored/v2")
+        assert image_lineage.from_image_folder(folder).digest == mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset.digest
+    """
+    return download_version(run_id, destination)

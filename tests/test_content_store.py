@@ -15,6 +15,8 @@ import mlflow
 import pytest
 from helpers import artifact_paths, build_real_versions, build_unique_versions, write_image
 
+import image_lineage
+
 from image_lineage.cli import main as cli_main
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_STORE_PACKS
@@ -22,8 +24,8 @@ from image_lineage.data.packs import PackIndex, read_files, write_pack
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.tracking import _compat
 from image_lineage.tracking.content_store import ContentStore
-from image_lineage.tracking.store_gc import collect_garbage, deletion_report
 from image_lineage.tracking.downloads import download_version
+from image_lineage.tracking.store_gc import collect_garbage, deletion_report
 
 
 @pytest.fixture
@@ -94,8 +96,10 @@ def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_fo
     assert tags[TAG_STORE_PACKS] == ",".join(sorted(sha[:16] for sha in store.packs))  # v3 needs both packs
     assert "store.json.gz" in artifact_paths(v3.run_id) and {"manifest.json", "class_counts.png"} <= set(artifact_paths(v3.run_id))
     for logged, version in ((v2, "v2"), (v3, "v3")):
-        restored = download_version(logged.run_id, tmp_path / f"restored_{version}")
+        restored = image_lineage.download(logged.run_id, tmp_path / f"restored_{version}")
         assert folder_files(restored) == folder_files(data / version)  # every byte, every name
+        logged_input = mlflow.get_run(logged.run_id).inputs.dataset_inputs[0].dataset
+        assert image_lineage.from_image_folder(restored).digest == logged_input.digest
     again = log(data, "v3", f"versions_other_{uuid.uuid4().hex[:8]}")  # another experiment: nothing new to store
     assert len(ContentStore.open().packs) == 2 and again.snapshot_run_id == v3.run_id
     with pytest.raises(LineageError, match="not an empty folder"):

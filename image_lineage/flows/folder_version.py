@@ -5,7 +5,8 @@ What a run holds (the homework's deliverables, plus lineage):
 * params ``dataset_version``, ``dataset_name``, ``num_classes``, ``class_names``;
 * metrics ``total_images`` and ``class_<name>_count`` for every class of any version under data_dir;
 * artifacts ``samples/<class>/<file>``, ``manifest.json``, ``diff.json``, ``class_counts.png``, and, when a
-  class holds more than ``max_samples_per_class`` files, the whole version as one ``archive/<version>.tar``;
+  class holds more than ``max_samples_per_class`` files, ``store.json.gz``: where each image is in the content
+  store (:mod:`image_lineage.tracking.content_store`), which received only the files no earlier version stored;
 * the dataset input (content digest, folder + git commit source) and tags ``dataset.*``.
 
 The stages are the ingestion path's (:mod:`image_lineage.flows.ingest`): the version is read whole by its
@@ -14,7 +15,7 @@ FINISHED run of the same experiment already holds the files of the same digest, 
 re-log: metrics, params, input and tags only, plus ``dataset.snapshot_run_id`` and ``dataset.snapshot_uri``
 naming where the files are (``snapshot=copy`` uploads them anyway). When the holder is in another experiment
 (the demo's runs, another course's homework), the run keeps its own evidence (samples, manifest, class chart,
-grids) and links only the archive; a holder whose files this client cannot download is never linked.
+grids) and links only the store map; a holder whose files this client cannot download is never linked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
-from image_lineage.flows.staging import log_sample_grids, needs_archive, stage_evidence, stage_folder_files
+from image_lineage.flows.staging import log_sample_grids, needs_store, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
 from image_lineage.tracking.dataset_sources import folder_source
@@ -95,10 +96,10 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
     with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
         found = holder_search.result() if holder_search else None
-        # a holder in another experiment lends only its archive: the run's evidence is its own, and when the
+        # a holder in another experiment lends only its store map: the run's evidence is its own, and when the
         # samples are all the files, the run holds them itself
         elsewhere = found is not None and found.info.experiment_id != experiment_id
-        holder = None if elsewhere and not needs_archive(manifest, request.max_samples_per_class) else found
+        holder = None if elsewhere and not needs_store(manifest, request.max_samples_per_class) else found
         # before the files: with on_leakage=fail the run stops here, its report logged; the same digest
         # checked before gives the same pairs (its report stays with that run)
         check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=found,
@@ -111,7 +112,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         def stage_own(folder):
             if own_reports_differ:
                 write_files(reports, folder)
-            if elsewhere and holder is not None:  # the evidence is the run's own; only the archive is linked
+            if elsewhere and holder is not None:  # the evidence is the run's own; only the store map is linked
                 stage_evidence(manifest, folder, request.max_samples_per_class, title)
 
         snapshot_tags = store_or_link(

@@ -31,7 +31,7 @@ def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title:
     are uploaded) with the version's map. Returns (where every image is, relative to ``stage``: ``samples``
     or ``store.json.gz``; the tags naming the packs)."""
     stage_evidence(manifest, stage, max_samples, title)
-    if not needs_archive(manifest, max_samples):
+    if not needs_store(manifest, max_samples):
         return "samples", {}
     root = manifest.version_dir  # plain strings: a Path per record costs ~10 us, a second at 100,000 images
     files = [(r.path, r.sha256, r.size, os.path.join(root, r.path)) for r in manifest.records]
@@ -57,7 +57,7 @@ def manifest_name(manifest: Manifest) -> str:
     return "manifest.json.gz" if len(manifest.records) >= MANIFEST_GZIP_FROM else "manifest.json"
 
 
-def needs_archive(manifest: Manifest, max_samples: int) -> bool:
+def needs_store(manifest: Manifest, max_samples: int) -> bool:
     """Whether the samples leave images out (then the content store holds them all)."""
     return max(manifest.class_counts().values()) > max_samples
 

@@ -3,7 +3,7 @@
 MLflow keeps artifacts per run, and a request per file is slow, so the files a version adds are packed
 (:mod:`image_lineage.data.packs`: one deterministic pack of the new files, checked by sha256) and each pack is
 held by a run of one experiment, ``image-lineage-store`` (``IMAGE_LINEAGE_STORE_EXPERIMENT``), under
-``pack/<sha256>.pack`` with its index ``pack/<sha256>.idx``. A version run keeps, besides its own evidence,
+``pack/<sha256>.pack`` with its index ``pack/<sha256>.idx.gz``. A version run keeps, besides its own evidence,
 ``store.json.gz``: for every file its name, sha256, size, pack and offset; and tag ``dataset.store_packs``
 lists its packs (16 hex digits each), so a garbage collection knows what the active runs still need.
 
@@ -19,8 +19,10 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -38,7 +40,8 @@ from image_lineage.tracking import _compat
 LOGGER = logging.getLogger(__name__)
 MAP_NAME = "store.json.gz"
 MAP_FORMAT = "image-lineage-store-map 1"
-PACK_MAX_BYTES = 1 << 30  # past this a version's new files go into several packs: a failed upload redoes one
+PACK_MAX_BYTES = 256 << 20  # a version's new files go into packs of about this size: one is uploaded while the
+# next is written, a download reads one while it fetches the next, and a failed transfer redoes one
 PACK_ID_LEN = 16  # pack ids in tags: 17 characters each with the comma
 PACKS_PER_TAG = 400  # MLflow tag values stop at 8,000 characters
 EXPERIMENTS_PER_SEARCH = 100
@@ -88,26 +91,22 @@ class ContentStore:
             self.where.setdefault(entry.sha256, (pack.sha256, entry))
 
     def pack_index(self, run) -> PackIndex:
-        """A store run's pack index, from the local cache when it is there and whole (checked against the
-        run's tag), else downloaded (and cached: an index never changes)."""
+        """A store run's pack index (``pack/<sha256>.idx.gz``), from the local cache when it is there and whole
+        (checked against the run's tag), else downloaded (and cached: an index never changes)."""
         pack_sha, index_sha = run.data.tags[TAG_PACK_SHA256], run.data.tags.get(TAG_PACK_INDEX_SHA256, "")
-        cached = index_cache_dir() / f"{pack_sha}.idx" if index_cache_dir() else None
+        name = f"{pack_sha}.idx.gz"
+        cached = index_cache_dir() / name if index_cache_dir() else None
         if cached is not None and cached.is_file():
-            text = cached.read_bytes()
-            if hashlib.sha256(text).hexdigest() == index_sha:
-                return PackIndex.from_text(text.decode(), str(cached))
+            data = cached.read_bytes()
+            if hashlib.sha256(data).hexdigest() == index_sha:
+                return PackIndex.from_text(gzip.decompress(data).decode(), str(cached))
         with tempfile.TemporaryDirectory(prefix="image_lineage_idx_") as tmp:
-            local = Path(self.client.download_artifacts(run.info.run_id, f"pack/{pack_sha}.idx", tmp))
-            text = local.read_bytes()
-        if hashlib.sha256(text).hexdigest() != index_sha:
+            data = Path(self.client.download_artifacts(run.info.run_id, f"pack/{name}", tmp)).read_bytes()
+        if hashlib.sha256(data).hexdigest() != index_sha:
             raise LineageError(f"the index of pack {pack_sha[:12]} (store run {run.info.run_id}) does not match its "
                                f"sha256 tag: the store is damaged; delete that run and log the versions again.")
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_suffix(f".{uuid.uuid4().hex}.partial")
-            partial.write_bytes(text)
-            partial.replace(cached)
-        return PackIndex.from_text(text.decode(), f"pack/{pack_sha}.idx")
+        cache_index(name, data)
+        return PackIndex.from_text(gzip.decompress(data).decode(), f"pack/{name}")
 
     def can_read(self, pack_sha: str) -> bool:
         """Whether this client lists the pack where MLflow would download it from (a store run logged to a
@@ -130,7 +129,10 @@ class ContentStore:
         return found if found is not None and self.can_read(found[0]) else None
 
     def add(self, files: Iterable[tuple[str, str | Path]]) -> list[StoredPack]:
-        """Store the files (``(sha256, path)``) that no readable pack holds yet, in new packs; return them."""
+        """Store the files (``(sha256, path)``) that no readable pack holds yet, in new packs; return them.
+
+        Packs are written here while the one before is uploaded on another thread (writing reads and hashes
+        every file; an upload waits on the network): at most two packs are on local disk at a time."""
         missing: dict[str, str | Path] = {}
         for sha256, path in files:
             if sha256 not in missing and self.locate(sha256) is None:
@@ -138,32 +140,42 @@ class ContentStore:
         batches, batch, size = [], [], 0
         for sha256, path in sorted(missing.items()):
             batch.append((sha256, path))
-            size += Path(path).stat().st_size
+            size += os.stat(path).st_size
             if size >= PACK_MAX_BYTES:
                 batches, batch, size = batches + [batch], [], 0
-        return [self.upload_pack(b) for b in batches + ([batch] if batch else [])]
+        batches += [batch] if batch else []
+        experiment_id = self.experiment_id or self.create_experiment() if batches else None
+        uploads = []
+        with tempfile.TemporaryDirectory(prefix="image_lineage_pack_") as tmp, ThreadPoolExecutor(1) as uploader:
+            for number, batch in enumerate(batches):
+                if len(uploads) >= 2:
+                    uploads[-2].result()  # its pack is gone from disk before a third is written
+                path = Path(tmp) / f"{number}.pack"
+                index = write_pack(batch, path)
+                uploads.append(uploader.submit(self.upload_pack, experiment_id, path, index))
+            return [upload.result() for upload in uploads]
 
-    def upload_pack(self, files: list[tuple[str, str | Path]]) -> StoredPack:
-        """One pack of ``files`` in a new store run, FINISHED only once the pack and its index are uploaded."""
-        experiment_id = self.experiment_id or self.create_experiment()
-        with tempfile.TemporaryDirectory(prefix="image_lineage_pack_") as tmp:
-            index = write_pack(files, Path(tmp) / "pending.pack")
-            pack_path, index_path = Path(tmp) / f"{index.sha256}.pack", Path(tmp) / f"{index.sha256}.idx"
-            (Path(tmp) / "pending.pack").rename(pack_path)
-            index_text = index.to_text().encode()
-            index_path.write_bytes(index_text)
-            tags = {TAG_PACK_SHA256: index.sha256, TAG_PACK_INDEX_SHA256: hashlib.sha256(index_text).hexdigest(),
-                    TAG_PACK_SIZE: str(index.size)}
-            run = self.client.create_run(experiment_id, run_name=f"pack {index.sha256[:12]}",
-                                         tags={**tags, "store.files": str(len(index.entries))})
-            try:
-                repository = _compat.artifact_repository(run.info.artifact_uri)
-                repository.log_artifact(str(pack_path), "pack")
-                repository.log_artifact(str(index_path), "pack")
-            except BaseException:
-                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-                raise
+    def upload_pack(self, experiment_id: str, path: Path, index: PackIndex) -> StoredPack:
+        """A written pack and its index in a new store run, FINISHED only once both are uploaded; the local
+        pack is removed afterwards."""
+        pack_path, index_path = path.with_name(f"{index.sha256}.pack"), path.with_name(f"{index.sha256}.idx.gz")
+        path.rename(pack_path)
+        index_text = gzip.compress(index.to_text().encode(), 6, mtime=0)
+        index_path.write_bytes(index_text)
+        tags = {TAG_PACK_SHA256: index.sha256, TAG_PACK_INDEX_SHA256: hashlib.sha256(index_text).hexdigest(),
+                TAG_PACK_SIZE: str(index.size), "store.files": str(len(index.entries))}
+        run = self.client.create_run(experiment_id, run_name=f"pack {index.sha256[:12]}", tags=tags)
+        try:
+            repository = _compat.artifact_repository(run.info.artifact_uri)
+            repository.log_artifact(str(pack_path), "pack")
+            repository.log_artifact(str(index_path), "pack")
+        except BaseException:
+            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        finally:
+            pack_path.unlink(missing_ok=True)
         self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        cache_index(index_path.name, index_text)
         pack = StoredPack(run.info.run_id, index)
         self.remember(pack)
         self.readable[pack.sha256] = True
@@ -172,8 +184,13 @@ class ContentStore:
 
     def create_experiment(self) -> str:
         name = config.store_experiment()
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None and existing.lifecycle_stage != "active":
+            raise LineageError(f"the content store's experiment {name!r} is deleted: restore it (`mlflow experiments "
+                               f"restore --experiment-id {existing.experiment_id}`), or name another store with "
+                               f"{config.STORE_EXPERIMENT}.")
         try:
-            self.experiment_id = self.client.create_experiment(name)
+            self.experiment_id = self.client.create_experiment(name) if existing is None else existing.experiment_id
         except MlflowException:  # created meanwhile by another run
             self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
         return self.experiment_id
@@ -182,6 +199,20 @@ class ContentStore:
 def index_cache_dir() -> Path | None:
     root = config.cache_dir()
     return root / "pack_indexes" if root is not None else None
+
+
+def cache_index(name: str, data: bytes) -> None:
+    """Keep a pack index locally (written beside, then renamed: a reader never sees half of one)."""
+    folder = index_cache_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{name}.{uuid.uuid4().hex}.partial"
+        partial.write_bytes(data)
+        partial.replace(folder / name)
+    except OSError as exc:  # the cache only saves a download
+        LOGGER.debug("pack index %s not cached: %s", name, exc)
 
 
 def search_all(client: mlflow.MlflowClient, experiment_ids: list[str], query: str) -> list:

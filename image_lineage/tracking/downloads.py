@@ -15,11 +15,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import posixpath
 import shutil
 import tarfile
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -166,18 +168,32 @@ def download_from_map(run_id: str, artifact_path: str, destination: str | Path) 
         entry[1].append(target)
     partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
     client = mlflow.MlflowClient()
+    order = sorted(wanted)
     try:
-        for number, files in sorted(wanted.items()):
-            pack = version_map["packs"][number]
-            moved = {sha: (entry, [partial / t.relative_to(destination) for t in targets]) for sha, (entry, targets) in files.items()}
-            with open_pack(client, pack["run_id"], pack["sha256"], partial) as handle:
-                read_files(handle, moved.values(), f"{pack['sha256'][:12]} (store run {pack['run_id']})")
+        # the next pack is fetched while this one is written out (the network and the disk work at once)
+        with ThreadPoolExecutor(1) as fetcher:
+            fetches = {order[0]: fetcher.submit(fetch_pack, client, version_map["packs"][order[0]], partial)} if order else {}
+            for position, number in enumerate(order):
+                if position + 1 < len(order):
+                    following = order[position + 1]
+                    fetches[following] = fetcher.submit(fetch_pack, client, version_map["packs"][following], partial)
+                local, temporary = fetches.pop(number).result()
+                pack = version_map["packs"][number]
+                moved = [(entry, [partial / t.relative_to(destination) for t in targets]) for entry, targets in wanted[number].values()]
+                try:
+                    with open(local, "rb") as handle:
+                        read_files(handle, moved, f"{pack['sha256'][:12]} (store run {pack['run_id']})")
+                finally:
+                    if temporary:
+                        os.unlink(local)
         partial.mkdir(parents=True, exist_ok=True)
         if destination.exists():
             destination.rmdir()
         partial.replace(destination)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        for leftover in destination.parent.glob(f".{partial.name}.pack-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     return destination
 
 
@@ -196,31 +212,16 @@ def safe_target(root: Path, name: str) -> Path:
     return target
 
 
-class open_pack:
-    """A pack opened for reading: in place where the artifact store is a local folder (reads by offset, no
-    copy); else downloaded once beside the destination and removed afterwards."""
-
-    def __init__(self, client, run_id: str, pack_sha: str, beside: Path):
-        self.client, self.run_id, self.pack_sha, self.beside = client, run_id, pack_sha, beside
-        self.tmp = None
-
-    def __enter__(self):
-        path = f"pack/{self.pack_sha}.pack"
-        try:
-            run = self.client.get_run(self.run_id)
-            local_dir = _compat.local_artifact_dir(run.info.artifact_uri)
-            if local_dir is not None and (Path(local_dir) / path).is_file():
-                self.handle = open(Path(local_dir) / path, "rb")
-                return self.handle
-            self.tmp = tempfile.mkdtemp(prefix=".pack-", dir=self.beside.parent)
-            local = self.client.download_artifacts(self.run_id, path, self.tmp)
-        except MlflowException as exc:
-            raise LineageError(f"pack {self.pack_sha[:12]} (store run {self.run_id}) cannot be read ({exc.message}): "
-                               f"was it garbage-collected? Log the version again from its folder.") from exc
-        self.handle = open(local, "rb")
-        return self.handle
-
-    def __exit__(self, *exc_info):
-        self.handle.close()
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+def fetch_pack(client, pack: dict, partial: Path) -> tuple[str, bool]:
+    """(a local path of the pack, whether it is a temporary copy): the file itself where the artifact store is
+    a local folder (read in place by offset, no copy), else downloaded beside the destination."""
+    path = f"pack/{pack['sha256']}.pack"
+    try:
+        local_dir = _compat.local_artifact_dir(client.get_run(pack["run_id"]).info.artifact_uri)
+        if local_dir is not None and (Path(local_dir) / path).is_file():
+            return str(Path(local_dir) / path), False
+        folder = tempfile.mkdtemp(prefix=f".{partial.name}.pack-", dir=partial.parent)
+        return client.download_artifacts(pack["run_id"], path, folder), True
+    except MlflowException as exc:
+        raise LineageError(f"pack {pack['sha256'][:12]} (store run {pack['run_id']}) cannot be read ({exc.message}): "
+                           f"was it garbage-collected? Log the version again from its folder.") from exc
