@@ -5,6 +5,7 @@ never a crash and never a stale answer; and the header helper runs on the standa
 import contextlib
 import marshal
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -219,3 +220,26 @@ def test_perceptual_hashes_of_another_layout_are_computed_again(cache_dir, tmp_p
         db.execute("UPDATE perceptual SET keypoints = NULL")  # hashes without their corners: a miss too
     (third,) = read_images([str(photo)], perceptual=True)
     assert third.keypoints and third.keypoints == fresh.keypoints and third.phash == fresh.phash
+
+
+def test_a_deeper_scan_answers_a_lighter_one_but_its_skips_answer_only_itself(cache_dir, tmp_path, catsdogs_dir):
+    """The diff base of a version is scanned with ``on_bad_image=skip`` and no hashes: the version's own log,
+    checked as deeply or deeper, answers it from one row. A scan that skipped bad files answers only the same
+    scan: a lighter check may keep a file the deeper one refused."""
+    folder = tmp_path / "v1" / "cat"
+    folder.mkdir(parents=True)
+    for photo in sorted((catsdogs_dir / "cat").glob("*.jpg"))[:3]:
+        shutil.copyfile(photo, folder / photo.name)
+    deep = scan_version(tmp_path / "v1", image_check="decode", perceptual=True)
+    light = scan_version(tmp_path / "v1", image_check="structure", on_bad_image="skip")
+    assert type(light).__name__ == "RememberedManifest" and light.digest == deep.digest
+    assert type(scan_version(tmp_path / "v1", image_check="decode", perceptual=True)).__name__ == "RememberedManifest"
+
+    cut = folder / "cut.jpg"  # a JPEG without its end: whole enough for "none", not for "structure"
+    cut.write_bytes((folder / sorted(p.name for p in folder.iterdir())[0]).read_bytes()[:-400])
+    skipped = scan_version(tmp_path / "v1", image_check="structure", on_bad_image="skip")
+    assert "cat/cut.jpg" not in {r.path for r in skipped.records} and len(skipped.ignored) == 1
+    kept = scan_version(tmp_path / "v1", image_check="none", on_bad_image="skip")
+    assert "cat/cut.jpg" in {r.path for r in kept.records}
+    with pytest.raises(Exception, match="cut.jpg"):
+        scan_version(tmp_path / "v1", image_check="structure")  # fails on it, as a first scan would

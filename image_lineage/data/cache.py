@@ -35,8 +35,8 @@ LOGGER = logging.getLogger(__name__)
 StatKey = tuple  # (absolute path, size, mtime_ns, inode, ctime_ns)
 
 # 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns; 3: without
-# the quarters' hashes and the keypoints
-SCHEMA_VERSION = 4
+# the quarters' hashes and the keypoints; 4: a scan's options in its state, not in its result
+SCHEMA_VERSION = 5
 # Linux stamps files from a clock that advances once a tick (1 to 10 ms); 50 ms is a few ticks with margin.
 RACY_NS = 50_000_000
 TABLES = (
@@ -142,8 +142,7 @@ class RecordCache:
         return [(f"path IN ({','.join('?' * len(chunk))})", chunk) for chunk in (paths[i:i + 500] for i in range(0, len(paths), 500))]
 
     def scan_result(self, folder: str, state: str) -> str | None:
-        """What :meth:`store_scan` kept for ``folder`` when its state (every file's stat key, the options)
-        was ``state``; None when the folder changed since, was never scanned, or the cache cannot say."""
+        """What :meth:`store_scan` kept for ``folder`` when its state (every file's stat key) was ``state``; None when the folder changed since, was never scanned, or the cache cannot say."""
         try:
             with contextlib.closing(self.connect()) as db:
                 row = db.execute("SELECT result FROM scans WHERE folder = ? AND state = ?", (folder, state)).fetchone()

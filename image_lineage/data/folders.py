@@ -27,7 +27,7 @@ from image_lineage.core.errors import DatasetError
 from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, UNSUPPORTED_IMAGE_EXTENSIONS, require_choice
 from image_lineage.data.cache import RecordCache, racy
 from image_lineage.data.coco.layout import split_name
-from image_lineage.data.facts import ImageFacts
+from image_lineage.data.facts import CHECK_DEPTH, ImageFacts
 from image_lineage.data.read import old_objects_skipped, read_images
 
 LOGGER = logging.getLogger(__name__)
@@ -122,11 +122,13 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
     """:func:`manifest_from_files`'s work."""
     folder = os.path.abspath(root)
     cache = RecordCache.default() if use_cache else None
-    state = scan_state(candidates, classes, ignored, on_bad_image, image_check, perceptual) if cache else None
+    state = scan_state(candidates, classes, ignored) if cache else None
     remembered = cache.scan_result(folder, state) if state else None
-    if remembered:  # not one file changed since the last scan with these options: its result stands
+    if remembered:  # not one file changed since the last scan: its result stands if that scan went as deep
         try:
-            return manifest_from_scan(root, classes, ignored, remembered)
+            manifest = manifest_from_scan(root, classes, ignored, remembered, (on_bad_image, image_check, perceptual))
+            if manifest is not None:
+                return manifest
         except (ValueError, KeyError, TypeError) as exc:  # a damaged row: scan as if it were not there
             LOGGER.debug("scan cache row for %s unreadable (%r): scanning again", folder, exc)
     results = read_images([file for _, _, file in candidates], image_check, cache=cache, perceptual=perceptual)
@@ -150,18 +152,20 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
     manifest.digest = compute_digest(records)
     if state:
         # two JSON lines: what every re-scan needs, then the records, parsed only when asked for
-        head = {"digest": manifest.digest, "ignored": ignored, "counts": manifest.class_counts()}
+        head = {"digest": manifest.digest, "ignored": ignored, "counts": manifest.class_counts(),
+                "check": image_check, "perceptual": perceptual}
         # the rows as plain tuples: dataclasses.astuple deep-copies each field (1.2 s for 100,000 records)
         rows = [(r.path, r.label, r.size, r.sha256, r.width, r.height) for r in records]
         cache.store_scan(folder, state, f"{json.dumps(head)}\n{json.dumps(rows)}")
     return manifest
 
 
-def scan_state(candidates, classes, ignored, *options) -> str | None:
-    """A digest of everything a scan's result depends on: each file's path, label and stat key (size, mtime,
-    inode, ctime), the folder's other entries and the options; None when a file vanished meanwhile or changed
-    too recently to trust its stat key (:func:`image_lineage.data.cache.racy`). (The cache's schema version
-    covers the stored result's layout.)"""
+def scan_state(candidates, classes, ignored) -> str | None:
+    """A digest of everything a scan's result depends on but its options: each file's path, label and stat key
+    (size, mtime, inode, ctime) and the folder's other entries; None when a file vanished meanwhile or changed
+    too recently to trust its stat key (:func:`image_lineage.data.cache.racy`). The options are in the result
+    (:func:`manifest_from_scan` takes a scan as deep as asked or deeper). (The cache's schema version covers
+    the stored result's layout.)"""
     stat, lines, newest_ctime = os.stat, [], 0
     started = time.time_ns()
     try:
@@ -173,7 +177,7 @@ def scan_state(candidates, classes, ignored, *options) -> str | None:
         return None
     if racy(newest_ctime, started):
         return None
-    lines.append(repr((classes, ignored, options)))
+    lines.append(repr((classes, ignored)))
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -187,11 +191,22 @@ def split_layout_hint(root: Path, classes: list[str]) -> str:
             f"log_hf_dataset -P source={root} (or check_dataset), or move each class folder up into the version.")
 
 
-def manifest_from_scan(version_dir: Path, classes: list[str], ignored: list[dict], remembered: str) -> Manifest:
-    """The manifest a previous scan of the unchanged folder found (its skipped bad images said again)."""
+def manifest_from_scan(version_dir: Path, classes: list[str], ignored: list[dict], remembered: str,
+                       options: tuple[str, str, bool]) -> Manifest | None:
+    """The manifest a previous scan of the unchanged folder found (its skipped bad images said again), or None
+    when that scan does not answer this one: it checked less deeply, had no perceptual hashes when they are
+    asked for, or skipped bad images this scan must fail on or might keep. (The diff base of a version is read
+    with ``on_bad_image=skip`` and no hashes: the version's own log, deeper, answers it.)"""
+    on_bad_image, image_check, perceptual = options
     head_line, _, records_line = remembered.partition("\n")
     head = json.loads(head_line)
-    for entry in head["ignored"][len(ignored):]:
+    skipped_bad = head["ignored"][len(ignored):]
+    if CHECK_DEPTH[head["check"]] < CHECK_DEPTH[image_check] or (perceptual and not head["perceptual"]):
+        return None
+    # a deeper scan may have found bad files a lighter one would keep: its skips answer only the same scan
+    if skipped_bad and (on_bad_image != "skip" or (head["check"], head["perceptual"]) != (image_check, perceptual)):
+        return None
+    for entry in skipped_bad:
         LOGGER.warning("skipping bad image %s: %s", entry["path"], entry["reason"])
     manifest = RememberedManifest(str(version_dir), records_line, classes, head["ignored"], head["digest"], head["counts"])
     warn_empty_classes(version_dir, head["counts"])
