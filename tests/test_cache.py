@@ -243,3 +243,25 @@ def test_a_deeper_scan_answers_a_lighter_one_but_its_skips_answer_only_itself(ca
     assert "cat/cut.jpg" in {r.path for r in kept.records}
     with pytest.raises(Exception, match="cut.jpg"):
         scan_version(tmp_path / "v1", image_check="structure")  # fails on it, as a first scan would
+
+
+def test_a_hard_link_to_a_file_already_read_is_not_read_again(cache_dir, tmp_path, catsdogs_dir, monkeypatch):
+    """v2 made of hard links to v1 (cp -al, rsync --link-dest): the same inode, size, mtime and ctime. A file
+    changed through either name changes its ctime for both, and is read again."""
+    v1 = tmp_path / "v1" / "cat"
+    v1.mkdir(parents=True)
+    for photo in sorted((catsdogs_dir / "cat").glob("*.jpg"))[:4]:
+        shutil.copyfile(photo, v1 / photo.name)
+    (tmp_path / "v2" / "cat").mkdir(parents=True)
+    for photo in v1.iterdir():
+        os.link(photo, tmp_path / "v2" / "cat" / photo.name)
+    first = scan_version(tmp_path / "v1")
+    reads = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(reads))
+    assert scan_version(tmp_path / "v2").digest == first.digest and not reads.exists()
+    changed = sorted((tmp_path / "v2" / "cat").iterdir())[0]
+    with open(changed, "r+b") as file:  # same size, new bytes, through the v2 name
+        file.seek(100)
+        file.write(bytes(b ^ 0xFF for b in file.read(8)))
+    assert scan_version(tmp_path / "v1").digest != first.digest  # the v1 name sees the change: read again
+    assert reads.read_text().count("\n") == 1

@@ -1,7 +1,7 @@
 """The image record cache: what the image pass learned about each file, so an unchanged file is not read again.
 
 The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one ``stat``
-per file instead of reading every byte. Records are keyed by (absolute path, size, mtime_ns, inode,
+per file instead of reading every byte, and so does a new folder of hard links to files already read. Records are keyed by (absolute path, size, mtime_ns, inode,
 ctime_ns): as git's index does, the ctime is in the key because tools that rewrite a file keep its size and
 set its mtime back (``cp -p``, ``rsync -t``, unpacking an archive), while the kernel sets the ctime to the
 time of any change, and nobody can set it back. A file changed in the same clock tick as the read that
@@ -35,8 +35,9 @@ LOGGER = logging.getLogger(__name__)
 StatKey = tuple  # (absolute path, size, mtime_ns, inode, ctime_ns)
 
 # 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns; 3: without
-# the quarters' hashes and the keypoints; 4: a scan's options in its state, not in its result
-SCHEMA_VERSION = 5
+# the quarters' hashes and the keypoints; 4: a scan's options in its state, not in its result; 5: no index
+# by inode
+SCHEMA_VERSION = 6
 # Linux stamps files from a clock that advances once a tick (1 to 10 ms); 50 ms is a few ticks with margin.
 RACY_NS = 50_000_000
 TABLES = (
@@ -44,6 +45,7 @@ TABLES = (
     " sha256 TEXT, width INTEGER, height INTEGER, format TEXT, checked TEXT)",
     "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT, keypoints BLOB)",
     "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
+    "CREATE INDEX images_by_inode ON images (inode)",  # the same file under another name (see _lookup)
 )
 _current: set[Path] = set()  # cache files this process found at SCHEMA_VERSION (checked once per process)
 
@@ -122,14 +124,33 @@ class RecordCache:
         join = "LEFT JOIN perceptual USING (sha256)" if perceptual else ""
         with contextlib.closing(self.connect()) as db:
             for where, values in self.selections([key[0] for key in keys]):
-                for *key, sha256, width, height, fmt, checked, hashes, corners in db.execute(
-                        f"SELECT {columns} FROM images {join} WHERE {where}", values):
-                    if tuple(key) in wanted:
-                        phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
-                        if not (phash and len(phash) == HASHES and isinstance(corners, bytes)):
-                            phash = corners = None  # none, or another layout's: computed again
-                        found[tuple(key)] = ImageFacts(sha256, key[1], width, height, fmt, checked, phash, corners)
+                for key, facts in self.rows(db, f"SELECT {columns} FROM images {join} WHERE {where}", values):
+                    if key in wanted:
+                        found[key] = facts
+            # The same file under another name: a version folder made of hard links to the one before (cp -al,
+            # rsync --link-dest, DVC's hardlink cache) shares each unchanged file's inode, size, mtime and
+            # ctime, as dvc-data's state keys on them. Any change to the file changes its ctime for every name.
+            by_inode: dict[int, list[StatKey]] = {}
+            for key in wanted - found.keys():
+                by_inode.setdefault(key[3], []).append(key)
+            inodes = list(by_inode)
+            for start in range(0, len(inodes), 500):
+                chunk = inodes[start:start + 500]
+                for key, facts in self.rows(db, f"SELECT {columns} FROM images {join} WHERE inode IN "
+                                                f"({','.join('?' * len(chunk))})", chunk):
+                    for other in by_inode[key[3]]:
+                        if other[1:] == key[1:]:
+                            found[other] = facts
         return found
+
+    @staticmethod
+    def rows(db: sqlite3.Connection, query: str, values: list):
+        """(stat key, facts) of each row a query selects."""
+        for *key, sha256, width, height, fmt, checked, hashes, corners in db.execute(query, values):
+            phash = tuple(int(h, 16) for h in hashes.split(",")) if hashes else None
+            if not (phash and len(phash) == HASHES and isinstance(corners, bytes)):
+                phash = corners = None  # none, or another layout's: computed again
+            yield tuple(key), ImageFacts(sha256, key[1], width, height, fmt, checked, phash, corners)
 
     @staticmethod
     def selections(paths: list[str]) -> list[tuple[str, list[str]]]:
