@@ -27,6 +27,7 @@ import argparse
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,21 +139,29 @@ def bench_versions(data: Path, store: Path, versions: int) -> dict:
             "v2_data": uploaded_data}
 
 
-def bench_download(logged, store: Path, data: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench_download_", dir=data.parent) as tmp:
-        folder, seconds = timed("(c) download of v2 into an empty folder", lambda: download_version(logged.run_id, Path(tmp) / "v2"))
-        digest = scan_version(folder, image_check="none").digest
-        _, files = timed("(c) a plain copy of the same files (cp -r of v2)", lambda: subprocess.run(
-            ["cp", "-r", str(data / "v2"), str(Path(tmp) / "copy")], check=True))
-        wanted = {p.sha256 for p in ContentStore.open().packs.values()}  # v1's and v2's: v2 needs both
+def bench_download(logged, store: Path, data: Path, rounds: int = 3) -> None:
+    """Interleaved rounds (this VM's disk swings by 2-3x from minute to minute): medians."""
+    downloads, copies, pack_copies = [], [], []
+    wanted = {p.sha256 for p in ContentStore.open().packs.values()}  # v1's and v2's: v2 needs both
+    for number in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="bench_download_", dir=data.parent) as tmp:
+            folder, seconds = timed(f"(c) download of v2 into an empty folder, round {number + 1}",
+                                    lambda: download_version(logged.run_id, Path(tmp) / "v2"))
+            downloads.append(seconds)
+            if number == 0:
+                digest = scan_version(folder, image_check="none").digest
+            copies.append(timed("(c) a plain copy of the same files (cp -r of v2)", lambda: subprocess.run(
+                ["cp", "-r", str(data / "v2"), str(Path(tmp) / "copy")], check=True))[1])
 
-        def copy_packs():
-            for number, pack in enumerate(p for p in store.rglob("*.pack") if p.stem in wanted):
-                shutil.copyfile(pack, Path(tmp) / f"copy_{number}.pack")
+            def copy_packs():
+                for index, pack in enumerate(p for p in store.rglob("*.pack") if p.stem in wanted):
+                    shutil.copyfile(pack, Path(tmp) / f"copy_{index}.pack")
 
-        _, packs = timed("(c) a plain copy of its packs out of the store", copy_packs)
-        print(f"    digest {'equal' if digest == logged.digest else 'DIFFERENT'}; download / copy of the files "
-              f"{seconds / files:.2f} x (goal <= 2); / copy of the packs {seconds / packs:.1f} x")
+            pack_copies.append(timed("(c) a plain copy of its packs out of the store", copy_packs)[1])
+    seconds, files, packs = (statistics.median(x) for x in (downloads, copies, pack_copies))
+    print(f"    digest {'equal' if digest == logged.digest else 'DIFFERENT'}; medians: download {seconds:.2f} s, "
+          f"copy of the files {files:.2f} s, of the packs {packs:.2f} s; download / copy of the files "
+          f"{seconds / files:.2f} x (goal <= 2); / copy of the packs {seconds / packs:.1f} x")
 
 
 def bench_dvc(data: Path, workdir: Path, ours: dict) -> None:

@@ -183,6 +183,7 @@ def download(run_id: str, destination: PathLike) -> Path:
     Example::
 
         folder = image_lineage.download(run_id, "restored/v2")
-        assert image_lineage.from_image_folder(folder).digest == mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset.digest
+        logged = mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset
+        assert image_lineage.from_image_folder(folder).digest == logged.digest
     """
     return download_version(run_id, destination)

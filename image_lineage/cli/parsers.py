@@ -32,7 +32,8 @@ def log_folder_dataset() -> argparse.ArgumentParser:
     parser = new_parser(
         "log-folder-dataset", "Log <data_dir>/<version>/<class>/<image> as one MLflow run: params dataset_version, "
         "dataset_name, num_classes, class_names; metrics total_images and class_<name>_count; artifacts "
-        "samples/, manifest.json, diff.json, class_counts.png (and store.json.gz for large classes: their images go into the content store, each file once per server); "
+        "samples/, manifest.json, diff.json, class_counts.png (and store.json.gz for large classes: their images go "
+        "into the content store, each file once per server); "
         "a dataset input with a content digest; tag dataset.digest."
     )
     parser.add_argument("--data-dir", default="image_dataset", help="folder holding the version folders")
@@ -82,7 +83,8 @@ def coco_finetune() -> argparse.ArgumentParser:
 
     parser = new_parser(
         "coco-finetune", "Train a Faster R-CNN on a COCO folder. Logs the annotation files, images (past "
-        "--image-artifacts-max, in the content store), previews, class balance, validation report, the dataset input (content digest), per-step "
+        "--image-artifacts-max, in the content store), previews, class balance, validation report, the dataset "
+        "input (content digest), per-step "
         "loss components, per-epoch COCOeval bbox mAP/mAP_50/mAP_75/small/medium/large, system metrics (GPU "
         "via pynvml), a checkpoint per epoch, and the model, registered and tagged with digest and categories."
     )
@@ -109,7 +111,8 @@ def coco_finetune() -> argparse.ArgumentParser:
     add("--evaluator", choices=EVALUATORS, default=EVALUATORS[0],
         help="COCOeval implementation: faster-coco-eval (C++, same numbers) or pycocotools")
     add("--image-artifacts-max", type=parse_count, default=200,
-        help="up to this many images per split are uploaded as files; more go, with the annotation file, into the content store")
+        help="up to this many images per split are uploaded as files; more go, with the annotation file, "
+             "into the content store")
     add("--previews", type=parse_count, default=8, help="annotated preview images per split")
     add("--preview-images", type=parse_count, default=8,
         help="validation images drawn with predictions (score >= 0.5) and ground truth after each evaluation, "

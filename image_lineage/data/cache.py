@@ -1,8 +1,9 @@
 """The image record cache: what the image pass learned about each file, so an unchanged file is not read again.
 
 The same idea as git's index and dvc's state database: a re-scan of an unchanged folder costs one ``stat``
-per file instead of reading every byte, and so does a new folder of hard links to files already read. Records are keyed by (absolute path, size, mtime_ns, inode,
-ctime_ns): as git's index does, the ctime is in the key because tools that rewrite a file keep its size and
+per file instead of reading every byte, and so does a new folder of hard links to files already read. Records
+are keyed by (absolute path, size, mtime_ns, inode, ctime_ns), and found by inode under another name: as git's
+index does, the ctime is in the key because tools that rewrite a file keep its size and
 set its mtime back (``cp -p``, ``rsync -t``, unpacking an archive), while the kernel sets the ctime to the
 time of any change, and nobody can set it back. A file changed in the same clock tick as the read that
 cached it would keep even its ctime ("racy git"): records of files changed less than ``RACY_NS`` before the
@@ -163,7 +164,8 @@ class RecordCache:
         return [(f"path IN ({','.join('?' * len(chunk))})", chunk) for chunk in (paths[i:i + 500] for i in range(0, len(paths), 500))]
 
     def scan_result(self, folder: str, state: str) -> str | None:
-        """What :meth:`store_scan` kept for ``folder`` when its state (every file's stat key) was ``state``; None when the folder changed since, was never scanned, or the cache cannot say."""
+        """What :meth:`store_scan` kept for ``folder`` when its state (every file's stat key) was ``state``;
+        None when the folder changed since, was never scanned, or the cache cannot say."""
         try:
             with contextlib.closing(self.connect()) as db:
                 row = db.execute("SELECT result FROM scans WHERE folder = ? AND state = ?", (folder, state)).fetchone()

@@ -50,7 +50,8 @@ class PackIndex:
         if len(head) != 4 or " ".join(head[:2]) != INDEX_HEADER:
             raise LineageError(f"{source}: not a pack index of this format ({INDEX_HEADER!r} expected first).")
         try:
-            entries = tuple(PackEntry(sha, int(offset), int(size)) for sha, offset, size in (line.split() for line in lines[1:]))
+            entries = tuple(PackEntry(sha, int(offset), int(size))
+                            for sha, offset, size in (line.split() for line in lines[1:]))
         except ValueError as exc:
             raise LineageError(f"{source}: a damaged line ({exc}); delete it to fetch it again.") from exc
         return cls(head[2], int(head[3]), entries)

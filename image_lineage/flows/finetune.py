@@ -2,8 +2,8 @@
 
 The run holds the annotation files and images (past ``image_artifacts_max``, a content store map per split),
 previews, the class balance, a validation report, the dataset input (content digest over images and
-annotations), per-step loss components, per-epoch COCOeval bbox metrics, system metrics (GPU ones via pynvml when there is a
-GPU), a checkpoint per epoch (for ``resume_from``) and the final model, registered and tagged with the
+annotations), per-step loss components, per-epoch COCOeval bbox metrics, system metrics (GPU ones via pynvml
+when there is a GPU), a checkpoint per epoch (for ``resume_from``) and the final model, registered and tagged with the
 digest and the category mapping. The data takes the ingestion path (:mod:`image_lineage.flows.finetune_data`)
 before anything heavy; the loop is torchvision's (:mod:`image_lineage.training.detection.engine`). Under
 ``torchrun`` every rank trains (DDP) and rank 0 alone talks to MLflow.
@@ -64,7 +64,7 @@ class FinetuneRequest:
     register_as: str = "fasterrcnn_resnet50_fpn_coco_2017_model"
     eval_every: int = 1
     evaluator: str = "faster-coco-eval"  # or pycocotools: the same 12 stats (bench/coco_eval.py checks it)
-    image_artifacts_max: int = 200  # up to this many images per split are uploaded as files, else into the content store
+    image_artifacts_max: int = 200  # up to this many images per split go up as files, more into the content store
     previews: int = 8
     preview_images: int = 8  # validation images drawn with predictions after each evaluation (val_predictions)
     image_check: str = "structure"

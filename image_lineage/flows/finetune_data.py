@@ -82,8 +82,8 @@ def log_data(request, run, ingestion: Ingestion, mapping: coco.CategoryMapping, 
 
 
 def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run) -> dict[str, str]:
-    """The files stored once per digest: per split, the annotation file, the images (or the content store's map) and the
-    annotated previews (drawn from the data alone: a run that links to these files shows the holder's);
+    """The files stored once per digest: per split, the annotation file and images (or the content store's map)
+    and the annotated previews (drawn from the data alone: a run that links to these files shows the holder's);
     returns the holder tags."""
     store_tags = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
     for loaded in splits:

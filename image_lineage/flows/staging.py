@@ -15,9 +15,9 @@ from pathlib import Path
 
 import mlflow
 
-from image_lineage.data.packs import file_sha256
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadedSplit
+from image_lineage.data.packs import file_sha256
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.tracking.artifacts import link_or_copy
 from image_lineage.tracking.content_store import MAP_NAME, packs_tags, store_version, tagged_packs
@@ -40,7 +40,8 @@ def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title:
 
 def stage_evidence(manifest: Manifest, stage: Path, max_samples: int, title: str) -> None:
     """What a version run shows of its data (the homework's deliverables): up to ``max_samples`` images of
-    each class under ``samples/<class>/``, ``manifest.json`` and the class chart."""
+    each class under ``samples/<class>/``, ``manifest.json`` (``manifest.json.gz`` past ``MANIFEST_GZIP_FROM``
+    images) and the class chart."""
     stage_samples(manifest, stage / "samples", max_samples)
     text = manifest.to_json().encode()
     name = manifest_name(manifest)

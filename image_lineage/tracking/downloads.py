@@ -136,7 +136,8 @@ def read_map(run_id: str, artifact_path: str) -> tuple[dict, list[tuple[str, str
     """A version's map and its files: ``(name, sha256, size, pack number, offset)`` each."""
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="image_lineage_map_") as tmp:
-        version_map = json.loads(gzip.decompress(Path(client.download_artifacts(run_id, artifact_path, tmp)).read_bytes()))
+        local = Path(client.download_artifacts(run_id, artifact_path, tmp))
+        version_map = json.loads(gzip.decompress(local.read_bytes()))
         if version_map.get("format") != MAP_FORMAT:
             raise LineageError(f"runs:/{run_id}/{artifact_path} is not a store map this version reads ({MAP_FORMAT}).")
         if "files" in version_map:
@@ -172,14 +173,18 @@ def download_from_map(run_id: str, artifact_path: str, destination: str | Path) 
     try:
         # the next pack is fetched while this one is written out (the network and the disk work at once)
         with ThreadPoolExecutor(1) as fetcher:
-            fetches = {order[0]: fetcher.submit(fetch_pack, client, version_map["packs"][order[0]], partial)} if order else {}
+            def fetch(number: int):
+                return fetcher.submit(fetch_pack, client, version_map["packs"][number], partial)
+
+            fetches = {order[0]: fetch(order[0])} if order else {}
             for position, number in enumerate(order):
                 if position + 1 < len(order):
                     following = order[position + 1]
-                    fetches[following] = fetcher.submit(fetch_pack, client, version_map["packs"][following], partial)
+                    fetches[following] = fetch(following)
                 local, temporary = fetches.pop(number).result()
                 pack = version_map["packs"][number]
-                moved = [(entry, [partial / t.relative_to(destination) for t in targets]) for entry, targets in wanted[number].values()]
+                moved = [(entry, [partial / t.relative_to(destination) for t in targets])
+                         for entry, targets in wanted[number].values()]
                 try:
                     with open(local, "rb") as handle:
                         read_files(handle, moved, f"{pack['sha256'][:12]} (store run {pack['run_id']})")

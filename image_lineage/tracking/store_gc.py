@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import mlflow
-from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from image_lineage.core import config
@@ -22,34 +21,26 @@ from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_STORE_PACKS
 from image_lineage.tracking import _compat
 from image_lineage.tracking.content_store import PACK_ID_LEN, ContentStore, search_all, tagged_packs
+from image_lineage.tracking.snapshots import EXPERIMENTS_PER_SEARCH, all_experiments
 
 LOGGER = logging.getLogger(__name__)
-EXPERIMENTS_PER_SEARCH = 100
 
 
 def pack_references(skip_runs: set[str] = frozenset(), skip_experiments: set[str] = frozenset()) -> dict[str, set[str]]:
     """Pack id (16 hex) -> the active runs whose tags list it, over every active experiment but the store's."""
     client = mlflow.MlflowClient()
     store_name = config.store_experiment()
-    experiments = [e.experiment_id for e in all_experiments(client) if e.name != store_name and e.experiment_id not in skip_experiments]
+    experiments = [e.experiment_id for e in all_experiments()
+                   if e.name != store_name and e.experiment_id not in skip_experiments]
     references: dict[str, set[str]] = {}
     for start in range(0, len(experiments), EXPERIMENTS_PER_SEARCH):
-        for run in search_all(client, experiments[start:start + EXPERIMENTS_PER_SEARCH], f"tags.`{TAG_STORE_PACKS}` LIKE '%'"):
+        listing = f"tags.`{TAG_STORE_PACKS}` LIKE '%'"
+        for run in search_all(client, experiments[start:start + EXPERIMENTS_PER_SEARCH], listing):
             if run.info.run_id in skip_runs:
                 continue
             for pack in tagged_packs(run.data.tags):
                 references.setdefault(pack, set()).add(run.info.run_id)
     return references
-
-
-def all_experiments(client) -> list:
-    found, token = [], None
-    while True:
-        page = client.search_experiments(ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
 
 
 @dataclass(frozen=True)
