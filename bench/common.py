@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -252,3 +254,15 @@ def timed(label: str, work):
     seconds = time.perf_counter() - started
     print(f"{label:<58} {seconds:8.2f} s", flush=True)
     return result, seconds
+
+
+DVC_VENV = Path.home() / ".cache" / "image_lineage" / "dvc-venv"  # dvc from PyPI, in a venv of its own
+
+
+def ensure_dvc(venv: Path) -> Path:
+    dvc = venv / "bin" / "dvc"
+    if not dvc.exists():
+        print(f"installing dvc into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "dvc"], check=True)
+    return dvc

@@ -35,7 +35,7 @@ import mlflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_PHOTOS, RequestCounter, build_folder, wait_until_idle  # noqa: E402
+from bench.common import DVC_VENV, SHARED_PHOTOS, RequestCounter, build_folder, ensure_dvc, wait_until_idle  # noqa: E402
 from image_lineage.data.folders import scan_version
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.tracking._quick_ack import quick_acks  # noqa: E402
@@ -77,15 +77,6 @@ def timed(label: str, work) -> float:
     return seconds
 
 
-def ensure_dvc(venv: Path) -> Path:
-    dvc = venv / "bin" / "dvc"
-    if not dvc.exists():
-        print(f"installing dvc into {venv} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "dvc"], check=True)
-    return dvc
-
-
 def dvc_add_seconds(dvc: Path, repo: Path, folder: str) -> tuple[float, float]:
     """(seconds for ``dvc add --no-commit folder``, seconds for ``dvc --version``: its start-up alone)."""
     subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=repo, check=True)
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--relogs", type=int, default=9, help="unchanged re-logs timed (the ratio uses their median)")
     parser.add_argument("--photos", type=Path, default=SHARED_PHOTOS)
-    parser.add_argument("--dvc-venv", type=Path, default=Path.home() / ".cache" / "image_lineage" / "dvc-venv")
+    parser.add_argument("--dvc-venv", type=Path, default=DVC_VENV)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

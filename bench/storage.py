@@ -17,6 +17,8 @@ and in this one run:
 
     python bench/storage.py [--images 100000] [--versions 10] [--workdir /tmp/image_lineage_bench_storage]
 
+dvc is installed from PyPI into its own venv (``--dvc-venv``, created when missing), never into ours.
+
 Goals: (b) <= 1.1 x (changed files + manifest), <= 10 s; (d) <= 1.05; (a) <= 25 s; (c) digest equal, <= 2 x
 the plain copy; (e) ours <= 1.0 x DVC in time and bytes; (f) the images stored once.
 """
@@ -41,7 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SHARED_DATA, SHARED_PHOTOS, build_folder, timed  # noqa: E402
+from bench.common import DVC_VENV, SHARED_DATA, SHARED_PHOTOS, build_folder, ensure_dvc, timed  # noqa: E402
 from image_lineage.data.folders import scan_version  # noqa: E402
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune  # noqa: E402
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version  # noqa: E402
@@ -164,11 +166,8 @@ def bench_download(logged, store: Path, data: Path, rounds: int = 3) -> None:
           f"{seconds / files:.2f} x (goal <= 2); / copy of the packs {seconds / packs:.1f} x")
 
 
-def bench_dvc(data: Path, workdir: Path, ours: dict) -> None:
-    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
-    if not Path(dvc).exists():
-        print("(e) DVC: not installed (pip install dvc), skipped")
-        return
+def bench_dvc(data: Path, workdir: Path, ours: dict, venv: Path) -> None:
+    dvc = str(ensure_dvc(venv))
     with tempfile.TemporaryDirectory(prefix="bench_dvc_", dir=workdir) as tmp:
         repo, remote = Path(tmp) / "repo", Path(tmp) / "remote"
         repo.mkdir()
@@ -215,6 +214,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10)
     parser.add_argument("--coco-runs", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "image_lineage_bench_storage")
+    parser.add_argument("--dvc-venv", type=Path, default=DVC_VENV, help="dvc's own venv (created when missing)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = ensure_versions(args.workdir, args.images, args.versions)
@@ -225,7 +225,7 @@ def main() -> None:
             mlflow.set_tracking_uri(server.uri)
             store = Path(tmp) / "server" / "artifacts"
             ours = bench_versions(data, store, args.versions)
-            bench_dvc(data, args.workdir, ours)
+            bench_dvc(data, args.workdir, ours, args.dvc_venv)
             bench_coco(store, args.coco_runs)
 
 
