@@ -20,7 +20,7 @@ from image_lineage.flows.hf_log import metric_key
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, digest_tags
 from image_lineage.flows.staging import log_sample_grids, stage_coco_files, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
-from image_lineage.tracking.content_store import packs_tags, tagged_packs
+from image_lineage.tracking.content_store import packs_tags
 from image_lineage.tracking.datasets import log_inputs
 from image_lineage.tracking.runs import log_values
 from image_lineage.tracking.snapshots import find_holder, holder_tags, store_or_link
@@ -65,12 +65,12 @@ def stage_dataset(splits: list[LoadedSplit], name: str, folder, max_samples: int
     """The data's files under ``datasets/<name>/`` (a folder per split when there are several); the holder tags."""
     root = folder / "datasets" / name
     if splits[0].index is not None:
-        return {**holder_tags(run_id, f"datasets/{name}"), **stage_coco_files(splits, root, COCO_FILES_MAX)}
+        return {**holder_tags(run_id, f"datasets/{name}"), **packs_tags(stage_coco_files(splits, root, COCO_FILES_MAX))}
     packs = set()
     for loaded in splits:
         stage = root / loaded.split if len(splits) > 1 else root
-        packs |= tagged_packs(stage_folder_files(loaded.manifest, stage, max_samples, f"{name} {loaded.split}")[1])
-    return {**holder_tags(run_id, f"datasets/{name}"), **(packs_tags(sorted(packs)) if packs else {})}
+        packs |= stage_folder_files(loaded.manifest, stage, max_samples, f"{name} {loaded.split}")[1]
+    return {**holder_tags(run_id, f"datasets/{name}"), **packs_tags(packs)}
 
 
 def count_metrics(name: str, splits: list[LoadedSplit]) -> dict[str, int]:

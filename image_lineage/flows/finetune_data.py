@@ -21,6 +21,7 @@ from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import Ingestion, digest_tags, log_split_inputs, source_tags, split_inputs
 from image_lineage.flows.staging import stage_coco_files
+from image_lineage.tracking.content_store import packs_tags
 from image_lineage.tracking.snapshots import find_holder, holder_tags, store_or_link
 from image_lineage.training.detection.coco_data import CocoDetectionDataset, HfDetectionDataset, collate, draw_previews
 
@@ -85,10 +86,10 @@ def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run) -> dict
     """The files stored once per digest: per split, the annotation file and images (or the content store's map)
     and the annotated previews (drawn from the data alone: a run that links to these files shows the holder's);
     returns the holder tags."""
-    store_tags = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
+    packs = stage_coco_files(splits, root / "coco", request.image_artifacts_max)
     for loaded in splits:
         draw_previews(CocoDetectionDataset(loaded.index), root / "coco" / loaded.split / "previews", request.previews)
-    return {**holder_tags(run.info.run_id, "coco"), **store_tags}
+    return {**holder_tags(run.info.run_id, "coco"), **packs_tags(packs)}
 
 
 def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.CategoryMapping) -> None:

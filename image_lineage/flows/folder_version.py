@@ -36,6 +36,7 @@ from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inp
 from image_lineage.flows.staging import log_sample_grids, needs_store, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
+from image_lineage.tracking.content_store import packs_tags
 from image_lineage.tracking.dataset_sources import folder_source
 from image_lineage.tracking.runs import log_values, resolve_experiment_id, start_run
 from image_lineage.tracking.snapshots import find_holder, holder_tags, require_snapshot_choice, store_or_link
@@ -134,9 +135,9 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
     return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
 
 
-def stored_files_tags(run_id: str, stored_at: str, store_tags: dict[str, str]) -> dict[str, str]:
+def stored_files_tags(run_id: str, stored_at: str, packs: set[str]) -> dict[str, str]:
     """The holder tags of a version run: where every image is (its samples, or its store map), its packs."""
-    return {**holder_tags(run_id, stored_at), **store_tags}
+    return {**holder_tags(run_id, stored_at), **packs_tags(packs)}
 
 
 def default_run_name(request: FolderVersionRequest) -> str:

@@ -20,19 +20,19 @@ from image_lineage.data.kinds import LoadedSplit
 from image_lineage.data.packs import file_sha256
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.tracking.artifacts import link_or_copy
-from image_lineage.tracking.content_store import MAP_NAME, packs_tags, store_version, tagged_packs
+from image_lineage.tracking.content_store import MAP_NAME, store_version
 
 LOGGER = logging.getLogger(__name__)
 
 
-def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title: str) -> tuple[str, dict[str, str]]:
+def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title: str) -> tuple[str, set[str]]:
     """A folder's files, laid out for one upload: its evidence (:func:`stage_evidence`) and, past
     ``max_samples`` in a class, every image in the content store (only the files no earlier version stored
     are uploaded) with the version's map. Returns (where every image is, relative to ``stage``: ``samples``
-    or ``store.json.gz``; the tags naming the packs)."""
+    or ``store.json.gz``; the sha256s of the packs that hold them)."""
     stage_evidence(manifest, stage, max_samples, title)
     if not needs_store(manifest, max_samples):
-        return "samples", {}
+        return "samples", set()
     root = manifest.version_dir  # plain strings: a Path per record costs ~10 us, a second at 100,000 images
     files = [(r.path, r.sha256, r.size, os.path.join(root, r.path)) for r in manifest.records]
     return MAP_NAME, store_version(files, stage, manifest=manifest_name(manifest))
@@ -106,10 +106,10 @@ def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
         link_or_copy(source_root / record.path, destination)
 
 
-def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) -> dict[str, str]:
+def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) -> set[str]:
     """Per split, ``<split>/`` with the annotation file and the images as files, or past ``artifacts_max``
-    images, both in the content store with the split's map ``<split>/store.json.gz``; returns the tags
-    naming the packs."""
+    images, both in the content store with the split's map ``<split>/store.json.gz``; returns the sha256s
+    of the packs that hold them."""
     packs = set()
     for loaded in splits:
         index, folder = loaded.index, root / loaded.split
@@ -125,5 +125,5 @@ def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) 
         files = [(annotation.name, file_sha256(annotation), annotation.stat().st_size, str(annotation))]
         files += [(f"images/{image['file_name']}", index.facts[image["id"]].sha256, index.facts[image["id"]].size,
                    str(index.image_path(image))) for image in index.images]
-        packs |= tagged_packs(store_version(files, folder))
-    return packs_tags(sorted(packs)) if packs else {}
+        packs |= store_version(files, folder)
+    return packs

@@ -41,8 +41,8 @@ from image_lineage.tracking import _compat
 LOGGER = logging.getLogger(__name__)
 MAP_NAME = "store.json.gz"
 MAP_FORMAT = "image-lineage-store-map 1"
-PACK_MAX_BYTES = 256 << 20  # a version's new files go into packs of about this size: one is uploaded while the
-# next is written, a download reads one while it fetches the next, and a failed transfer redoes one
+PACK_MAX_BYTES = 256 << 20  # a version's new files go into packs of about this size: some are uploaded while the
+# next is written (see UPLOAD_THREADS), a download reads one while it fetches the next, and a failed transfer redoes one
 # Two uploads at a time: one PUT through an `mlflow server` here moved ~100 MB/s; with two, the cold log of
 # 100,000 photos took 28.8 s instead of 32.2 s. At most UPLOAD_THREADS + 1 packs wait on local disk.
 UPLOAD_THREADS = 2
@@ -232,9 +232,9 @@ def search_all(client: mlflow.MlflowClient, experiment_ids: list[str], query: st
 
 # -- a version's files in the store ---------------------------------------------------------------------------
 
-def store_version(files: list[tuple[str, str, int, str]], folder: Path, manifest: str | None = None) -> dict[str, str]:
+def store_version(files: list[tuple[str, str, int, str]], folder: Path, manifest: str | None = None) -> set[str]:
     """Store the files of a version (``(name, sha256, size, path on disk)``) and write its map,
-    ``folder/store.json.gz``; return the run's tags naming its packs.
+    ``folder/store.json.gz``; return the sha256s of the packs it is in (:func:`packs_tags` names them in tags).
 
     With ``manifest`` (the name of the manifest the run keeps beside the map, whose records are ``files`` in
     the same order) the map holds only each file's pack and offset: names, sizes and sha256s are the
@@ -255,11 +255,14 @@ def store_version(files: list[tuple[str, str, int, str]], folder: Path, manifest
         version_map["files"] = [[name, sha256, size, number[pack], entry.offset]
                                 for (name, sha256, size, _), (pack, entry) in zip(files, located)]
     (folder / MAP_NAME).write_bytes(gzip.compress(json.dumps(version_map, separators=(",", ":")).encode(), 6, mtime=0))
-    return packs_tags(used)
+    return set(used)
 
 
-def packs_tags(pack_shas: list[str]) -> dict[str, str]:
-    ids = [sha[:PACK_ID_LEN] for sha in pack_shas]
+def packs_tags(pack_shas: Iterable[str]) -> dict[str, str]:
+    """The tags of a run that relies on these packs (none for none)."""
+    ids = sorted({sha[:PACK_ID_LEN] for sha in pack_shas})
+    if not ids:
+        return {}
     chunks = [ids[i:i + PACKS_PER_TAG] for i in range(0, len(ids), PACKS_PER_TAG)] or [[]]
     return {TAG_STORE_PACKS if n == 0 else f"{TAG_STORE_PACKS}.{n + 1}": ",".join(chunk)
             for n, chunk in enumerate(chunks)}

@@ -57,14 +57,15 @@ def deletion_report(run_ids: Iterable[str] = (), experiment_ids: Iterable[str] =
     them: a garbage collection would remove them) and ``kept`` packs (other active runs still list them)."""
     client = mlflow.MlflowClient()
     run_ids, experiment_ids = set(run_ids), set(experiment_ids)
-    for experiment_id in experiment_ids:
-        run_ids |= {run.info.run_id for run in search_all(client, [experiment_id], f"tags.`{TAG_STORE_PACKS}` LIKE '%'")}
-    targets: set[str] = set()
+    listed = [run for experiment_id in experiment_ids
+              for run in search_all(client, [experiment_id], f"tags.`{TAG_STORE_PACKS}` LIKE '%'")]
     for run_id in run_ids:
         try:
-            targets |= tagged_packs(client.get_run(run_id).data.tags)
+            listed.append(client.get_run(run_id))
         except MlflowException as exc:
             raise LineageError(f"run {run_id} cannot be read ({exc.message}): check the run id.") from exc
+    run_ids |= {run.info.run_id for run in listed}
+    targets = {pack for run in listed for pack in tagged_packs(run.data.tags)}
     others = pack_references(skip_runs=run_ids, skip_experiments=experiment_ids)
     store = ContentStore.open(client)
     report = {"orphaned": [], "kept": []}
