@@ -25,11 +25,12 @@ PathLike = Union[str, os.PathLike]
 
 def from_image_folder(path: PathLike, split: Optional[str] = None, name: Optional[str] = None,
                       digest: Optional[str] = None, image_check: str = "structure",
-                      on_bad_image: str = "fail") -> forms.ImageFolderDataset:
+                      on_bad_image: str = "fail", engine: str = "local") -> forms.ImageFolderDataset:
     """An image folder (``<path>/<class>/<image>``, or ``train*/``, ``val*/``, ``test*/`` splits of class
     folders, or an ``s3://`` prefix of either) as an MLflow dataset whose digest is the content digest
     ``log_folder_dataset`` and ``log_hf_dataset`` log for the same files; each file is read once (unchanged
-    files not at all: the record cache).
+    files not at all: the record cache). ``engine="spark"`` reads them in a Spark job (the active session, on
+    Databricks), with the same result.
 
     Example::
 
@@ -40,7 +41,8 @@ def from_image_folder(path: PathLike, split: Optional[str] = None, name: Optiona
         print(pets.digest, pets.profile["class_counts"])
     """
     source = os.fspath(path)
-    ingestion = read_source(source, split or "all", LoadOptions(image_check=image_check, on_bad_image=on_bad_image))
+    ingestion = read_source(source, split or "all", LoadOptions(image_check=image_check, on_bad_image=on_bad_image,
+                                                                engine=engine))
     if any(s.manifest is None for s in ingestion.splits):
         raise LineageError(f"{source} is a {ingestion.kind} source, not a folder of class folders: use "
                            f"image_lineage.from_coco for COCO folders, from_huggingface for a datasets.Dataset.")
@@ -52,7 +54,7 @@ def from_image_folder(path: PathLike, split: Optional[str] = None, name: Optiona
 
 
 def from_coco(path: PathLike, split: str = "train", name: Optional[str] = None, digest: Optional[str] = None,
-              image_check: str = "structure", on_bad_image: str = "fail") -> forms.CocoDataset:
+              image_check: str = "structure", on_bad_image: str = "fail", engine: str = "local") -> forms.CocoDataset:
     """One split of a COCO folder (``annotations/instances_<name>.json`` + ``<name>/``) as an MLflow dataset
     whose digest covers its images and annotations, as ``log_hf_dataset`` and ``coco_finetune`` log it.
 
@@ -62,7 +64,8 @@ def from_coco(path: PathLike, split: str = "train", name: Optional[str] = None, 
         mlflow.log_input(val, context="validation")
     """
     source = os.fspath(path)
-    (loaded,) = read_source(source, split, LoadOptions(image_check=image_check, on_bad_image=on_bad_image)).splits
+    (loaded,) = read_source(source, split, LoadOptions(image_check=image_check, on_bad_image=on_bad_image,
+                                                       engine=engine)).splits
     if loaded.index is None:
         raise LineageError(f"{source} is not a COCO folder (annotations/instances_<name>.json + <name>/): use "
                            f"image_lineage.from_image_folder for class folders.")
@@ -111,7 +114,8 @@ def log_dataset(dataset, context: str = "training", quality_check: bool = True, 
                                        max_samples_per_class).status
 
 
-def check(path_or_dataset, threshold: int = DEFAULT_THRESHOLD, image_check: str = "structure") -> QualityReport:
+def check(path_or_dataset, threshold: int = DEFAULT_THRESHOLD, image_check: str = "structure",
+          engine: str = "local") -> QualityReport:
     """The leakage check, nothing logged: exact and near-duplicate image pairs, across splits (leakage) and
     labels (conflicts). Takes a folder or COCO folder (or ``s3://`` prefix), or a dataset made here; returns
     the report (``.pairs`` a DataFrame, one row per pair; ``.status``; ``.metrics``).
@@ -124,10 +128,10 @@ def check(path_or_dataset, threshold: int = DEFAULT_THRESHOLD, image_check: str 
     splits = getattr(path_or_dataset, "splits", None)
     if splits is None:
         splits = read_source(os.fspath(path_or_dataset), options=LoadOptions(image_check=image_check,
-                                                                             perceptual=True)).splits
+                                                                             perceptual=True, engine=engine)).splits
     if any(s.images is None for s in splits):
         raise LineageError("the leakage check reads image files: this dataset's images are not files.")
-    return find_pairs([image for s in splits for image in s.images], image_check, threshold)
+    return find_pairs([image for s in splits for image in s.images], image_check, threshold, engine)
 
 
 def runs_using(digest: str, experiment_names: Optional[list] = None) -> list:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from image_lineage.core.names import (
-    IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, SNAPSHOT_CHOICES,
+    ENGINE_CHOICES, IMAGE_CHECK_CHOICES, ON_BAD_IMAGE_CHOICES, ON_LEAKAGE_CHOICES, PLACEHOLDERS, QUALITY_CHECK_CHOICES, SNAPSHOT_CHOICES,
 )
 
 
@@ -48,6 +48,10 @@ def add_image_arguments(parser, leakage_check: bool = True) -> None:
     parser.add_argument("--image-check", choices=IMAGE_CHECK_CHOICES, default="structure",
                         help="structure: every file must be whole (checked while hashing); decode: also decode "
                         "every image; none: header only")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="local",
+                        help="where the image pass runs: local (threads and processes of this machine) or spark "
+                        "(a job over Spark's binaryFile source: the active session, or one built from "
+                        "IMAGE_LINEAGE_SPARK_CONF; the same records, digests and pairs)")
     parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE_CHOICES, default="fail",
                         help="fail on an image the check rejects, or skip it (a COCO image with its annotations) "
                         "and list it in ignored_files.json")

@@ -1,16 +1,19 @@
 """Every environment variable the project reads or sets, in one place.
 
 Each is read when asked (tests and users change them between calls), never at import. The library
-writes the environment in three places only, all here: MLflow's HTTP retry defaults
+writes the environment in four places only, all here: MLflow's HTTP retry defaults
 (:func:`apply_http_defaults`, the command line's process; explicit settings of the user's win), MLflow's
-system-metrics interval (a default, for training runs) and MLflow's run-address printing, which ours
-replace in a process that opens runs through :func:`image_lineage.tracking.runs.start_run`.
+system-metrics interval (a default, for training runs), MLflow's run-address printing, which ours
+replace in a process that opens runs through :func:`image_lineage.tracking.runs.start_run`, and the Python
+that Spark's workers run (a default, when ``engine=spark`` builds its own session).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from image_lineage.core.errors import LineageError
 
 # ---------------------------------------------------------------- the project's own
 
@@ -19,6 +22,7 @@ READ_LOG = "IMAGE_LINEAGE_READ_LOG"  # a file every image read is appended to (t
 QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's HTTP session as it is
 RUN_LINKS = "IMAGE_LINEAGE_RUN_LINKS"  # "off": no run addresses printed when runs end
 STORE_EXPERIMENT = "IMAGE_LINEAGE_STORE_EXPERIMENT"  # the experiment whose runs hold the content store's packs
+SPARK_CONF = "IMAGE_LINEAGE_SPARK_CONF"  # engine=spark without an active session: "spark.master=...,key=value"
 
 
 def cache_dir() -> Path | None:
@@ -30,6 +34,26 @@ def cache_dir() -> Path | None:
 def store_experiment() -> str:
     """The experiment that holds the content store's packs (one per tracking server)."""
     return os.environ.get(STORE_EXPERIMENT) or "image-lineage-store"
+
+
+def spark_settings() -> dict[str, str]:
+    """The Spark settings ``$IMAGE_LINEAGE_SPARK_CONF`` gives (``spark.master=spark://host:7077,spark.executor.memory=4g``:
+    comma-separated ``key=value``) for the session ``engine=spark`` builds when none is active."""
+    text = os.environ.get(SPARK_CONF, "")
+    settings = {}
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise LineageError(f"{SPARK_CONF}: {part!r} is not key=value (example: spark.master=local[2],"
+                             f"spark.driver.memory=2g)")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def default_spark_python(executable: str) -> None:
+    """PySpark starts its workers with ``$PYSPARK_PYTHON`` (``python3`` by default; its ``spark.pyspark.python``
+    setting is read by ``spark-submit`` only): they must import image_lineage, so default to this interpreter."""
+    os.environ.setdefault("PYSPARK_PYTHON", executable)
 
 
 def read_log() -> str | None:

@@ -40,6 +40,8 @@ ON_BAD_IMAGE_CHOICES = ("fail", "skip")
 # structure: every file must be whole (end markers, declared sizes), checked in the pass that hashes it;
 # decode: also decode every image; none: hash and read the header only.
 IMAGE_CHECK_CHOICES = ("structure", "decode", "none")
+# where the image pass runs: this process (threads, helper processes) or a Spark job (image_lineage.data.spark_pass)
+ENGINE_CHOICES = ("local", "spark")
 QUALITY_CHECK_CHOICES = ("on", "off")  # the leakage check (duplicates, near-duplicates, label conflicts)
 ON_LEAKAGE_CHOICES = ("warn", "fail", "ignore")  # what a pair of copies in two splits does
 

@@ -79,7 +79,7 @@ RECORD_LINE = '  {"path": %s, "label": %s, "size": %d, "sha256": "%s", "width": 
 
 def scan_version(
     version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True,
-    image_check: str = "structure", perceptual: bool = False,
+    image_check: str = "structure", perceptual: bool = False, engine: str = "local",
 ) -> Manifest:
     """Hash, measure and check every image of a version folder (``<folder>/<class>/<image>``).
 
@@ -97,12 +97,12 @@ def scan_version(
             f"{version_dir}/<class>/ (for example {version_dir}/cat/cat_01.jpg)."
         )
     return manifest_from_files(version_dir, candidates, classes, ignored, on_bad_image, use_cache, image_check,
-                               perceptual)
+                               perceptual, engine)
 
 
 def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]], classes: list[str],
                         ignored: list[dict], on_bad_image: str = "fail", use_cache: bool = True,
-                        image_check: str = "structure", perceptual: bool = False) -> Manifest:
+                        image_check: str = "structure", perceptual: bool = False, engine: str = "local") -> Manifest:
     """The manifest of image files given as ``(path relative to root, label, file)``: every file through the
     image pass (:func:`image_lineage.data.read.read_images`: one read each), bad ones refused or, with
     ``on_bad_image=skip``, listed in ``ignored``; the digest over the records. Any file-based source kind
@@ -111,14 +111,16 @@ def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]]
     With ``use_cache``, files whose path, size, mtime, inode and ctime are unchanged are not read again, and when
     no file (nor label, nor option) changed since the last scan of ``root``, that scan's result stands (one
     cache row). ``image_check``: structure, decode or none; ``perceptual``: also compute perceptual hashes in
-    the same read (for the leakage check).
+    the same read (for the leakage check); ``engine``: where files are read (``local`` or ``spark``).
     """
     require_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE_CHOICES)
     with old_objects_skipped():
-        return scan_files(Path(root), candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual)
+        return scan_files(Path(root), candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
+                          engine)
 
 
-def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual) -> Manifest:
+def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
+               engine="local") -> Manifest:
     """:func:`manifest_from_files`'s work."""
     folder = os.path.abspath(root)
     cache = RecordCache.default() if use_cache else None
@@ -131,7 +133,8 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
                 return manifest
         except (ValueError, KeyError, TypeError) as exc:  # a damaged row: scan as if it were not there
             LOGGER.debug("scan cache row for %s unreadable (%r): scanning again", folder, exc)
-    results = read_images([file for _, _, file in candidates], image_check, cache=cache, perceptual=perceptual)
+    results = read_images([file for _, _, file in candidates], image_check, cache=cache, perceptual=perceptual,
+                          engine=engine)
     records = []
     for (rel_path, label, _), result in zip(candidates, results):
         if isinstance(result, ImageFacts):

@@ -37,7 +37,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from image_lineage.core import config
-from image_lineage.core.names import IMAGE_CHECK_CHOICES, require_choice
+from image_lineage.core.names import ENGINE_CHOICES, IMAGE_CHECK_CHOICES, require_choice
 from image_lineage.data._header import light_facts, read_light, read_noted
 from image_lineage.data.cache import RecordCache
 from image_lineage.data.facts import CHECK_DEPTH, ImageFacts
@@ -103,15 +103,17 @@ def decode_problem(data: bytes) -> str | None:
 
 
 def read_images(paths: list[str], check: str = "structure", cache: "RecordCache | None | bool" = True,
-                perceptual: bool = False) -> list[ImageFacts | str]:
+                perceptual: bool = False, engine: str = "local") -> list[ImageFacts | str]:
     """Facts (or why-not strings) for every path, in order: from the cache where the file is unchanged
     and was checked at least as deeply as ``check`` asks (and, with ``perceptual``, its perceptual hashes
     are known), else read: light checks of files in the page cache by :func:`read_light_in_processes`, the
     rest on a thread pool (see WORKERS).
 
     ``cache``: True for the default cache (:meth:`RecordCache.default`), a cache, or None/False for none.
+    ``engine``: ``spark`` reads what the cache cannot answer in a Spark job (:mod:`image_lineage.data.spark_pass`).
     """
     require_choice("image_check", check, IMAGE_CHECK_CHOICES)
+    require_choice("engine", engine, ENGINE_CHOICES)
     cache = RecordCache.default() if cache is True else (cache or None)
     read_started_ns = time.time_ns()
     keys = [stat_key(path) for path in paths] if cache else []
@@ -126,7 +128,11 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
             missing.append(index)
     read_log = config.read_log()
     wanted = [paths[i] for i in missing]
-    if check != "decode" and not perceptual and wanted and in_page_cache(wanted):
+    if engine == "spark":
+        from image_lineage.data.spark_pass import read_on_spark  # imports pyspark: only when asked for
+
+        found = read_on_spark(wanted, check, perceptual, read_log)
+    elif check != "decode" and not perceptual and wanted and in_page_cache(wanted):
         found = [ImageFacts(*facts, check) if isinstance(facts, tuple) else facts
                  for facts in read_light_in_processes(wanted, check != "none", read_log)]
     else:

@@ -19,6 +19,7 @@ from image_lineage.tracking.runs import log_values, start_run
 class CheckRequest:
     source: str = "image_dataset/v2"
     image_check: str = "structure"
+    engine: str = "local"  # where the image pass runs: local (this machine) or spark (a Spark job)
     on_bad_image: str = "fail"
     on_leakage: str = "warn"
     threshold: int = DEFAULT_THRESHOLD
@@ -34,7 +35,7 @@ def check_dataset(request: CheckRequest) -> tuple[str, QualityReport]:
         raise LineageError(f"the leakage check reads image files: {kind.name} sources ({request.source}) are not "
                            f"supported. Use a local image folder or COCO folder.")
     ingestion = read_source(request.source, "all", LoadOptions(None, request.image_check, request.on_bad_image,
-                                                                 perceptual=True))
+                                                                 perceptual=True, engine=request.engine))
     images = ingestion.images
     if not images:
         raise LineageError(f"{request.source} holds no images to check.")
@@ -43,5 +44,6 @@ def check_dataset(request: CheckRequest) -> tuple[str, QualityReport]:
         log_values(run, params={"source": request.source, "threshold": request.threshold, "num_images": len(images),
                                 "splits": ",".join(sorted({image.split for image in images}))},
                    tags={TAG_SKIPPED_FOLDERS: json.dumps(ingestion.passed_over)} if ingestion.passed_over else None)
-        outcome = check_in_run(run, images, request.image_check, request.on_leakage, request.threshold)
+        outcome = check_in_run(run, images, request.image_check, request.on_leakage, request.threshold,
+                               engine=request.engine)
     return run.info.run_id, outcome.report

@@ -68,6 +68,7 @@ class FinetuneRequest:
     previews: int = 8
     preview_images: int = 8  # validation images drawn with predictions after each evaluation (val_predictions)
     image_check: str = "structure"
+    engine: str = "local"  # where the image pass runs: local (this machine) or spark (a Spark job)
     on_bad_image: str = "fail"
     quality_check: str = "on"  # duplicates, near-duplicates and leakage between train and validation
     on_leakage: str = "warn"  # fail: stop before training, the report logged
@@ -158,7 +159,8 @@ def train_and_log(request, run, model, ingestion, mapping: CategoryMapping, devi
     if run is not None:
         quality = None
         if request.quality_check == "on":
-            quality = check_in_run(run, ingestion.images, request.image_check, request.on_leakage)
+            quality = check_in_run(run, ingestion.images, request.image_check, request.on_leakage,
+                                   engine=request.engine)
         datasets = log_data(request, run, ingestion, mapping, quality.status if quality else None)
         log_params(run, request, train_index, val_index, mapping, device)
         model_id = start_model(datasets["train"], "object-detection", name=request.model)

@@ -57,6 +57,7 @@ class FolderVersionRequest:
     max_samples_per_class: int = 50
     on_bad_image: str = "fail"
     image_check: str = "structure"
+    engine: str = "local"  # where the image pass runs: local (this machine) or spark (a Spark job)
     quality_check: str = "on"  # duplicates and near-duplicates in the version, and across its classes
     on_leakage: str = "warn"
     snapshot: str = "reuse"  # reuse: files of a digest already stored on the server are not uploaded again; copy
@@ -80,7 +81,7 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     require_on_leakage(request.on_leakage)
     require_snapshot_choice(request.snapshot)
     options = LoadOptions(image_check=request.image_check, on_bad_image=request.on_bad_image,
-                          perceptual=request.quality_check == "on")
+                          perceptual=request.quality_check == "on", engine=request.engine)
     # Requests to a tracking server take ~10-20 ms each on a small machine, so none waits on another
     # without need: the experiment is looked up while the folder is read, the holder search runs while the
     # run is created, and the dataset input is built and sent while params and metrics are written.
@@ -104,7 +105,7 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         # before the files: with on_leakage=fail the run stops here, its report logged; the same digest
         # checked before gives the same pairs (its report stays with that run)
         check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=found,
-                              files=found is None) if request.quality_check == "on" else CheckOutcome(None))
+                              files=found is None, engine=request.engine) if request.quality_check == "on" else CheckOutcome(None))
         reports = version_reports(manifest, read.diff, loaded.remote)
         reports_tag = reports_digest(reports)
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag

@@ -40,6 +40,7 @@ class HfRequest:
     context: str = "training"
     revision: str = "main"  # hub datasets only: branch, tag or commit
     image_check: str = "structure"
+    engine: str = "local"  # where the image pass runs: local (this machine) or spark (a Spark job)
     on_bad_image: str = "fail"
     quality_check: str = "on"  # the leakage check over every split (image folders and COCO folders)
     on_leakage: str = "warn"
@@ -52,7 +53,8 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     require_choice("context", request.context, CONTEXT_CHOICES)
     require_on_leakage(request.on_leakage)
     checking = request.quality_check == "on"
-    options = LoadOptions(request.revision, request.image_check, request.on_bad_image, perceptual=checking)
+    options = LoadOptions(request.revision, request.image_check, request.on_bad_image, perceptual=checking,
+                          engine=request.engine)
     ingestion = read_source(request.source, request.split, options, request.targets)
     images = ingestion.images if checking else None
     if checking and images is None:
@@ -60,7 +62,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     name = request.name or dataset_name_of(request.source)
     with start_run(request.experiment_name, request.run_name or f"hf_{name}") as run:
         # first: with on_leakage=fail the run stops here, its report logged and nothing else
-        quality = check_in_run(run, images, request.image_check, request.on_leakage) if images else None
+        quality = check_in_run(run, images, request.image_check, request.on_leakage, engine=request.engine) if images else None
         log_split_inputs(run.info.run_id, split_inputs(ingestion.splits, name, "hf", quality and quality.status,
                                                        context=request.context))
         snapshot_tags = store_or_link(ingestion.digest, find_holder(ingestion.digest, run.info.experiment_id),

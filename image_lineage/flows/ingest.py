@@ -90,7 +90,7 @@ class CheckOutcome:
 
 def check_in_run(run: mlflow.ActiveRun, images, image_check: str, on_leakage: str,
                  threshold: int = DEFAULT_THRESHOLD, earlier: mlflow.entities.Run | None = None,
-                 files: bool = True) -> CheckOutcome:
+                 files: bool = True, engine: str = "local") -> CheckOutcome:
     """Find the pairs among ``images`` (a list, or a callable that lists them: not called when an earlier
     result stands), log them in ``run`` (with ``files``: ``quality/pairs.csv`` and ``quality/report.html``),
     then apply ``on_leakage`` (``fail`` raises: the run ends FAILED with its report logged). ``earlier``: a
@@ -106,7 +106,7 @@ def check_in_run(run: mlflow.ActiveRun, images, image_check: str, on_leakage: st
             raise
         return CheckOutcome(status, metrics, {TAG_QUALITY_STATUS: status})
     images = images() if callable(images) else images
-    report = find_pairs(images, image_check, threshold)
+    report = find_pairs(images, image_check, threshold, engine)
     log_quality(report, images, run, files)
     apply_gate(report.status, on_leakage, report.leakage_summary())
     return CheckOutcome(report.status, report=report)

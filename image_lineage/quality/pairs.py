@@ -90,9 +90,10 @@ class QualityReport:
 
 
 def find_pairs(images: list[SplitImage], image_check: str = "structure",
-               threshold: int = DEFAULT_THRESHOLD) -> QualityReport:
-    """Every exact and near-duplicate pair among ``images`` (bad images were left out by the caller)."""
-    facts = read_images([image.file for image in images], image_check, perceptual=True)
+               threshold: int = DEFAULT_THRESHOLD, engine: str = "local") -> QualityReport:
+    """Every exact and near-duplicate pair among ``images`` (bad images were left out by the caller); ``engine``
+    reads the files the record cache cannot answer (see :func:`image_lineage.data.read.read_images`)."""
+    facts = read_images([image.file for image in images], image_check, perceptual=True, engine=engine)
     usable = [(image, fact) for image, fact in zip(images, facts) if isinstance(fact, ImageFacts)]
     rows = []
     by_sha = defaultdict(list)

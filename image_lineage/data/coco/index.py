@@ -158,14 +158,15 @@ def hold_out(index: CocoIndex, fraction: float = 0.2, seed: int = 42) -> tuple[C
 
 
 def read_split_images(index: CocoIndex, image_check: str = "structure", on_bad_image: str = "fail",
-                      perceptual: bool = False) -> CocoIndex:
+                      perceptual: bool = False, engine: str = "local") -> CocoIndex:
     """The split's images through the image pass (one read each, cached): ``index.facts`` filled.
 
     A file that fails ``image_check`` stops with an error naming it (``fail``), or is left out with its
     annotations and listed in ``ignored`` (``skip``).
     """
     require_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE_CHOICES)
-    results = read_images([str(index.image_path(image)) for image in index.images], image_check, perceptual=perceptual)
+    results = read_images([str(index.image_path(image)) for image in index.images], image_check, perceptual=perceptual,
+                          engine=engine)
     facts, ignored = {}, []
     for image, result in zip(index.images, results):
         if isinstance(result, ImageFacts):

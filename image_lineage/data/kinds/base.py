@@ -54,6 +54,7 @@ class LoadOptions:
     on_bad_image: str = "fail"
     perceptual: bool = False  # compute perceptual hashes in the same read (the leakage check follows)
     max_images: int = 0  # COCO: the first images by id only; 0 = all
+    engine: str = "local"  # where the image pass runs: here, or a Spark job (image_lineage.data.spark_pass)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ class CocoFolder(SourceKind):
     def load_split(self, split: str, handle: CocoSplit, options: LoadOptions) -> LoadedSplit:
         index = coco.index_split(handle, options.max_images or None)
         return index_split_loaded(coco.read_split_images(index, options.image_check, options.on_bad_image,
-                                                         options.perceptual), split)
+                                                         options.perceptual, options.engine), split)
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
         if source_type != SOURCE_TYPE:

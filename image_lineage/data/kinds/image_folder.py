@@ -43,7 +43,7 @@ class ImageFolder(SourceKind):
 
     def load_split(self, split: str, handle: FolderSplit, options: LoadOptions) -> LoadedSplit:
         manifest = scan_version(handle.path, options.on_bad_image, root=handle.path, image_check=options.image_check,
-                                perceptual=options.perceptual)
+                                perceptual=options.perceptual, engine=options.engine)
         data_dir = str(handle.path.resolve())
         source = SourceRef("hugging_face", {"path": IMAGEFOLDER, "data_dir": data_dir, "split": "train"})
         skipped = {str((handle.path / item["path"]).resolve()) for item in manifest.ignored}

@@ -62,6 +62,10 @@ class ObjectStorePrefix(SourceKind):
         return MirroredSplit(kind, kind.whole(str(mirror.folder)), mirror)
 
     def load_split(self, split: str, handle: MirroredSplit, options: LoadOptions) -> LoadedSplit:
+        if options.engine == "spark":  # the mirror is on the driver's disk, where a cluster's executors cannot read
+            raise LineageError(f"engine=spark reads files where the cluster's executors see them; an s3:// prefix is "
+                               f"mirrored to this machine first. Use engine=local for {handle.mirror.uri}, or give "
+                               f"the cluster's own path to it (a /dbfs/... or /Volumes/... mount).")
         return replace(handle.kind.load_split(split, handle.inner, options), remote=handle.mirror)
 
     def versions(self, source: str) -> list[str]:

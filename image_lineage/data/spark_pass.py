@@ -1,0 +1,161 @@
+"""The image pass as a Spark job (``engine=spark``): the same facts, computed where the files are.
+
+:func:`image_lineage.data.read.read_images` hands the files its cache cannot answer to :func:`read_on_spark`.
+The job reads them with Spark's own ``binaryFile`` source (as Databricks reads images) and runs, on the
+executors, the very function the local engine runs on each file's bytes
+(:func:`image_lineage.data.read.image_facts`): sha256, size, geometry, the structure verdict and, for the
+leakage check, the perceptual hashes. Only those records come back to the driver, a partition at a time
+(``toLocalIterator``), never the bytes; so digests, manifests and pairs are the local engine's, field for
+field.
+
+The session is the active one (a Databricks job's, a notebook's) or one built from
+``$IMAGE_LINEAGE_SPARK_CONF`` (:func:`image_lineage.core.config.spark_settings`) over Spark's own defaults
+(``spark-defaults.conf``; ``local[*]`` when nothing names a master).
+Executors must be able to import ``image_lineage`` (a cluster library on Databricks) and read the paths the
+driver lists: local disks in ``local[N]`` mode, ``/dbfs/...`` and ``/Volumes/...`` mounts on a cluster.
+
+Nothing imports this module, nor ``pyspark``, unless ``engine=spark`` is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import sys
+
+from image_lineage.core import config
+from image_lineage.core.errors import LineageError
+from image_lineage.data.facts import ImageFacts
+
+LOGGER = logging.getLogger(__name__)
+
+# A path filter is pushed down to the binaryFile reader, which then reads only those files' bytes, but its
+# literals travel with every task and are matched in every one: 200 files of a 20,000-photo folder took 3.5 s
+# filtered against 5.5 s unfiltered, 2,000 4.7 s against 5.1 s, 5,000 6.7 s against 5.3 s, and all 20,000
+# 23.6 s against 5.6 s (local[2]). Past this many files, every image file under the folders is read and the
+# ones not asked for are dropped before any work on them.
+PATH_FILTER_MAX = 2_000
+# Spark plans one task per ~32 small files (spark.sql.files.openCostInBytes): 1,400 tasks for 45,000 photos,
+# each starting a Python iterator. A few tasks per core do the same work with less overhead.
+TASKS_PER_CORE = 4
+GLOB_SPECIAL = re.compile(r"([\\\[\]{}*?])")
+
+
+def spark_session():
+    """The active Spark session, or one built from ``$IMAGE_LINEAGE_SPARK_CONF``."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise LineageError("engine=spark needs pyspark: pip install 'image-lineage[spark]' (and a Java runtime, "
+                           "e.g. Debian's default-jre-headless), or use engine=local.") from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    # no spark.master by default: Spark's own (spark-defaults.conf, a cluster's settings, else local[*]) applies
+    settings = {"spark.app.name": "image-lineage", "spark.ui.showConsoleProgress": "false"}
+    settings.update(config.spark_settings())
+    config.default_spark_python(sys.executable)  # the workers must import image_lineage, as this process does
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # pyspark raises its own runtime errors (no Java: JAVA_GATEWAY_EXITED)
+        raise LineageError(f"engine=spark could not start a Spark session ({exc}). It needs a Java runtime "
+                           f"(java on PATH or JAVA_HOME) and, for a cluster, spark.master in "
+                           f"{config.SPARK_CONF}.") from exc
+
+
+def read_on_spark(paths: list[str], check: str, perceptual: bool, read_log: str | None) -> list[ImageFacts | str]:
+    """Facts (or why-not strings) for every path, in order, from one Spark job over their folders."""
+    if not paths:
+        return []
+    session = spark_session()
+    wanted = {file_uri(path): index for index, path in enumerate(paths)}
+    frame = (session.read.format("binaryFile").option("recursiveFileLookup", "true")
+             .option("pathGlobFilter", extension_glob(paths)).load([escape_glob(file_uri(f)) for f in top_folders(paths)]))
+    if len(wanted) <= PATH_FILTER_MAX:
+        from pyspark.sql import functions
+
+        frame = frame.where(functions.col("path").isin(list(wanted)))
+    context = session.sparkContext
+    names = context.broadcast(set(wanted))  # once per executor, not with every task
+    # Arrow batches, not an RDD of rows: 3.2 s instead of 5.3 s for the light pass of 20,000 photos (local[2])
+    job = (frame.select("path", "content").coalesce(max(1, context.defaultParallelism * TASKS_PER_CORE))
+           .mapInArrow(lambda batches: facts_of_batches(batches, names.value, check, perceptual, read_log),
+                       "path string, facts binary"))
+    results: list[ImageFacts | str | None] = [None] * len(paths)
+    try:
+        for row in job.toLocalIterator(prefetchPartitions=True):
+            facts = pickle.loads(row.facts)
+            results[wanted[row.path]] = ImageFacts(*facts) if isinstance(facts, tuple) else facts
+    finally:
+        names.unpersist()
+    return read_passed_over(paths, results, check, perceptual, read_log)
+
+
+def facts_of_batches(batches, names: set[str], check: str, perceptual: bool, read_log: str | None):
+    """On an executor: for each file asked for, its uri and its facts (a plain tuple, or why not) pickled."""
+    import pyarrow
+
+    from image_lineage.data._header import note_read
+    from image_lineage.data.read import image_facts
+
+    for batch in batches:
+        uris, facts = [], []
+        for uri, content in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist()):
+            if uri not in names:  # an image file under the folders that the cache already answered
+                continue
+            found = image_facts(content, check, perceptual)
+            if read_log:
+                note_read(local_path(uri), read_log)
+            uris.append(uri)
+            facts.append(pickle.dumps(tuple(found) if isinstance(found, ImageFacts) else found))
+        yield pyarrow.RecordBatch.from_arrays([pyarrow.array(uris, pyarrow.string()),
+                                               pyarrow.array(facts, pyarrow.binary())], ["path", "facts"])
+
+
+def read_passed_over(paths, results, check, perceptual, read_log):
+    """Files Spark's listing passes over (names starting with ``_`` or ``.``, as Hadoop hides them), and any
+    that vanished meanwhile, are read here: the answer must cover every file, as the local engine's does."""
+    from image_lineage.data.read import read_image
+
+    missing = [index for index, result in enumerate(results) if result is None]
+    if missing:
+        LOGGER.info("engine=spark: %d file(s) Spark's listing skips (hidden names such as _x.jpg): read here, "
+                    "e.g. %s", len(missing), paths[missing[0]])
+    for index in missing:
+        results[index] = read_image(paths[index], check, read_log, perceptual)
+    return results
+
+
+def file_uri(path: str) -> str:
+    """The ``path`` column Spark's binaryFile gives a local file (``file:/abs/path``, not percent-encoded)."""
+    return "file:" + os.path.abspath(path)
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file:"):] if uri.startswith("file:") else uri
+
+
+def escape_glob(path: str) -> str:
+    """Spark expands glob characters in the paths it loads: a folder named ``[1]`` is taken literally."""
+    return GLOB_SPECIAL.sub(r"\\\1", path)
+
+
+def top_folders(paths: list[str]) -> list[str]:
+    """The folders holding ``paths``, without those inside another one (each is listed recursively)."""
+    folders = sorted({os.path.dirname(os.path.abspath(path)) for path in paths})
+    tops: list[str] = []
+    for folder in folders:  # sorted: a folder comes right after the folders that hold it
+        if not tops or not (folder + os.sep).startswith(tops[-1].rstrip(os.sep) + os.sep):
+            tops.append(folder)
+    return tops
+
+
+def extension_glob(paths: list[str]) -> str:
+    """A file-name glob of the extensions among ``paths`` (as spelled): other files under the folders are not listed."""
+    extensions = sorted({escape_glob(os.path.splitext(path)[1][1:]) for path in paths})
+    return "*" if "" in extensions else "*.{" + ",".join(extensions) + "}"
