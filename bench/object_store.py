@@ -7,7 +7,11 @@ request log counting the object GETs), starts a local ``mlflow server``, and tim
   (a) cold log: ``log_folder_dataset -P data_dir=s3://bench/cats`` with empty caches (files uploaded);
   (b) warm re-log of the unchanged prefix (goal: >= 20x faster than (a), and 0 object GETs at the server);
   (c) the baseline: download every object one by one with boto3 (``download_file``), then log the local
-      folder (empty caches, files uploaded as in (a)); goal: (c) / (a) >= 3.
+      folder (empty caches, files uploaded as in (a)); goal: (c) / (a) >= 3;
+  (d) the prefix logged as a user runs it (``image-lineage log-folder-dataset``, its own process, the leakage
+      check on, empty caches): its peak memory (the process's peak RSS) and peak extra disk (its cache folder
+      and its temporary folder, sampled every 50 ms), against the prefix's size; and its digest against the
+      local folder's. Goals: disk < 50 MB, memory < 500 MB, same digest.
 
     python bench/object_store.py [--images 2000]
 """
@@ -128,6 +132,49 @@ def main() -> None:
             print(f"    local digest equals the s3 digest: {local_run.digest == cold_run.digest}")
             print(f"ratio (a)/(b): {cold / warm:.1f}x (goal >= 20), {warm_gets} GETs on the re-log")
             print(f"ratio (c)/(a): {baseline / cold:.2f}x (goal >= 3): {baseline:.2f} s vs {cold:.2f} s")
+            streamed_footprint(tmp, server.uri, size, local_run.digest)
+
+
+def streamed_footprint(tmp: Path, server_uri: str, prefix_bytes: int, local_digest: str) -> None:
+    """(d): one cold log of the prefix in a process of its own; its peak RSS and extra disk."""
+    import resource
+    import shutil
+    import threading
+
+    cache, scratch = tmp / "d_cache", tmp / "d_tmp"
+    scratch.mkdir()
+    env = {**os.environ, "IMAGE_LINEAGE_CACHE_DIR": str(cache), "TMPDIR": str(scratch), "MLFLOW_TRACKING_URI": server_uri}
+    peak, done = [0], threading.Event()
+
+    def sample_disk():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], sum(folder_bytes(folder) for folder in (cache, scratch)))
+
+    sampler = threading.Thread(target=sample_disk, daemon=True)
+    sampler.start()
+    experiment = f"bench_s3_d_{uuid.uuid4().hex[:6]}"
+    command = [shutil.which("image-lineage") or "image-lineage", "log-folder-dataset", "--data-dir", f"s3://{BUCKET}/cats",
+               "--version", "v1", "--experiment-name", experiment]
+    _, seconds = timed("(d) image-lineage log-folder-dataset s3:// (check on)",
+                       lambda: subprocess.run(command, env=env, check=True, capture_output=True))
+    done.set()
+    sampler.join()
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
+    (run,) = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    print(f"    peak extra disk {peak[0] / 1e6:.1f} MB (goal < 50; the prefix is {prefix_bytes / 1e6:.1f} MB), "
+          f"peak memory {peak_rss / 1e6:.0f} MB (goal < 500), digest equals the local folder's: "
+          f"{run.data.tags['dataset.digest'] == local_digest}")
+
+
+def folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512  # bytes on disk (sparse files count less)
+            except OSError:
+                pass  # gone meanwhile
+    return total
 
 
 if __name__ == "__main__":

@@ -60,19 +60,55 @@ def test_a_folder_copied_to_a_bucket_keeps_its_digest_and_its_runs(catsdogs_dir,
         logged.load()
 
 
-def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tmp_path, s3, server_uri):
+def test_relog_of_an_unchanged_prefix_lists_and_reads_no_object(catsdogs_dir, tmp_path, s3, server_uri, monkeypatch):
+    read_log = tmp_path / "reads.log"
+    monkeypatch.setenv("IMAGE_LINEAGE_READ_LOG", str(read_log))
     s3.upload_folder(build_unique_versions(catsdogs_dir, tmp_path / "data"), s3.bucket, "cats")
     experiment = f"s3_{uuid.uuid4().hex[:8]}"
     first = log_folder(f"s3://{s3.bucket}/cats", experiment)
     assert first.snapshot_run_id is None and "s3_objects.json" in artifact_paths(first.run_id)  # it holds the files
     gets = s3.object_gets()
-    assert gets == len(list((tmp_path / "data").rglob("*.*")))  # v2 and v1 (the diff's base), each object once
+    v1, v2 = (len(list((tmp_path / "data" / version).rglob("*.*"))) for version in ("v1", "v2"))
+    # the image pass streams each object of v2 and v1 (the diff's base) at most once, with no copy on disk (one
+    # whose ETag, size and date match an object already read is not read: v1's copies of v2's files); the run's
+    # samples (all of v2's images here) and its sample grids (up to 16 a class) read theirs again
+    reads = read_log.read_text().splitlines()
+    assert len(reads) == len(set(reads)) and v2 <= len(reads) <= v1 + v2 and all(r.startswith("s3://") for r in reads)
+    grids = sum(min(16, count) for count in first.manifest.class_counts().values())
+    assert gets == len(reads) + v2 + grids
     again = log_folder(f"s3://{s3.bucket}/cats", experiment)
     assert s3.object_gets() == gets and again.digest == first.digest  # counted at the server: no GET at all
     # one object replaced: only it is read again, and the digest follows it
     s3.client().put_object(Bucket=s3.bucket, Key="cats/v2/cat/marker.png", Body=write_image(tmp_path / "m.png", 7).read_bytes())
     changed = log_folder(f"s3://{s3.bucket}/cats", experiment)
-    assert s3.object_gets() == gets + 1 and changed.digest != first.digest
+    assert changed.digest != first.digest and read_log.read_text().splitlines()[len(reads):] == [
+        f"s3://{s3.bucket}/cats/v2/cat/marker.png"]
+
+
+def test_an_image_folder_prefix_is_streamed_never_copied_to_disk(catsdogs_dir, tmp_path, s3, server_uri, monkeypatch):
+    """A version prefix logged with its leakage check and its images in the content store (two samples a class),
+    then checked: no object is written to disk (nothing under the cache's s3/ mirror folder), and the run holds
+    what the same folder's run holds: digest, pairs, and every file back, byte for byte."""
+    import image_lineage
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(cache))
+    data = build_unique_versions(catsdogs_dir, tmp_path / "data")
+    s3.upload_folder(data, s3.bucket, "cats")
+    runs = {}
+    for name, data_dir in (("s3", f"s3://{s3.bucket}/cats"), ("local", str(data))):
+        runs[name] = log_folder_version(FolderVersionRequest(
+            data_dir=data_dir, version="v2", experiment_name=f"{name}_{uuid.uuid4().hex[:8]}", max_samples_per_class=2,
+            snapshot="copy"))
+        assert not (cache / "s3").exists(), "an object was written to disk"
+    assert runs["s3"].digest == runs["local"].digest
+    pairs = {name: mlflow.artifacts.load_text(f"runs:/{run.run_id}/quality/pairs.csv") for name, run in runs.items()}
+    assert pairs["s3"] == pairs["local"]
+    restored = image_lineage.download(runs["s3"].run_id, tmp_path / "restored")
+    assert {p.relative_to(restored): p.read_bytes() for p in restored.rglob("*.*")} == {
+        p.relative_to(data / "v2"): p.read_bytes() for p in (data / "v2").rglob("*.*")}
+    assert check_cli.main(["--source", f"s3://{s3.bucket}/cats/v2", "--experiment-name", "checks"]) == 0
+    assert not (cache / "s3").exists()
 
 
 def test_hf_check_and_coco_sources_in_a_bucket(bundled_images, bundled_coco, tmp_path, s3, server_uri, experiment_name):

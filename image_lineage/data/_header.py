@@ -48,7 +48,7 @@ def read_file(path: str) -> bytes:
 
 def note_read(path, read_log: str) -> None:
     with open(read_log, "a", encoding="utf-8") as handle:  # one short append per line: atomic across processes
-        handle.write(f"{os.path.abspath(path)}\n")
+        handle.write(f"{path if '://' in str(path) else os.path.abspath(path)}\n")
 
 
 def light_facts(data: bytes, whole: bool) -> LightFacts | str:

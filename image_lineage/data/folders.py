@@ -79,18 +79,24 @@ RECORD_LINE = '  {"path": %s, "label": %s, "size": %d, "sha256": "%s", "width": 
 
 def scan_version(
     version_dir: str | Path, on_bad_image: str = "fail", root: str | Path | None = None, use_cache: bool = True,
-    image_check: str = "structure", perceptual: bool = False, engine: str = "local",
+    image_check: str = "structure", perceptual: bool = False, engine: str = "local", tree=None,
 ) -> Manifest:
     """Hash, measure and check every image of a version folder (``<folder>/<class>/<image>``).
 
     ``root`` (default: the parent of ``version_dir``) bounds symlinks: a link that resolves outside it
     is refused, so a manifest never vouches for files the dataset does not contain. See
     :func:`manifest_from_files` for the rest.
+
+    ``tree``: the listing of an object-store prefix (:class:`image_lineage.data.object_store.ObjectTree`);
+    ``version_dir`` is then its ``s3://`` location, walked in the listing and read object by object.
     """
-    version_dir = Path(version_dir)
-    root = Path(root) if root is not None else version_dir.parent
-    folder = os.path.abspath(version_dir)
-    candidates, ignored, classes = collect_candidates(Path(folder), root.resolve())
+    if tree is not None:
+        version_dir = str(version_dir).rstrip("/")
+        candidates, ignored, classes = collect_candidates(version_dir, None, tree.entries)
+    else:
+        version_dir = Path(version_dir)
+        root = Path(root) if root is not None else version_dir.parent
+        candidates, ignored, classes = collect_candidates(Path(os.path.abspath(version_dir)), root.resolve())
     if not classes:
         raise DatasetError(
             f"version folder {str(version_dir)!r} has no class folders: put images in "
@@ -115,16 +121,19 @@ def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]]
     """
     require_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE_CHOICES)
     with old_objects_skipped():
-        return scan_files(Path(root), candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
+        root = root if is_object_location(root) else Path(root)
+        return scan_files(root, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
                           engine)
 
 
 def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
                engine="local") -> Manifest:
-    """:func:`manifest_from_files`'s work."""
-    folder = os.path.abspath(root)
+    """:func:`manifest_from_files`'s work (``root``: a folder, or an object-store location whose objects are
+    remembered one by one in the record cache, by ETag, not as a whole scan)."""
+    remote = is_object_location(root)
+    folder = root if remote else os.path.abspath(root)
     cache = RecordCache.default() if use_cache else None
-    state = scan_state(candidates, classes, ignored) if cache else None
+    state = scan_state(candidates, classes, ignored) if cache and not remote else None
     remembered = cache.scan_result(folder, state) if state else None
     if remembered:  # not one file changed since the last scan: its result stands if that scan went as deep
         try:
@@ -144,7 +153,7 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
             ignored.append({"path": rel_path, "reason": result})
         else:
             raise DatasetError(
-                f"bad image {root / rel_path}: {result}. Replace or remove the file, or pass "
+                f"bad image {root}/{rel_path}: {result}. Replace or remove the file, or pass "
                 f"-P on_bad_image=skip to leave it out (it is then listed in the run)."
             )
     if not records:
@@ -253,12 +262,15 @@ def warn_empty_classes(version_dir: str | Path, counts: dict[str, int]) -> None:
             LOGGER.warning("class folder %s/%s holds no images: its count is 0", version_dir, name)
 
 
-def collect_candidates(version_dir: Path, root: Path) -> tuple[list[tuple[str, str, str]], list[dict], list[str]]:
+def collect_candidates(version_dir, root: Path | None,
+                       entries=None) -> tuple[list[tuple[str, str, str]], list[dict], list[str]]:
     """Walk ``version_dir/<class>/<file>``; return image candidates, ignored entries, class names.
 
     ``os.scandir`` gives each entry's type without a ``stat`` call per file (this walk runs on every
-    re-log, so it stays cheap for thousands of files).
+    re-log, so it stays cheap for thousands of files). ``entries``: another lister of a folder's sorted entries
+    (an object-store listing's, whose entries are never links; ``root`` is then None).
     """
+    sorted_entries = entries or sorted_folder_entries
     candidates: list[tuple[str, str, str]] = []  # (relative path, label, file): plain strings, 20k Paths cost 0.2 s
     ignored: list[dict] = []
     classes: list[str] = []
@@ -288,7 +300,11 @@ def collect_candidates(version_dir: Path, root: Path) -> tuple[list[tuple[str, s
     return candidates, ignored, classes
 
 
-def sorted_entries(folder: str | Path) -> list[os.DirEntry]:
+def is_object_location(location) -> bool:
+    return isinstance(location, str) and location.startswith("s3://")
+
+
+def sorted_folder_entries(folder: str | Path) -> list[os.DirEntry]:
     with os.scandir(folder) as entries:
         return sorted(entries, key=lambda e: e.name)
 

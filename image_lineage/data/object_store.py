@@ -5,11 +5,16 @@ come from the standard chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` 
 ``AWS_ENDPOINT_URL``, or ``MLFLOW_S3_ENDPOINT_URL`` as MLflow reads it) and are never logged. s3fs would
 add aiobotocore, whose narrow botocore pins fight boto3's; listing and reading objects is all we need.
 
-A prefix is mirrored into a local folder (``$IMAGE_LINEAGE_CACHE_DIR/s3/<bucket>/<prefix>``; with the cache
-off, a temporary folder of the process, removed when it exits) and the folder pipeline runs on the mirror, so the same files give the same digest in a local folder and under
-a prefix: a dataset copied from a laptop to a bucket keeps its identity and its runs. Each object is
-fetched once per (bucket, key, ETag, size, last-modified): re-logging an unchanged prefix lists the
-objects and reads none. Reads run on a thread pool, each streamed to its file.
+Two ways to read a prefix, both giving the digest the same files give in a local folder (a dataset copied from
+a laptop to a bucket keeps its identity and its runs):
+
+* streamed (:class:`ObjectTree`, for image folders): the listing is walked as a folder is, and each object is
+  read into memory by the image pass (:func:`image_lineage.data.read.read_images`), never written to disk;
+  its record is cached by (location, size, last-modified, ETag), so an unchanged prefix is listed, not read;
+* mirrored (:func:`mirror_prefix`, for COCO folders and the ``imagefolder`` builder, which read files): into
+  ``$IMAGE_LINEAGE_CACHE_DIR/s3/<bucket>/<prefix>`` (with the cache off, a temporary folder of the process,
+  removed when it exits), each object fetched once per (bucket, key, ETag, size, last-modified), on a thread
+  pool, each streamed to its file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 from image_lineage.core import config
@@ -154,7 +160,7 @@ def mirror_root() -> Path:
 @dataclass
 class Mirror:
     uri: str
-    folder: Path  # the local copy of the prefix
+    folder: Path | None  # the local copy of the prefix; None for a prefix streamed through the image pass
     objects: list[StoredObject]
     fetched: int  # objects read in this call (0 for an unchanged prefix)
 
@@ -224,3 +230,100 @@ def list_prefixes(client, uri: str) -> list[str]:
         return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
     except (ClientError, BotoCoreError) as exc:
         raise explain(exc, uri) from None
+
+
+# ---------------------------------------------------------------- streamed: objects read without a local copy
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    """One name under a prefix, as a folder walk sees it (the attributes of ``os.DirEntry`` a walk uses)."""
+
+    name: str
+    path: str  # s3://bucket/prefix/name
+    folder: bool
+
+    def is_dir(self) -> bool:
+        return self.folder
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        return not self.folder
+
+    def is_symlink(self) -> bool:
+        return False
+
+
+class ObjectTree:
+    """A listed prefix as folders of objects: a version prefix is walked as a folder is, by the same code
+    (:func:`image_lineage.data.folders.collect_candidates`), without a local copy."""
+
+    def __init__(self, uri: str, objects: list[StoredObject]):
+        self.uri = uri.rstrip("/")
+        bucket, _ = split_uri(uri)
+        self.objects = {f"s3://{bucket}/{o.key}": o for o in objects}
+        self.children: dict[str, dict[str, bool]] = {}  # folder uri -> {name: is a folder}
+        for location in self.objects:
+            parent, _, name = location.rpartition("/")
+            self.children.setdefault(parent, {})[name] = False
+            while parent != self.uri and parent.startswith(self.uri + "/"):
+                parent, _, name = parent.rpartition("/")
+                self.children.setdefault(parent, {})[name] = True
+        remember_objects(self.objects)
+
+    def entries(self, folder: str) -> list[ObjectEntry]:
+        folder = str(folder).rstrip("/")
+        return [ObjectEntry(name, f"{folder}/{name}", is_folder)
+                for name, is_folder in sorted(self.children.get(folder, {}).items())]
+
+    def mirror(self) -> Mirror:
+        """The listing as a dataset source records it (no local folder)."""
+        return Mirror(self.uri, None, list(self.objects.values()), 0)
+
+
+# The identity (ETag, size, last-modified, version) of every object listed in this process, by location: the
+# image pass keys its record cache on it, so an object read once is not read again while its ETag holds.
+KNOWN_OBJECTS: dict[str, StoredObject] = {}
+
+
+def remember_objects(objects: dict[str, StoredObject]) -> None:
+    KNOWN_OBJECTS.update(objects)
+
+
+def object_key(location: str) -> tuple[str, int, int, int, int]:
+    """The record cache's key of an object, in the places of a file's (path, size, mtime, inode, ctime): its
+    location, size, last-modified, and a number from its ETag and version (a new upload has a new ETag;
+    objects never change in place, so no 'racy' window: ctime 0)."""
+    stored = KNOWN_OBJECTS.get(location) or head_object(location)
+    identity = hashlib.sha256(f"{stored.etag}\0{stored.version_id or ''}".encode()).digest()
+    modified = int(datetime.fromisoformat(stored.last_modified).timestamp() * 1e9)
+    return location, stored.size, modified, int.from_bytes(identity[:7], "big"), 0
+
+
+def head_object(location: str) -> StoredObject:
+    """An object not listed in this process: its identity, asked of the store."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = location[len(SCHEME):].partition("/")
+    try:
+        head = s3_client().head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, location) from None
+    stored = StoredObject(key, head["ETag"].strip('"'), head["ContentLength"], head["LastModified"].isoformat(),
+                          head.get("VersionId"))
+    KNOWN_OBJECTS[location] = stored
+    return stored
+
+
+def read_object(location: str) -> bytes:
+    """One object's bytes, in memory (the version listed, when it was listed in this process)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = location[len(SCHEME):].partition("/")
+    stored = KNOWN_OBJECTS.get(location)
+    extra = {}
+    if stored is not None:
+        extra = {"VersionId": stored.version_id} if stored.version_id else {"IfMatch": f'"{stored.etag}"'}
+    try:
+        return s3_client().get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, location) from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, NamedTuple
 
 from image_lineage.core.errors import LineageError
+from image_lineage.data.locations import read_in_order
 
 INDEX_HEADER = "image-lineage-pack 1"
 CHUNK = 1 << 20
@@ -65,9 +66,8 @@ def write_pack(files: Iterable[tuple[str, str | Path]], path: str | Path) -> Pac
     unique = dict(sorted(files, key=lambda item: item[0]))  # one copy of each sha256, in sha256 order
     pack_digest, entries, offset = hashlib.sha256(), [], 0
     with open(path, "wb", buffering=CHUNK) as out:
-        for sha256, source in unique.items():
-            with open(source, "rb") as file:
-                data = file.read()
+        # a file, or an object of a streamed prefix (image_lineage.data.locations), read in order
+        for (sha256, source), data in zip(unique.items(), read_in_order(list(unique.values()))):
             if hashlib.sha256(data).hexdigest() != sha256:
                 raise LineageError(f"{source} changed while it was stored (its sha256 is no longer {sha256[:12]}...): "
                                    f"log the version again.")

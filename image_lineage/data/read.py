@@ -58,6 +58,8 @@ CHUNK = 64
 PROCESS_MIN_SHARE = 2000
 HELPER_SCRIPT = str(Path(__file__).with_name("_header.py"))
 PAGE_CACHE_SAMPLE = 16
+OBJECT_SCHEME = "s3://"  # locations read from an object store (image_lineage.data.object_store), not files
+OBJECT_THREADS = 16
 
 
 # ---------------------------------------------------------------- one file
@@ -116,7 +118,7 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
     require_choice("engine", engine, ENGINE_CHOICES)
     cache = RecordCache.default() if cache is True else (cache or None)
     read_started_ns = time.time_ns()
-    keys = [stat_key(path) for path in paths] if cache else []
+    keys = [record_key(path) for path in paths] if cache else []
     cached = cache.lookup(keys, perceptual) if cache else {}
     results: list[ImageFacts | str | None] = [None] * len(paths)
     missing = []
@@ -128,7 +130,9 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
             missing.append(index)
     read_log = config.read_log()
     wanted = [paths[i] for i in missing]
-    if engine == "spark":
+    if wanted and wanted[0].startswith(OBJECT_SCHEME):  # a prefix streamed from an object store: no file
+        found = read_objects(wanted, check, read_log, perceptual)
+    elif engine == "spark":
         from image_lineage.data.spark_pass import read_on_spark  # imports pyspark: only when asked for
 
         found = read_on_spark(wanted, check, perceptual, read_log)
@@ -153,6 +157,23 @@ def read_on_threads(paths: list[str], check: str, read_log: str | None, perceptu
 
     with ThreadPoolExecutor(WORKERS) as pool:
         return [facts for chunk_results in pool.map(read_chunk, chunks) for facts in chunk_results]
+
+
+def read_objects(locations: list[str], check: str, read_log: str | None, perceptual: bool) -> list[ImageFacts | str]:
+    """Objects of an object store (``s3://...``), each streamed into memory and through :func:`image_facts`,
+    never written to disk: OBJECT_THREADS requests at a time (they wait on the network), so at most that many
+    objects are held at once."""
+    from image_lineage.data._header import note_read
+    from image_lineage.data.object_store import read_object
+
+    def read_one(location: str) -> ImageFacts | str:
+        facts = image_facts(read_object(location), check, perceptual)
+        if read_log:
+            note_read(location, read_log)
+        return facts
+
+    with ThreadPoolExecutor(OBJECT_THREADS) as pool:
+        return list(pool.map(read_one, locations))
 
 
 def read_light_in_processes(paths: list[str], whole: bool, read_log: str | None) -> list[tuple | str]:
@@ -252,6 +273,15 @@ def in_page_cache(paths: list[str]) -> bool:
         finally:
             os.close(descriptor)
     return True
+
+
+def record_key(path: str) -> tuple[str, int, int, int, int]:
+    """The record cache's key: a file's stat key, or an object's identity (ETag, size, last-modified)."""
+    if path.startswith(OBJECT_SCHEME):
+        from image_lineage.data.object_store import object_key
+
+        return object_key(path)
+    return stat_key(path)
 
 
 def stat_key(path: str) -> tuple[str, int, int, int, int]:

@@ -17,6 +17,7 @@ import mlflow
 
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadedSplit
+from image_lineage.data.locations import is_object, join, open_image, read_in_order
 from image_lineage.data.packs import file_sha256
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.tracking.artifacts import link_or_copy
@@ -81,11 +82,11 @@ def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, col
     from PIL import Image, ImageOps
 
     first = itertools.islice((r for r in manifest.records if r.label == label), min(16, max(limit, 1)))
-    paths = [Path(manifest.version_dir) / r.path for r in first]  # not a Path for each of 100,000 records
+    paths = [join(manifest.version_dir, r.path) for r in first]  # not a Path for each of 100,000 records
     rows = -(-len(paths) // columns)
     grid = Image.new("RGB", (cell * min(columns, len(paths)), cell * rows), "white")
     for position, path in enumerate(paths):
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.draft("RGB", (cell, cell))
             thumbnail = ImageOps.exif_transpose(image).convert("RGB")  # upright, as shown
             thumbnail.thumbnail((cell, cell))
@@ -96,14 +97,20 @@ def sample_grid(manifest: Manifest, label: str, limit: int, cell: int = 128, col
 def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
     """Link (or copy) up to ``per_class`` images of each class under ``target/<class>/``."""
     taken: dict[str, int] = {}
-    source_root = Path(manifest.version_dir)
+    picked = []
     for record in manifest.records:  # sorted by path, so samples are the first files of each class
         if taken.get(record.label, 0) >= per_class:
             continue
         taken[record.label] = taken.get(record.label, 0) + 1
         destination = target / record.path
         destination.parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(source_root / record.path, destination)
+        picked.append((join(manifest.version_dir, record.path), destination))
+    if picked and is_object(picked[0][0]):  # a streamed prefix: the objects' bytes, fetched a few at a time
+        for (_, destination), data in zip(picked, read_in_order([location for location, _ in picked])):
+            destination.write_bytes(data)
+    else:
+        for location, destination in picked:
+            link_or_copy(location, destination)
 
 
 def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) -> set[str]:

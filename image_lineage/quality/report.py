@@ -9,8 +9,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
+from image_lineage.data.locations import open_image
 from image_lineage.quality.pairs import QualityReport
 
 THUMBNAIL = 160
@@ -60,7 +61,7 @@ def set_aside_html(paths: list[str], listed: int = 100) -> str:
 
 
 def thumbnail_uri(file: str) -> str:
-    with Image.open(file) as image:
+    with open_image(file) as image:
         image.draft("RGB", (THUMBNAIL, THUMBNAIL))
         small = ImageOps.exif_transpose(image).convert("RGB")  # upright, as shown
         small.thumbnail((THUMBNAIL, THUMBNAIL))

@@ -77,9 +77,15 @@ def folder_splits(folder: Path) -> dict[str, FolderSplit]:
     """``train*/``, ``val*/``, ``test*/`` sub-folders are splits; otherwise the folder is one train split."""
     if not folder.is_dir():
         raise LineageError(f"{folder} is not a folder.")
-    subfolders = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    splits = {split_name(p.name): FolderSplit(p, f"{p.name}/") for p in subfolders if split_name(p.name) in SPLIT_CHOICES}
-    return splits if splits and len(splits) == len(subfolders) else {"train": FolderSplit(folder)}
+    named = split_folders([p.name for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")])
+    return ({split: FolderSplit(folder / name, f"{name}/") for split, name in named.items()} if named
+            else {"train": FolderSplit(folder)})
+
+
+def split_folders(names: list[str]) -> dict[str, str]:
+    """{split: sub-folder name} when every sub-folder is a split (``train*/``, ``val*/``, ``test*/``), else {}."""
+    splits = {split_name(name): name for name in names if split_name(name) in SPLIT_CHOICES}
+    return splits if splits and len(splits) == len(names) else {}
 
 
 def imagefolder_dataset(data_dir: str, skipped: set[str]):
