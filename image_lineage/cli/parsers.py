@@ -218,6 +218,9 @@ def download() -> argparse.ArgumentParser:
                         "every file is checked against its sha256 and a mismatch is refused, naming the file.")
     parser.add_argument("--run-id", required=True, help="the run that logged the version")
     parser.add_argument("--destination", required=True, help="a new or empty folder")
+    parser.add_argument("--croissant", action="store_true",
+                        help="also write the version's croissant.json and manifest beside the class folders (mlcroissant "
+                        "then loads it and iterates the images)")
     return parser
 
 

@@ -4,7 +4,8 @@ What a run holds (the homework's deliverables, plus lineage):
 
 * params ``dataset_version``, ``dataset_name``, ``num_classes``, ``class_names``;
 * metrics ``total_images`` and ``class_<name>_count`` for every class of any version under data_dir;
-* artifacts ``samples/<class>/<file>``, ``manifest.json``, ``diff.json``, ``class_counts.png``, and, when a
+* artifacts ``samples/<class>/<file>``, ``manifest.json``, ``diff.json``, ``class_counts.png``,
+  ``croissant.json`` (the version's Croissant metadata: :mod:`image_lineage.data.croissant`), and, when a
   class holds more than ``max_samples_per_class`` files, ``store.json.gz``: where each image is in the content
   store (:mod:`image_lineage.tracking.content_store`), which received only the files no earlier version stored;
 * the dataset input (content digest, folder + git commit source) and tags ``dataset.*``.
@@ -25,15 +26,17 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI
+from image_lineage.data.croissant import CROISSANT_NAME, metadata_text, read_card, version_metadata
 from image_lineage.data.diff import summarize_diff
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
-from image_lineage.flows.staging import log_sample_grids, needs_store, stage_evidence, stage_folder_files
+from image_lineage.flows.staging import log_sample_grids, manifest_file, needs_store, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
 from image_lineage.tracking.content_store import packs_tags
@@ -88,11 +91,12 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
     with ThreadPoolExecutor(2) as pool:
         experiment = pool.submit(resolve_experiment_id, request.experiment_name)
         read = read_version(request.data_dir, request.version, options)  # a bad folder stops here: no run
-        return log_version_run(request, read, dataset_version, experiment.result(), pool)
+        card = read_card(read.loaded.manifest.version_dir)  # and so does a bad croissant.yaml
+        return log_version_run(request, read, dataset_version, experiment.result(), pool, card)
 
 
 def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_version: str, experiment_id: str,
-                    pool: ThreadPoolExecutor) -> LoggedVersion:
+                    pool: ThreadPoolExecutor, card: dict) -> LoggedVersion:
     """The version's run: checked, files stored or linked, summary and dataset input."""
     loaded, manifest = read.loaded, read.loaded.manifest
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
@@ -107,6 +111,8 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         check = (check_in_run(run, lambda: loaded.images, request.image_check, request.on_leakage, earlier=found,
                               files=found is None, engine=request.engine) if request.quality_check == "on" else CheckOutcome(None))
         reports = version_reports(manifest, read.diff, loaded.remote)
+        reports[CROISSANT_NAME] = croissant_text(manifest, f"{request.dataset_name}_{request.version}", dataset_version,
+                                                 card)
         reports_tag = reports_digest(reports)
         own_reports_differ = holder is None or holder.data.tags.get(TAG_REPORTS_DIGEST) != reports_tag
         title = f"{request.dataset_name} {dataset_version}"
@@ -173,6 +179,13 @@ def version_reports(manifest: Manifest, diff: dict, remote=None) -> dict[str, st
     if remote is not None:
         reports["s3_objects.json"] = json.dumps(remote.to_dict(), indent=1)
     return reports
+
+
+def croissant_text(manifest: Manifest, name: str, semver: str, card: dict) -> str:
+    """``croissant.json`` (:mod:`image_lineage.data.croissant`): the version's Croissant metadata."""
+    location = manifest.version_dir
+    url = location if location.startswith("s3://") else Path(location).resolve().as_uri()
+    return metadata_text(version_metadata(manifest, name, semver, url, *manifest_file(manifest), card))
 
 
 def reports_digest(reports: dict[str, str]) -> str:

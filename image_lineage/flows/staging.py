@@ -44,15 +44,20 @@ def stage_evidence(manifest: Manifest, stage: Path, max_samples: int, title: str
     each class under ``samples/<class>/``, ``manifest.json`` (``manifest.json.gz`` past ``MANIFEST_GZIP_FROM``
     images) and the class chart."""
     stage_samples(manifest, stage / "samples", max_samples)
-    text = manifest.to_json().encode()
-    name = manifest_name(manifest)
-    (stage / name).write_bytes(gzip.compress(text, 6, mtime=0) if name.endswith(".gz") else text)
+    name, data = manifest_file(manifest)
+    (stage / name).write_bytes(data)
     plot_class_counts(manifest.class_counts(), stage / "class_counts.png", f"{title} ({len(manifest.records)} images)")
 
 
 MANIFEST_GZIP_FROM = 10_000  # images: past this the manifest is manifest.json.gz. At 100,000 photos manifest.json
 # is 17.1 MB a version (4.8 MB gzipped, in 0.4 s): too large for MLflow's preview anyway, and as large as half
 # the files a version with 1 % of them changed adds, which is all the store uploads for it.
+
+
+def manifest_file(manifest: Manifest) -> tuple[str, bytes]:
+    """The manifest as the run holds it: (its name, its bytes; gzipped without a date past MANIFEST_GZIP_FROM)."""
+    name, text = manifest_name(manifest), manifest.to_json().encode()
+    return name, gzip.compress(text, 6, mtime=0) if name.endswith(".gz") else text
 
 
 def manifest_name(manifest: Manifest) -> str:

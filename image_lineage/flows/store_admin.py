@@ -20,11 +20,12 @@ LOGGER = logging.getLogger(__name__)
 class DownloadRequest:
     run_id: str
     destination: str
+    croissant: bool = False  # also croissant.json and the manifest, beside the class folders
 
 
 def download_dataset(request: DownloadRequest):
     """Rebuild the files of the version a run logged in ``destination``, every file checked by sha256."""
-    folder = download_version(request.run_id, request.destination)
+    folder = download_version(request.run_id, request.destination, request.croissant)
     count = sum(1 for path in folder.rglob("*") if path.is_file())
     print(f"{count} files of run {request.run_id} in {folder}, each checked against its sha256")
     return folder

@@ -36,8 +36,10 @@ from image_lineage.tracking.content_store import MAP_FORMAT, MAP_NAME
 MANIFESTS = ("manifest.json", "manifest.json.gz")
 
 
-def download_version(run_id: str, destination: str | Path) -> Path:
-    """Rebuild the files of the version run ``run_id`` logged in ``destination`` (new or empty); returns it."""
+def download_version(run_id: str, destination: str | Path, croissant: bool = False) -> Path:
+    """Rebuild the files of the version run ``run_id`` logged in ``destination`` (new or empty); returns it.
+    With ``croissant``, also the version's ``croissant.json`` and the manifest it names, beside the class
+    folders, where ``mlcroissant`` reads its records from."""
     run = mlflow.get_run(run_id)
     uri = run.data.tags.get(TAG_SNAPSHOT_URI, "")
     if not uri.startswith("runs:/"):
@@ -56,10 +58,30 @@ def download_version(run_id: str, destination: str | Path) -> Path:
         for kind, found in parts:  # COCO and multi-split forms: one part per split, each in <destination>/<split>
             target = destination / posixpath.relpath(posixpath.dirname(found) or ".", base or ".")
             (download_from_map if kind == "map" else download_samples)(holder, found, target)
+        if croissant:
+            download_croissant(run_id, holder, destination)
     except MlflowException as exc:
         raise LineageError(f"the stored files of run {run_id} ({uri}) cannot be read ({exc.message}): its snapshot "
                            f"run {holder} may have been deleted. Log the data again, or restore that run.") from exc
     return destination
+
+
+def download_croissant(run_id: str, holder: str, destination: Path) -> None:
+    """``croissant.json`` and its manifest, from the run or, where it linked its reports, from their holder."""
+    for source in dict.fromkeys((run_id, holder)):
+        names = {item.path for item in mlflow.MlflowClient().list_artifacts(source)}
+        if "croissant.json" in names:
+            text = mlflow.artifacts.load_text(f"runs:/{source}/croissant.json")
+            manifest = next(item["contentUrl"] for item in json.loads(text)["distribution"]
+                            if item["@type"] == "cr:FileObject")
+            for owner in dict.fromkeys((source, run_id, holder)):
+                if manifest in {item.path for item in mlflow.MlflowClient().list_artifacts(owner)}:
+                    mlflow.artifacts.download_artifacts(run_id=owner, artifact_path=manifest, dst_path=str(destination))
+                    break
+            (destination / "croissant.json").write_text(text)
+            return
+    raise LineageError(f"run {run_id} holds no croissant.json: it was logged before versions had one, or is no "
+                       f"log-folder-dataset run. Log the version again to have one.")
 
 
 def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:

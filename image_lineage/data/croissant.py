@@ -1,0 +1,134 @@
+"""Croissant metadata (MLCommons, http://mlcommons.org/croissant/1.0) of a folder version: ``croissant.json``.
+
+One JSON-LD file says what the version holds in the format dataset hubs and ML tools read (the Hugging Face
+hub serves one for every dataset; NeurIPS Datasets & Benchmarks asks for one):
+
+* metadata: name, description, the source's location as ``url``, and as ``version`` the version's number with
+  the content digest as its build metadata (``2.0.0+<sha256>``: semantic versioning, as Croissant asks, and
+  the digest every run and model of this project names);
+* distribution: ``manifest.json`` (a ``FileObject`` with its sha256; the manifest gives every file's sha256),
+  and the images as a ``FileSet`` (``<class>/*.<ext>`` patterns, the files the image pass left out excluded);
+* record sets: ``images`` (each image's content and its label, the class folder's name) and ``files`` (each
+  image's path, label, sha256, size, width and height, from the manifest);
+* the Responsible-AI and citation fields the user gives in ``croissant.yaml`` beside the version folder or
+  in it (:data:`CARD_FIELDS`); a field not given is left out, never invented.
+
+It depends on content and the card only (no run id, no date), so a re-log of the same folder gives the same
+file. ``mlcroissant`` loads it, and iterates its records on a local copy of the version with the file beside
+the class folders (the tests check both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from image_lineage.core.errors import LineageError
+
+CARD_NAME = "croissant.yaml"
+CROISSANT_NAME = "croissant.json"
+# the fields a card may give: schema.org's, Croissant's citeAs, and the RAI vocabulary's (rai:...)
+CARD_FIELDS = ("license", "citeAs", "creator", "publisher", "keywords", "datePublished", "description")
+RAI_FIELD = re.compile(r"^rai:[A-Za-z]+$")
+CONTEXT = {
+    "@language": "en", "@vocab": "https://schema.org/", "citeAs": "cr:citeAs", "column": "cr:column",
+    "conformsTo": "dct:conformsTo", "cr": "http://mlcommons.org/croissant/", "rai": "http://mlcommons.org/croissant/RAI/",
+    "data": {"@id": "cr:data", "@type": "@json"}, "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/", "equivalentProperty": "cr:equivalentProperty",
+    "examples": {"@id": "cr:examples", "@type": "@json"}, "extract": "cr:extract", "field": "cr:field",
+    "fileProperty": "cr:fileProperty", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet", "format": "cr:format",
+    "includes": "cr:includes", "isLiveDataset": "cr:isLiveDataset", "jsonPath": "cr:jsonPath", "key": "cr:key",
+    "md5": "cr:md5", "parentField": "cr:parentField", "path": "cr:path", "recordSet": "cr:recordSet",
+    "references": "cr:references", "regex": "cr:regex", "repeated": "cr:repeated", "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate", "sc": "https://schema.org/", "separator": "cr:separator", "source": "cr:source",
+    "subField": "cr:subField", "transform": "cr:transform",
+}
+MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
+               "bmp": "image/bmp", "tif": "image/tiff", "tiff": "image/tiff"}
+MANIFEST_FIELDS = (("path", "sc:Text"), ("label", "sc:Text"), ("sha256", "sc:Text"), ("size", "sc:Integer"),
+                   ("width", "sc:Integer"), ("height", "sc:Integer"))
+
+
+def version_metadata(manifest, name: str, semver: str, url: str, manifest_name: str, manifest_bytes: bytes,
+                     card: dict | None = None) -> dict:
+    """The Croissant JSON-LD of a version (``manifest``: :class:`image_lineage.data.folders.Manifest`;
+    ``manifest_name``/``manifest_bytes``: the manifest file as the run holds it)."""
+    counts = manifest.class_counts()
+    classes = [label for label in manifest.classes if counts.get(label)]
+    metadata = {
+        "@context": CONTEXT, "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": name, "url": url, "version": f"{semver}+{manifest.digest}",
+        "description": (f"{name}: {len(manifest.records)} images in {len(classes)} class folders "
+                        f"({', '.join(classes)}); content digest sha256 {manifest.digest}."),
+        "distribution": [manifest_file(manifest_name, manifest_bytes), image_file_set(manifest)],
+        "recordSet": [images_record_set(), files_record_set(manifest_name)],
+    }
+    metadata.update(card or {})
+    return metadata
+
+
+def manifest_file(name: str, data: bytes) -> dict:
+    return {"@type": "cr:FileObject", "@id": name, "name": name, "contentUrl": name,
+            "encodingFormat": "application/gzip" if name.endswith(".gz") else "application/json",
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def image_file_set(manifest) -> dict:
+    """The images: ``<class>/*.<ext>`` for each class and extension present, the files left out (bad images,
+    and names the pattern would catch that are no image of the version) excluded."""
+    patterns = sorted({f"{r.label}/*.{r.path.rpartition('.')[2]}" for r in manifest.records})
+    media = sorted({MEDIA_TYPES.get(r.path.rpartition(".")[2].lower(), "application/octet-stream")
+                    for r in manifest.records})
+    excluded = sorted(item["path"] for item in manifest.ignored if "/" in item["path"])
+    return {"@type": "cr:FileSet", "@id": "image-files", "name": "image-files",
+            "encodingFormat": media[0] if len(media) == 1 else media, "includes": patterns,
+            **({"excludes": excluded} if excluded else {})}
+
+
+def images_record_set() -> dict:
+    source = {"fileSet": {"@id": "image-files"}}
+    return {"@type": "cr:RecordSet", "@id": "images", "name": "images", "field": [
+        {"@type": "cr:Field", "@id": "images/image", "name": "image", "dataType": "sc:ImageObject",
+         "source": {**source, "extract": {"fileProperty": "content"}}},
+        {"@type": "cr:Field", "@id": "images/label", "name": "label", "dataType": "sc:Text",
+         "description": "the class folder's name",
+         "source": {**source, "extract": {"fileProperty": "filepath"}, "transform": {"regex": "^(?:.*/)?([^/]+)/[^/]+$"}}},
+    ]}
+
+
+def files_record_set(manifest_name: str) -> dict:
+    return {"@type": "cr:RecordSet", "@id": "files", "name": "files",
+            "description": "every image of the version with its sha256, from the manifest",
+            "field": [{"@type": "cr:Field", "@id": f"files/{key}", "name": key, "dataType": data_type,
+                       "source": {"fileObject": {"@id": manifest_name}, "extract": {"jsonPath": f"$.images[*].{key}"}}}
+                      for key, data_type in MANIFEST_FIELDS]}
+
+
+def read_card(version_dir: str | Path) -> dict:
+    """The fields of ``croissant.yaml`` in the version folder, or else beside it; {} when there is none.
+    A field Croissant does not know here is refused, naming the file (a typo would otherwise vanish)."""
+    import yaml
+
+    if str(version_dir).startswith("s3://"):
+        return {}
+    version_dir = Path(version_dir)
+    card_path = next((p for p in (version_dir / CARD_NAME, version_dir.parent / CARD_NAME) if p.is_file()), None)
+    if card_path is None:
+        return {}
+    try:
+        card = yaml.safe_load(card_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LineageError(f"{card_path}: not valid YAML ({exc}). Fix it, or remove it to log without a card.") from None
+    if not isinstance(card, dict):
+        raise LineageError(f"{card_path}: expected fields such as license: and rai:dataCollection:, got {card!r}.")
+    unknown = sorted(key for key in card if key not in CARD_FIELDS and not RAI_FIELD.match(str(key)))
+    if unknown:
+        raise LineageError(f"{card_path}: unknown field(s) {', '.join(map(str, unknown))}. A card gives "
+                           f"{', '.join(CARD_FIELDS)} and Croissant RAI fields (rai:dataCollection, rai:dataBiases, ...).")
+    return {key: card[key] for key in sorted(card)}
+
+
+def metadata_text(metadata: dict) -> str:
+    return json.dumps(metadata, indent=1, ensure_ascii=False)

@@ -1,0 +1,70 @@
+"""croissant.json: every folder version's Croissant metadata, which mlcroissant validates and iterates on the
+version downloaded with it, with the card's Responsible-AI fields and nothing invented."""
+
+import hashlib
+import json
+import shutil
+
+import mlflow
+import pytest
+
+from entrypoints import log_folder_dataset as folder_cli
+from image_lineage.cli import main as cli_main
+
+mlcroissant = pytest.importorskip("mlcroissant", reason="the test extra installs mlcroissant")
+
+CARD = """license: https://creativecommons.org/licenses/by/4.0/
+rai:dataCollection: cat and dog photos from ../shared/data/catsdogs, copied as they are
+rai:dataBiases: two classes only, of unequal size
+"""
+
+
+def log(data, experiment, run_name):
+    assert folder_cli.main(["--data-dir", str(data), "--version", "v1", "--experiment-name", experiment,
+                            "--run-name", run_name, "--max-samples-per-class", "5"]) == 0
+    (run,) = mlflow.search_runs(experiment_names=[experiment], filter_string=f"run_name = '{run_name}'",
+                                output_format="list")
+    return run
+
+
+def test_a_version_run_holds_croissant_metadata_that_mlcroissant_iterates(catsdogs_dir, tmp_path, sqlite_uri,
+                                                                        experiment_name):
+    data = tmp_path / "pets"
+    shutil.copytree(catsdogs_dir, data / "v1", ignore=shutil.ignore_patterns("*.md"))
+    (data / "croissant.yaml").write_text(CARD)
+    run = log(data, experiment_name, "first")
+    logged = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/croissant.json"))
+    assert logged["version"] == f"1.0.0+{run.data.tags['dataset.digest']}"
+    assert logged["license"] == "https://creativecommons.org/licenses/by/4.0/" and "rai:dataBiases" in logged
+    assert "citeAs" not in logged and "datePublished" not in logged  # not in the card: left out, not invented
+
+    folder = tmp_path / "restored"
+    assert cli_main(["download", "--run-id", run.info.run_id, "--destination", str(folder), "--croissant"]) == 0
+    dataset = mlcroissant.Dataset(str(folder / "croissant.json"))
+    assert not dataset.metadata.issues.errors
+    manifest = json.loads((folder / "manifest.json").read_text())
+    images = list(dataset.records("images"))
+    assert len(images) == manifest["num_images"] == len(list((data / "v1").rglob("*.jpg")))
+    assert sorted(r["images/label"].decode() for r in images) == sorted(i["label"] for i in manifest["images"])
+    files = list(dataset.records("files"))
+    assert {(r["files/path"].decode(), r["files/sha256"].decode()) for r in files} == {
+        (p.relative_to(data / "v1").as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in (data / "v1").rglob("*.jpg")}
+
+    # the same folder logged again in another experiment: the same reports (croissant.json has no run id and
+    # no date), so the run links the first one's, and downloads its croissant.json through that link
+    again = log(data, f"{experiment_name}_again", "again")
+    assert again.data.tags["dataset.reports_digest"] == run.data.tags["dataset.reports_digest"]
+    assert cli_main(["download", "--run-id", again.info.run_id, "--destination", str(tmp_path / "again"),
+                     "--croissant"]) == 0
+    assert (tmp_path / "again" / "croissant.json").read_text() == (folder / "croissant.json").read_text()
+
+
+def test_a_card_with_an_unknown_field_stops_before_any_run(catsdogs_dir, tmp_path, sqlite_uri, experiment_name,
+                                                           caplog):
+    data = tmp_path / "pets"
+    shutil.copytree(catsdogs_dir, data / "v1", ignore=shutil.ignore_patterns("*.md"))
+    (data / "croissant.yaml").write_text("licence: CC-BY-4.0\n")
+    assert folder_cli.main(["--data-dir", str(data), "--version", "v1", "--experiment-name", experiment_name]) == 2
+    assert f"{data / 'croissant.yaml'}: unknown field(s) licence" in caplog.text
+    assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
