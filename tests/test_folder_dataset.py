@@ -44,7 +44,7 @@ def test_homework_values_for_bundled_sample(bundled_images, experiment_name, any
 
     paths = artifact_paths(second.run_id)
     assert [p for p in paths if not p.startswith("images/")] == [
-        "class_counts.png", "diff.json", "manifest.json", "quality/pairs.csv", "quality/report.html",
+        "class_counts.png", "croissant.json", "diff.json", "manifest.json", "quality/pairs.csv", "quality/report.html",
         "samples/cat/cat_01.jpg", "samples/dog/dog_01.jpg", "samples/dog/dog_02.jpg",
     ]
     # the Datasets panel's profile: counts, geometry, bytes, full digest, quality
