@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from image_lineage.core.errors import LineageError
+from image_lineage.data.object_store import is_object_uri
 
 CARD_NAME = "croissant.yaml"
 CROISSANT_NAME = "croissant.json"
@@ -111,7 +112,7 @@ def read_card(version_dir: str | Path) -> dict:
     A field Croissant does not know here is refused, naming the file (a typo would otherwise vanish)."""
     import yaml
 
-    if str(version_dir).startswith("s3://"):
+    if is_object_uri(version_dir):  # a streamed prefix: no card (it would be one more object to read)
         return {}
     version_dir = Path(version_dir)
     card_path = next((p for p in (version_dir / CARD_NAME, version_dir.parent / CARD_NAME) if p.is_file()), None)

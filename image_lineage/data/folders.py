@@ -28,6 +28,7 @@ from image_lineage.core.names import IMAGE_EXTENSIONS, ON_BAD_IMAGE_CHOICES, UNS
 from image_lineage.data.cache import RecordCache, racy
 from image_lineage.data.coco.layout import split_name
 from image_lineage.data.facts import CHECK_DEPTH, ImageFacts
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.read import old_objects_skipped, read_images
 
 LOGGER = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def manifest_from_files(root: str | Path, candidates: list[tuple[str, str, str]]
     """
     require_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE_CHOICES)
     with old_objects_skipped():
-        root = root if is_object_location(root) else Path(root)
+        root = root if is_object_uri(root) else Path(root)
         return scan_files(root, candidates, classes, ignored, on_bad_image, use_cache, image_check, perceptual,
                           engine)
 
@@ -130,7 +131,7 @@ def scan_files(root: Path, candidates, classes, ignored, on_bad_image, use_cache
                engine="local") -> Manifest:
     """:func:`manifest_from_files`'s work (``root``: a folder, or an object-store location whose objects are
     remembered one by one in the record cache, by ETag, not as a whole scan)."""
-    remote = is_object_location(root)
+    remote = is_object_uri(root)
     folder = root if remote else os.path.abspath(root)
     cache = RecordCache.default() if use_cache else None
     state = scan_state(candidates, classes, ignored) if cache and not remote else None
@@ -298,10 +299,6 @@ def collect_candidates(version_dir, root: Path | None,
             else:
                 candidates.append((rel_path, class_entry.name, entry.path))
     return candidates, ignored, classes
-
-
-def is_object_location(location) -> bool:
-    return isinstance(location, str) and location.startswith("s3://")
 
 
 def sorted_folder_entries(folder: str | Path) -> list[os.DirEntry]:

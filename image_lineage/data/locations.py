@@ -13,14 +13,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-OBJECT_SCHEME = "s3://"
+from image_lineage.data.object_store import is_object_uri, read_object
+
 # Objects read ahead, in order, while the caller writes the ones before: each GET waits on the network
 # (~15 ms on loopback: 2,000 objects one after another took 30 s), and at most this many are held at once.
 READ_AHEAD = 32
-
-
-def is_object(location: str | os.PathLike) -> bool:
-    return isinstance(location, str) and location.startswith(OBJECT_SCHEME)
 
 
 def join(base: str | os.PathLike, relative: str) -> str:
@@ -29,9 +26,7 @@ def join(base: str | os.PathLike, relative: str) -> str:
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
-    if is_object(location):
-        from image_lineage.data.object_store import read_object
-
+    if is_object_uri(location):
         return read_object(location)
     with open(location, "rb") as file:
         return file.read()
@@ -39,7 +34,7 @@ def read_bytes(location: str | os.PathLike) -> bytes:
 
 def read_in_order(locations: list) -> Iterator[bytes]:
     """Each location's bytes, in order: files read one by one here, objects READ_AHEAD at a time on threads."""
-    if not locations or not is_object(locations[0]):
+    if not locations or not is_object_uri(locations[0]):
         yield from (read_bytes(location) for location in locations)
         return
     with ThreadPoolExecutor(READ_AHEAD) as pool:
@@ -56,4 +51,4 @@ def open_image(location: str | os.PathLike):
     """A PIL image of the file or object (an object's bytes held in memory while it is open)."""
     from PIL import Image
 
-    return Image.open(io.BytesIO(read_bytes(location)) if is_object(location) else location)
+    return Image.open(io.BytesIO(read_bytes(location)) if is_object_uri(location) else location)

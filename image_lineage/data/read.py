@@ -38,9 +38,10 @@ from PIL import Image, UnidentifiedImageError
 
 from image_lineage.core import config
 from image_lineage.core.names import ENGINE_CHOICES, IMAGE_CHECK_CHOICES, require_choice
-from image_lineage.data._header import light_facts, read_light, read_noted
+from image_lineage.data._header import light_facts, note_read, read_light, read_noted
 from image_lineage.data.cache import RecordCache
 from image_lineage.data.facts import CHECK_DEPTH, ImageFacts
+from image_lineage.data.object_store import is_object_uri, object_key, read_object
 from image_lineage.data.perceptual import perceptual_facts
 
 LOGGER = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ CHUNK = 64
 PROCESS_MIN_SHARE = 2000
 HELPER_SCRIPT = str(Path(__file__).with_name("_header.py"))
 PAGE_CACHE_SAMPLE = 16
-OBJECT_SCHEME = "s3://"  # locations read from an object store (image_lineage.data.object_store), not files
-OBJECT_THREADS = 16
+OBJECT_THREADS = 16  # objects of a streamed prefix read at once (each waits on the network)
 
 
 # ---------------------------------------------------------------- one file
@@ -130,7 +130,7 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
             missing.append(index)
     read_log = config.read_log()
     wanted = [paths[i] for i in missing]
-    if wanted and wanted[0].startswith(OBJECT_SCHEME):  # a prefix streamed from an object store: no file
+    if wanted and is_object_uri(wanted[0]):  # a prefix streamed from an object store: no file
         found = read_objects(wanted, check, read_log, perceptual)
     elif engine == "spark":
         from image_lineage.data.spark_pass import read_on_spark  # imports pyspark: only when asked for
@@ -163,9 +163,6 @@ def read_objects(locations: list[str], check: str, read_log: str | None, percept
     """Objects of an object store (``s3://...``), each streamed into memory and through :func:`image_facts`,
     never written to disk: OBJECT_THREADS requests at a time (they wait on the network), so at most that many
     objects are held at once."""
-    from image_lineage.data._header import note_read
-    from image_lineage.data.object_store import read_object
-
     def read_one(location: str) -> ImageFacts | str:
         facts = image_facts(read_object(location), check, perceptual)
         if read_log:
@@ -277,9 +274,7 @@ def in_page_cache(paths: list[str]) -> bool:
 
 def record_key(path: str) -> tuple[str, int, int, int, int]:
     """The record cache's key: a file's stat key, or an object's identity (ETag, size, last-modified)."""
-    if path.startswith(OBJECT_SCHEME):
-        from image_lineage.data.object_store import object_key
-
+    if is_object_uri(path):
         return object_key(path)
     return stat_key(path)
 

@@ -33,6 +33,7 @@ from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_REPO
 from image_lineage.data.croissant import CROISSANT_NAME, metadata_text, read_card, version_metadata
 from image_lineage.data.diff import summarize_diff
 from image_lineage.data.folders import Manifest
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
@@ -184,7 +185,7 @@ def version_reports(manifest: Manifest, diff: dict, remote=None) -> dict[str, st
 def croissant_text(manifest: Manifest, name: str, semver: str, card: dict) -> str:
     """``croissant.json`` (:mod:`image_lineage.data.croissant`): the version's Croissant metadata."""
     location = manifest.version_dir
-    url = location if location.startswith("s3://") else Path(location).resolve().as_uri()
+    url = location if is_object_uri(location) else Path(location).resolve().as_uri()
     return metadata_text(version_metadata(manifest, name, semver, url, *manifest_file(manifest), card))
 
 

@@ -17,7 +17,8 @@ import mlflow
 
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadedSplit
-from image_lineage.data.locations import is_object, join, open_image, read_in_order
+from image_lineage.data.locations import join, open_image, read_in_order
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.packs import file_sha256
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.tracking.artifacts import link_or_copy
@@ -110,7 +111,7 @@ def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
         destination = target / record.path
         destination.parent.mkdir(parents=True, exist_ok=True)
         picked.append((join(manifest.version_dir, record.path), destination))
-    if picked and is_object(picked[0][0]):  # a streamed prefix: the objects' bytes, fetched a few at a time
+    if picked and is_object_uri(picked[0][0]):  # a streamed prefix: the objects' bytes, fetched a few at a time
         for (_, destination), data in zip(picked, read_in_order([location for location, _ in picked])):
             destination.write_bytes(data)
     else:
