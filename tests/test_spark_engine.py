@@ -134,3 +134,11 @@ def test_an_s3_prefix_with_engine_spark_is_refused_before_any_run(bundled_images
     assert "engine=spark reads files where the cluster's executors see them" in caplog.text and uri in caplog.text
     assert "engine=local" in caplog.text
     assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+
+
+def test_each_folder_is_listed_once():
+    """Spark lists each folder recursively: a sub-folder is not listed again, even when a sibling's name sorts
+    between it and its parent (``b c`` between ``b`` and ``b/d``)."""
+    from image_lineage.data.spark_pass import top_folders
+
+    assert top_folders(["/a/b/x.jpg", "/a/b c/y.jpg", "/a/b/d/z.jpg"]) == ["/a/b", "/a/b c"]

@@ -52,10 +52,10 @@ MANIFEST_FIELDS = (("path", "sc:Text"), ("label", "sc:Text"), ("sha256", "sc:Tex
                    ("width", "sc:Integer"), ("height", "sc:Integer"))
 
 
-def version_metadata(manifest, name: str, semver: str, url: str, manifest_name: str, manifest_bytes: bytes,
-                     card: dict | None = None) -> dict:
-    """The Croissant JSON-LD of a version (``manifest``: :class:`image_lineage.data.folders.Manifest`;
-    ``manifest_name``/``manifest_bytes``: the manifest file as the run holds it)."""
+def version_metadata(manifest, name: str, semver: str, url: str, card: dict | None = None) -> dict:
+    """The Croissant JSON-LD of a version (``manifest``: :class:`image_lineage.data.folders.Manifest`, whose
+    file as the run holds it is :meth:`~image_lineage.data.folders.Manifest.stored`)."""
+    manifest_name, manifest_bytes = manifest.stored()
     counts = manifest.class_counts()
     classes = [label for label in manifest.classes if counts.get(label)]
     metadata = {

@@ -147,12 +147,15 @@ def escape_glob(path: str) -> str:
 
 def top_folders(paths: list[str]) -> list[str]:
     """The folders holding ``paths``, without those inside another one (each is listed recursively)."""
-    folders = sorted({os.path.dirname(os.path.abspath(path)) for path in paths})
-    tops: list[str] = []
-    for folder in folders:  # sorted: a folder comes right after the folders that hold it
-        if not tops or not (folder + os.sep).startswith(tops[-1].rstrip(os.sep) + os.sep):
-            tops.append(folder)
-    return tops
+    folders = {os.path.dirname(os.path.abspath(path)) for path in paths}
+    return sorted(folder for folder in folders if not any(parent in folders for parent in parents(folder)))
+
+
+def parents(folder: str):
+    """The folders above ``folder`` (``/a/b`` -> ``/a``, ``/``)."""
+    while (parent := os.path.dirname(folder)) != folder:
+        yield parent
+        folder = parent
 
 
 def extension_glob(paths: list[str]) -> str:

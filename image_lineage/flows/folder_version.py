@@ -37,7 +37,7 @@ from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
 from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
-from image_lineage.flows.staging import log_sample_grids, manifest_file, needs_store, stage_evidence, stage_folder_files
+from image_lineage.flows.staging import log_sample_grids, needs_store, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
 from image_lineage.tracking.content_store import packs_tags
@@ -186,7 +186,7 @@ def croissant_text(manifest: Manifest, name: str, semver: str, card: dict) -> st
     """``croissant.json`` (:mod:`image_lineage.data.croissant`): the version's Croissant metadata."""
     location = manifest.version_dir
     url = location if is_object_uri(location) else Path(location).resolve().as_uri()
-    return metadata_text(version_metadata(manifest, name, semver, url, *manifest_file(manifest), card))
+    return metadata_text(version_metadata(manifest, name, semver, url, card))
 
 
 def reports_digest(reports: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ to the store map."""
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import logging
 import os
@@ -37,32 +36,17 @@ def stage_folder_files(manifest: Manifest, stage: Path, max_samples: int, title:
         return "samples", set()
     root = manifest.version_dir  # plain strings: a Path per record costs ~10 us, a second at 100,000 images
     files = [(r.path, r.sha256, r.size, os.path.join(root, r.path)) for r in manifest.records]
-    return MAP_NAME, store_version(files, stage, manifest=manifest_name(manifest))
+    return MAP_NAME, store_version(files, stage, manifest=manifest.stored()[0])
 
 
 def stage_evidence(manifest: Manifest, stage: Path, max_samples: int, title: str) -> None:
     """What a version run shows of its data (the homework's deliverables): up to ``max_samples`` images of
-    each class under ``samples/<class>/``, ``manifest.json`` (``manifest.json.gz`` past ``MANIFEST_GZIP_FROM``
-    images) and the class chart."""
+    each class under ``samples/<class>/``, ``manifest.json`` (``manifest.json.gz`` past 10,000 images:
+    :meth:`Manifest.stored`) and the class chart."""
     stage_samples(manifest, stage / "samples", max_samples)
-    name, data = manifest_file(manifest)
+    name, data = manifest.stored()
     (stage / name).write_bytes(data)
     plot_class_counts(manifest.class_counts(), stage / "class_counts.png", f"{title} ({len(manifest.records)} images)")
-
-
-MANIFEST_GZIP_FROM = 10_000  # images: past this the manifest is manifest.json.gz. At 100,000 photos manifest.json
-# is 17.1 MB a version (4.8 MB gzipped, in 0.4 s): too large for MLflow's preview anyway, and as large as half
-# the files a version with 1 % of them changed adds, which is all the store uploads for it.
-
-
-def manifest_file(manifest: Manifest) -> tuple[str, bytes]:
-    """The manifest as the run holds it: (its name, its bytes; gzipped without a date past MANIFEST_GZIP_FROM)."""
-    name, text = manifest_name(manifest), manifest.to_json().encode()
-    return name, gzip.compress(text, 6, mtime=0) if name.endswith(".gz") else text
-
-
-def manifest_name(manifest: Manifest) -> str:
-    return "manifest.json.gz" if len(manifest.records) >= MANIFEST_GZIP_FROM else "manifest.json"
 
 
 def needs_store(manifest: Manifest, max_samples: int) -> bool:

@@ -111,10 +111,10 @@ class ObjectStorePrefix(SourceKind):
 
     def load_split(self, split: str, handle: object, options: LoadOptions) -> LoadedSplit:
         if options.engine == "spark":  # the objects are read by this process (or its mirror, on its own disk)
+            uri = handle.mirror.uri if isinstance(handle, MirroredSplit) else handle.uri
             raise LineageError(f"engine=spark reads files where the cluster's executors see them; an s3:// prefix is "
-                               f"read by this process. Use engine=local for {getattr(handle, 'uri', '')}"
-                               f"{getattr(getattr(handle, 'mirror', None), 'uri', '')}, or give the cluster's own "
-                               f"path to it (a /dbfs/... or /Volumes/... mount).")
+                               f"read by this process. Use engine=local for {uri}, or give the cluster's own path "
+                               f"to it (a /dbfs/... or /Volumes/... mount).")
         if isinstance(handle, MirroredSplit):
             return replace(handle.kind.load_split(split, handle.inner, options), remote=handle.mirror)
         return streamed_split(split, handle, options)
