@@ -55,10 +55,7 @@ class ImageFolder(SourceKind):
         return self.load_split(source.get("split") or "train", FolderSplit(Path(source["data_dir"])), options)
 
     def whole(self, source: str) -> FolderSplit:
-        splits = self.available(source)
-        if any(split.prefix for split in splits.values()):  # train/, val/ folders: not one dataset
-            raise refuse_splits(source, list(splits))
-        return splits["train"]
+        return version_split(self.available(source), source)
 
     def versions(self, source: str) -> list[str]:
         return [p.name for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -80,6 +77,14 @@ def folder_splits(folder: Path) -> dict[str, FolderSplit]:
     named = split_folders([p.name for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")])
     return ({split: FolderSplit(folder / name, f"{name}/") for split, name in named.items()} if named
             else {"train": FolderSplit(folder)})
+
+
+def version_split(splits: dict, source: str):
+    """The one split of a folder read as a version (class folders in it), refusing split folders (train/, val/):
+    the images would sit one level too deep."""
+    if any(split.prefix for split in splits.values()):
+        raise refuse_splits(source, list(splits))
+    return splits["train"]
 
 
 def split_folders(names: list[str]) -> dict[str, str]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 from image_lineage.core.errors import LineageError
 from image_lineage.data.folders import scan_version
-from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split, refuse_splits
-from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders
+from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
+from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders, version_split
 from image_lineage.data.kinds.registry import KINDS
 from image_lineage.data.object_store import (
     Mirror, ObjectTree, is_object_uri, list_objects, list_prefixes, mirror_prefix, mirror_root, s3_client, split_uri,
@@ -102,10 +102,7 @@ class ObjectStorePrefix(SourceKind):
 
     def whole(self, source: str) -> object:
         if self.streamed(source):
-            splits = self.available(source)
-            if any(split.prefix for split in splits.values()):  # train/, val/ prefixes: not one dataset
-                raise refuse_splits(source, list(splits))
-            return splits["train"]
+            return version_split(self.available(source), source)
         kind, mirror = self.local(source)
         return MirroredSplit(kind, kind.whole(str(mirror.folder)), mirror)
 
