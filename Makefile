@@ -33,4 +33,4 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) mlflow.db mlflow.db.lock mlruns mlartifacts compare_output
+	rm -rf $(VENV) mlflow.db mlflow.db.lock mlruns mlartifacts compare_output dvc_demo lineage_events.jsonl

@@ -159,3 +159,30 @@ def s3_endpoint() -> str | None:
 def s3_settings() -> tuple:
     """Everything a boto3 client's credentials and endpoint depend on (one client per setting)."""
     return tuple(os.environ.get(name) for name in S3_CLIENT_VARIABLES)
+
+
+# ---------------------------------------------------------------- OpenLineage (read as openlineage-python reads them)
+
+OPENLINEAGE_NAMESPACE = "OPENLINEAGE_NAMESPACE"  # the jobs' namespace (the client's convention; default image_lineage)
+
+
+def openlineage_configuration() -> str | None:
+    """What configures an OpenLineage transport, as ``openlineage-python``'s client looks for one
+    (``OPENLINEAGE_URL``, ``OPENLINEAGE__TRANSPORT__*``, ``OPENLINEAGE_CONFIG``, ``openlineage.yml`` in the
+    working folder or ``~/.openlineage/``); None when nothing does or ``OPENLINEAGE_DISABLED=true``: then no
+    event is made and the client is not imported (the client itself would print events to the console)."""
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return None
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG"):
+        if os.environ.get(name):
+            return name
+    if any(name.startswith("OPENLINEAGE__TRANSPORT") for name in os.environ):
+        return "OPENLINEAGE__TRANSPORT__*"
+    for path in (Path.cwd() / "openlineage.yml", Path.home() / ".openlineage" / "openlineage.yml"):
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def openlineage_namespace() -> str:
+    return os.environ.get(OPENLINEAGE_NAMESPACE) or "image_lineage"

@@ -29,6 +29,13 @@ TAG_SOURCE_KIND = "dataset.source_kind"
 TAG_SOURCE_URI = "dataset.source_uri"  # an s3:// source (the dataset source names the local mirror read)
 TAG_IGNORED = "dataset.ignored_files"
 TAG_QUALITY_STATUS = "quality.status"  # clean, duplicates or leakage (the leakage check)
+# a DVC-tracked folder (image_lineage.data.dvc): its DVC id now, the id its .dvc file or dvc.lock records, which
+# file that is, whether they match (true, false, unknown), and what to do when they do not
+TAG_DVC_MD5 = "dvc.md5"
+TAG_DVC_RECORDED = "dvc.recorded_md5"
+TAG_DVC_FILE = "dvc.tracked_by"
+TAG_DVC_MATCHES = "dvc.matches"
+TAG_DVC_WARNING = "dvc.warning"
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})  # what counts as an image file
 # images in formats the Hugging Face imagefolder builder (and so every form of a version) does not read: listed

@@ -37,8 +37,8 @@ StatKey = tuple  # (absolute path, size, mtime_ns, inode, ctime_ns)
 
 # 1 (implicit, user_version 0): the tables before the layout was versioned; 2: without ctime_ns; 3: without
 # the quarters' hashes and the keypoints; 4: a scan's options in its state, not in its result; 5: no index
-# by inode
-SCHEMA_VERSION = 6
+# by inode; 6: no DVC md5s
+SCHEMA_VERSION = 7
 # Linux stamps files from a clock that advances once a tick (1 to 10 ms); 50 ms is a few ticks with margin.
 RACY_NS = 50_000_000
 TABLES = (
@@ -47,6 +47,8 @@ TABLES = (
     "CREATE TABLE perceptual (sha256 TEXT PRIMARY KEY, hashes TEXT, keypoints BLOB)",
     "CREATE TABLE scans (folder TEXT PRIMARY KEY, state TEXT, result TEXT)",
     "CREATE INDEX images_by_inode ON images (inode)",  # the same file under another name (see _lookup)
+    # the md5 DVC records for the bytes of a sha256 (image_lineage.data.dvc), per DVC hash name
+    "CREATE TABLE dvc_md5 (sha256 TEXT, hash_name TEXT, md5 TEXT, PRIMARY KEY (sha256, hash_name))",
 )
 _current: set[Path] = set()  # cache files this process found at SCHEMA_VERSION (checked once per process)
 
@@ -176,6 +178,24 @@ class RecordCache:
 
     def store_scan(self, folder: str, state: str, result: str) -> None:
         self.write("INSERT OR REPLACE INTO scans VALUES (?, ?, ?)", [(folder, state, result)])
+
+    def dvc_md5s(self, sha256s: set[str], hash_name: str) -> dict[str, str]:
+        """{sha256: md5} of the bytes whose DVC md5 (``hash_name``: md5 or md5-dos2unix) is known; {} on any doubt."""
+        wanted, found = sorted(sha256s), {}
+        try:
+            with contextlib.closing(self.connect()) as db:
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start:start + 500]
+                    found.update(db.execute(f"SELECT sha256, md5 FROM dvc_md5 WHERE hash_name = ? AND sha256 IN "
+                                            f"({','.join('?' * len(chunk))})", [hash_name, *chunk]))
+        except sqlite3.Error as exc:
+            LOGGER.warning("image record cache %s unreadable (%s): reading the files for their md5", self.path, exc)
+            return {}
+        return found
+
+    def store_dvc_md5s(self, rows: list[tuple[str, str, str]]) -> None:
+        """(sha256, hash_name, md5) rows: md5s depend on the bytes alone, so no stat key is needed."""
+        self.write("INSERT OR REPLACE INTO dvc_md5 VALUES (?, ?, ?)", rows)
 
     def store(self, entries: list[tuple[StatKey, ImageFacts]], read_started_ns: int) -> None:
         """Records read by a pass that began at ``read_started_ns`` (``time.time_ns()`` before the first

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_SKIPPED_FOLDERS
 from image_lineage.data.kinds import LoadOptions, dataset_name_of, kind_of
-from image_lineage.flows.ingest import check_in_run, read_source
+from image_lineage.flows.ingest import check_in_run, digest_tags, read_source
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.quality.pairs import DEFAULT_THRESHOLD, QualityReport
 from image_lineage.tracking.runs import log_values, start_run
@@ -40,10 +40,11 @@ def check_dataset(request: CheckRequest) -> tuple[str, QualityReport]:
     if not images:
         raise LineageError(f"{request.source} holds no images to check.")
     run_name = request.run_name or f"check_{dataset_name_of(request.source)}"
-    with start_run(request.experiment_name, run_name) as run:
+    with start_run(request.experiment_name, run_name, job="check_dataset", reads=ingestion.reads) as run:
         log_values(run, params={"source": request.source, "threshold": request.threshold, "num_images": len(images),
                                 "splits": ",".join(sorted({image.split for image in images}))},
-                   tags={TAG_SKIPPED_FOLDERS: json.dumps(ingestion.passed_over)} if ingestion.passed_over else None)
+                   tags={**digest_tags(ingestion.splits),  # which bytes were checked
+                         **({TAG_SKIPPED_FOLDERS: json.dumps(ingestion.passed_over)} if ingestion.passed_over else {})})
         outcome = check_in_run(run, images, request.image_check, request.on_leakage, request.threshold,
                                engine=request.engine)
     return run.info.run_id, outcome.report

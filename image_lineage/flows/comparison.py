@@ -14,7 +14,9 @@ from mlflow.entities import Experiment
 
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
-from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_QUALITY_STATUS, TAG_SNAPSHOT
+from image_lineage.core.names import (
+    TAG_DIFF, TAG_DIGEST, TAG_DVC_MATCHES, TAG_DVC_MD5, TAG_DVC_RECORDED, TAG_QUALITY_STATUS, TAG_SNAPSHOT,
+)
 from image_lineage.tracking.lineage import datasets_of_version
 from image_lineage.tracking.model_registry import find_model
 from image_lineage.tracking.runs import in_project_run, start_run
@@ -103,11 +105,24 @@ def dataset_versions_table(experiment_name: str) -> pd.DataFrame:
         table[name[:1].upper() + name[1:]] = runs[column].fillna(0).astype(int)
     table["Num Classes"] = runs["params.num_classes"].astype(int)
     table["Digest"] = runs.get(f"tags.{TAG_DIGEST}", pd.Series("", index=runs.index)).fillna("").str[:12]
+    if f"tags.{TAG_DVC_MD5}" in runs.columns or f"tags.{TAG_DVC_RECORDED}" in runs.columns:
+        table["DVC"] = [dvc_summary(row) for _, row in runs.iterrows()]
     table["Diff"] = runs.get(f"tags.{TAG_DIFF}", pd.Series("", index=runs.index)).fillna("")
     table["Quality"] = [quality_summary(row) for _, row in runs.iterrows()]
     table["Files"] = files_column(runs)
     table["Run ID"] = runs["run_id"]
     return table.reset_index(drop=True)
+
+
+def dvc_summary(run: pd.Series) -> str:
+    """DVC's id of a version run's folder (12 hex digits), marked when the folder no longer matched what DVC
+    recorded; empty for a folder DVC does not track."""
+    now, recorded = run.get(f"tags.{TAG_DVC_MD5}"), run.get(f"tags.{TAG_DVC_RECORDED}")
+    if not isinstance(recorded, str):
+        return ""
+    if run.get(f"tags.{TAG_DVC_MATCHES}") == "true":
+        return recorded[:12]
+    return f"{now[:12] if isinstance(now, str) else '?'} (changed since DVC's {recorded[:12]})"
 
 
 def files_column(runs: pd.DataFrame) -> list[str]:

@@ -144,7 +144,9 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
         # what can fail without the data (weights to download, the device) fails before the run logs anything
         model = build_model(request.model, request.weights, mapping.num_classes, request.image_size).to(device)
         main = distributed.is_main_process()
-        run_context = start_run(request.experiment_name, request.run_name, log_system_metrics=True) if main else contextlib.nullcontext()
+        run_context = (start_run(request.experiment_name, request.run_name, log_system_metrics=True, job="coco_finetune",
+                                 reads=ingestion.reads)
+                       if main else contextlib.nullcontext())
         with run_context as run:
             return train_and_log(request, run, model, ingestion, mapping, device, in_group)
     finally:

@@ -8,7 +8,9 @@ What a run holds (the homework's deliverables, plus lineage):
   ``croissant.json`` (the version's Croissant metadata: :mod:`image_lineage.data.croissant`), and, when a
   class holds more than ``max_samples_per_class`` files, ``store.json.gz``: where each image is in the content
   store (:mod:`image_lineage.tracking.content_store`), which received only the files no earlier version stored;
-* the dataset input (content digest, folder + git commit source) and tags ``dataset.*``.
+* the dataset input (content digest, folder + git commit source) and tags ``dataset.*``;
+* for a folder DVC tracks (a ``.dvc`` file beside it, or a ``dvc.lock`` output), tags ``dvc.*``: DVC's own id of
+  the folder as it is now, the id DVC recorded, and a warning when they differ (:func:`dvc_tags`).
 
 The stages are the ingestion path's (:mod:`image_lineage.flows.ingest`): the version is read whole by its
 source kind (:func:`image_lineage.data.versions.read_version`), checked, stored or linked, logged. When a
@@ -24,19 +26,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from image_lineage.core.errors import LineageError
-from image_lineage.core.names import TAG_DIFF, TAG_DIGEST, TAG_IGNORED, TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI
+from image_lineage.core.names import (
+    TAG_DIFF, TAG_DIGEST, TAG_DVC_FILE, TAG_DVC_MATCHES, TAG_DVC_MD5, TAG_DVC_RECORDED, TAG_DVC_WARNING, TAG_IGNORED,
+    TAG_REPORTS_DIGEST, TAG_SNAPSHOT_URI,
+)
+from image_lineage.data.cache import RecordCache
 from image_lineage.data.croissant import CROISSANT_NAME, metadata_text, read_card, version_metadata
 from image_lineage.data.diff import summarize_diff
+from image_lineage.data.dvc import DvcStatus, folder_status
 from image_lineage.data.folders import Manifest
 from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.kinds import LoadOptions
 from image_lineage.data.versions import VersionRead, derive_dataset_version, read_version
-from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs
+from image_lineage.flows.ingest import CheckOutcome, check_in_run, log_split_inputs, split_inputs, split_reads
 from image_lineage.flows.staging import log_sample_grids, needs_store, stage_evidence, stage_folder_files
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.artifacts import write_files
@@ -93,15 +101,17 @@ def log_folder_version(request: FolderVersionRequest) -> LoggedVersion:
         experiment = pool.submit(resolve_experiment_id, request.experiment_name)
         read = read_version(request.data_dir, request.version, options)  # a bad folder stops here: no run
         card = read_card(read.loaded.manifest.version_dir)  # and so does a bad croissant.yaml
-        return log_version_run(request, read, dataset_version, experiment.result(), pool, card)
+        dvc = dvc_status(read.loaded.manifest)
+        return log_version_run(request, read, dataset_version, experiment.result(), pool, card, dvc_tags(dvc))
 
 
 def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_version: str, experiment_id: str,
-                    pool: ThreadPoolExecutor, card: dict) -> LoggedVersion:
+                    pool: ThreadPoolExecutor, card: dict, extra_tags: dict) -> LoggedVersion:
     """The version's run: checked, files stored or linked, summary and dataset input."""
     loaded, manifest = read.loaded, read.loaded.manifest
     holder_search = pool.submit(find_holder, loaded.digest, experiment_id) if request.snapshot == "reuse" else None
-    with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id) as run:
+    with start_run(run_name=request.run_name or default_run_name(request), experiment_id=experiment_id,
+                   job="log_folder_dataset", reads=split_reads([loaded])) as run:
         found = holder_search.result() if holder_search else None
         # a holder in another experiment lends only its store map: the run's evidence is its own, and when the
         # samples are all the files, the run holds them itself
@@ -135,12 +145,44 @@ def log_version_run(request: FolderVersionRequest, read: VersionRead, dataset_ve
         tags[TAG_REPORTS_DIGEST] = reports_tag
         # one request, sent first: the server writes it while this thread builds the dataset input
         summary_logged = pool.submit(log_values, run, params, {**metrics, **check.metrics},
-                                     {**tags, **check.tags, **snapshot_tags})
+                                     {**tags, **check.tags, **snapshot_tags, **extra_tags})
         source = folder_source(manifest.version_dir, loaded.remote, snapshot_tags[TAG_SNAPSHOT_URI])
         log_split_inputs(run.info.run_id, split_inputs([loaded], request.dataset_name, "manifest", check.status,
                                                        sources={loaded.split: source}, tag="version"))
         summary_logged.result()
     return LoggedVersion(run.info.run_id, loaded.digest, holder.info.run_id if holder else None, manifest, read.diff)
+
+
+def dvc_status(manifest: Manifest) -> DvcStatus | None:
+    """DVC's id of the version folder when DVC tracks it (:mod:`image_lineage.data.dvc`), from the md5s of the
+    bytes the image pass read (cached by sha256); None for a folder DVC does not track (a few stats) or a bucket."""
+    if is_object_uri(manifest.version_dir):
+        return None
+    return folder_status(manifest.version_dir, {r.path: r.sha256 for r in manifest.records}, RecordCache.default())
+
+
+def dvc_tags(status: DvcStatus | None) -> dict[str, str]:
+    """The run's ``dvc.*`` tags. A folder that no longer matches what DVC recorded is logged with its id now and a
+    warning, never under the recorded id."""
+    if status is None:
+        return {}
+    tracked_by = status.recorded.tracked_by
+    shown = os.path.relpath(tracked_by) if tracked_by.is_relative_to(Path.cwd()) else str(tracked_by)
+    tags = {TAG_DVC_RECORDED: status.recorded.md5, TAG_DVC_FILE: shown, TAG_DVC_MATCHES: status.matches}
+    if status.md5:
+        tags[TAG_DVC_MD5] = status.md5
+    if status.matches != "true":
+        tags[TAG_DVC_WARNING] = dvc_warning(status, shown)
+        LOGGER.warning("DVC: %s", tags[TAG_DVC_WARNING])
+    return tags
+
+
+def dvc_warning(status: DvcStatus, shown: str) -> str:
+    if status.md5 is None:
+        return f"the folder's DVC id cannot be told: {status.why}"
+    record = "`dvc add` the folder" if shown.endswith(".dvc") else "`dvc commit` (or `dvc repro`)"
+    return (f"the folder no longer matches {shown} (recorded {status.recorded.md5}, now {status.md5}): {record} to "
+            f"record this version, or `dvc checkout` to get the recorded one back")
 
 
 def stored_files_tags(run_id: str, stored_at: str, packs: set[str]) -> dict[str, str]:

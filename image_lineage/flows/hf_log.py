@@ -60,7 +60,8 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     if checking and images is None:
         LOGGER.info("leakage check skipped: %s sources hold no image files to read", ingestion.kind)
     name = request.name or dataset_name_of(request.source)
-    with start_run(request.experiment_name, request.run_name or f"hf_{name}") as run:
+    with start_run(request.experiment_name, request.run_name or f"hf_{name}", job="log_hf_dataset",
+                   reads=ingestion.reads) as run:
         # first: with on_leakage=fail the run stops here, its report logged and nothing else
         quality = check_in_run(run, images, request.image_check, request.on_leakage, engine=request.engine) if images else None
         log_split_inputs(run.info.run_id, split_inputs(ingestion.splits, name, "hf", quality and quality.status,

@@ -59,11 +59,20 @@ class Ingestion:
         return combined_digest({s.split: s.digest for s in self.splits})
 
     @property
+    def reads(self) -> list[tuple[dict, str, str]]:
+        """What was read, for the run's OpenLineage events: (source fields, split, digest) of each split."""
+        return split_reads(self.splits)
+
+    @property
     def images(self) -> list[SplitImage] | None:
         """Every split's images for the leakage check; None when a split's images are not files."""
         if any(s.images is None for s in self.splits):
             return None
         return [image for s in self.splits for image in s.images]
+
+
+def split_reads(splits: list[LoadedSplit]) -> list[tuple[dict, str, str]]:
+    return [(loaded.source.fields, loaded.split, loaded.digest) for loaded in splits]
 
 
 def read_source(source: str, split: str = "all", options: LoadOptions | None = None,

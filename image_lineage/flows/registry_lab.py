@@ -65,7 +65,7 @@ class SuiteReport:
 def run_registry_workflow(request: RegistryRequest) -> dict[str, SuiteReport]:
     require_choice("suite", request.suite, SUITES)
     reports = {}
-    with start_run(request.experiment_name, request.run_name):
+    with start_run(request.experiment_name, request.run_name, job="train_registry"):
         if request.suite in ("wine", "both"):
             reports["wine"] = run_wine_suite(request.team, request.seed)
         if request.suite in ("mnist", "both"):

@@ -130,7 +130,7 @@ def run_main(request: MainRequest) -> list[dict]:
     check_data_folders(request, project_dir)
     commit = git_commit(project_dir)
     rows = []
-    with start_run(request.experiment_name, request.run_name) as parent:
+    with start_run(request.experiment_name, request.run_name, job="main") as parent:
         experiment = mlflow.get_experiment(parent.info.experiment_id).name
         steps = workflow_steps(request, experiment)
         # each data folder is hashed once, though several steps read it

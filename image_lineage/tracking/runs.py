@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from image_lineage.core import config
 from image_lineage.tracking._compat import MAX_PARAM_LENGTH
+from image_lineage.tracking.openlineage_events import run_events
 
 PARAMS_ARTIFACT_DIR = "params"  # where a param too long for MLflow is logged whole
 
@@ -62,7 +63,7 @@ def resolve_experiment_id(experiment_name: str | None) -> str:
 @contextlib.contextmanager
 def start_run(
     experiment_name: str | None = None, run_name: str | None = None, experiment_id: str | None = None,
-    log_system_metrics: bool | None = None,
+    log_system_metrics: bool | None = None, job: str | None = None, reads: list | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, under ``mlflow run``) the run, named ``run_name``.
 
@@ -70,6 +71,8 @@ def start_run(
     exception inside the block ends the run FAILED: MLflow's own context manager does this, and
     ``mlflow run`` marks its run FAILED when the entry point exits non-zero. The run's address is printed
     when it ends, as MLflow does, but opening the UI's training view (and without MLflow's extra request).
+    ``job``: the entry point the run is for; with it, the run sends OpenLineage events when a transport is
+    configured (:mod:`image_lineage.tracking.openlineage_events`), naming ``reads`` (what the flow read) as inputs.
     """
     if log_system_metrics:
         config.default_system_metrics_interval(SYSTEM_METRICS_INTERVAL_S)
@@ -81,13 +84,15 @@ def start_run(
                 mark_experiment_kind(run.info.experiment_id)
                 if run_name and run.info.run_name != run_name:
                     mlflow.MlflowClient().update_run(run.info.run_id, name=run_name)
-                yield run
+                with run_events(run, job, reads):
+                    yield run
         else:
             experiment_id = experiment_id or resolve_experiment_id(experiment_name)
             with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or None,
                                   log_system_metrics=log_system_metrics) as run:
                 mark_experiment_kind(experiment_id)
-                yield run
+                with run_events(run, job, reads):
+                    yield run
     finally:  # a FAILED run's address too, as MLflow prints it
         if print_url and run is not None:
             print_run_url(run.info.experiment_id, run.info.run_id, run_name or run.info.run_name)
