@@ -68,3 +68,38 @@ def test_a_card_with_an_unknown_field_stops_before_any_run(catsdogs_dir, tmp_pat
     assert folder_cli.main(["--data-dir", str(data), "--version", "v1", "--experiment-name", experiment_name]) == 2
     assert f"{data / 'croissant.yaml'}: unknown field(s) licence" in caplog.text
     assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+
+
+def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco, tmp_path, sqlite_uri,
+                                                                   experiment_name):
+    """COCO splits: the annotation files with their sha256, the images, and record sets of images, boxes (every
+    object of the annotation file as stored) and categories that mlcroissant reads on the run's files downloaded."""
+    from helpers import SMALL_DETECTOR
+    from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+
+    result = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=1,
+                                          image_artifacts_max=0, **SMALL_DETECTOR))  # files in the content store
+    digest = mlflow.get_run(result.run_id).data.tags["dataset.digest"]
+    folder = tmp_path / "restored"
+    assert cli_main(["download", "--run-id", result.run_id, "--destination", str(folder), "--croissant"]) == 0
+    dataset = mlcroissant.Dataset(str(folder / "croissant.json"))
+    assert not dataset.metadata.issues.errors and dataset.metadata.version == f"1.0.0+{digest}"
+    for split, stored in (("train", "train2017"), ("validation", "val2017")):
+        annotation = json.loads((bundled_coco / "annotations" / f"instances_{stored}.json").read_text())
+        images = list(dataset.records(f"{split}_images"))
+        # the split's images (max_images=2 of the file's), each with its file_name in the annotation file
+        assert sorted(r[f"{split}_images/file_name"].decode() for r in images) == sorted(
+            p.name for p in (folder / split / "images").iterdir())
+        assert len(images) == 2 and {r[f"{split}_images/file_name"].decode() for r in images} <= {
+            i["file_name"] for i in annotation["images"]}
+        boxes = list(dataset.records(f"{split}_boxes"))
+        assert [(r[f"{split}_boxes/image_id"], list(r[f"{split}_boxes/bbox_xywh"])) for r in boxes] == [
+            (a["image_id"], [float(v) for v in a["bbox"]]) for a in annotation["annotations"]]
+    categories = [(r["categories/id"], r["categories/name"].decode()) for r in dataset.records("categories")]
+    assert categories == [(c["id"], c["name"]) for c in annotation["categories"]]
+    files = {f["contentUrl"]: f["sha256"] for f in json.loads((folder / "croissant.json").read_text())["distribution"]
+             if f["@type"] == "cr:FileObject"}
+    assert files == {"train/instances_train2017.json": hashlib.sha256(
+                         (bundled_coco / "annotations/instances_train2017.json").read_bytes()).hexdigest(),
+                     "validation/instances_val2017.json": hashlib.sha256(
+                         (bundled_coco / "annotations/instances_val2017.json").read_bytes()).hexdigest()}

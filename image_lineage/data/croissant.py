@@ -1,4 +1,5 @@
-"""Croissant metadata (MLCommons, http://mlcommons.org/croissant/1.0) of a folder version: ``croissant.json``.
+"""Croissant metadata (MLCommons, http://mlcommons.org/croissant/1.0) of a folder version or of COCO splits:
+``croissant.json``.
 
 One JSON-LD file says what the version holds in the format dataset hubs and ML tools read (the Hugging Face
 hub serves one for every dataset; NeurIPS Datasets & Benchmarks asks for one):
@@ -68,6 +69,80 @@ def version_metadata(manifest, name: str, semver: str, url: str, card: dict | No
     }
     metadata.update(card or {})
     return metadata
+
+
+def coco_metadata(name: str, digest: str, url: str, splits: list[tuple[str, Path, list[str]]], card: dict | None = None) -> dict:
+    """The Croissant JSON-LD of COCO splits as a run stores them, and ``download`` rebuilds them: per split,
+    ``<split>/<annotation file>`` and ``<split>/images/<file_name>``. ``splits``: (split, annotation file, the
+    ``file_name`` of each image in the split). A COCO source has no version number here: ``1.0.0`` with the
+    content digest (every split's) as build metadata names the bytes."""
+    categories = json.loads(splits[0][1].read_bytes()).get("categories", [])
+    distribution, record_sets = [], []
+    for split, annotation, file_names in splits:
+        data = annotation.read_bytes()
+        # mlcroissant reads a JSON FileObject once for every record set that extracts from it, and needs their
+        # columns of one length: one FileObject per record set (the same file, the same sha256) reads each alone
+        for part in ("annotations", *(("categories",) if split == splits[0][0] else ())):
+            distribution.append({**json_file(f"{split}/{annotation.name}", data), "@id": f"{split}-{part}-file",
+                                 "name": f"{split}-{part}-file"})
+        distribution.append(coco_image_file_set(split, file_names))
+        record_sets += [coco_images_record_set(split), coco_boxes_record_set(split)]
+    record_sets.append(coco_categories_record_set(splits[0][0]))
+    metadata = {
+        "@context": CONTEXT, "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": name, "url": url, "version": f"1.0.0+{digest}",
+        "description": (f"{name}: COCO detection splits {', '.join(s for s, _, _ in splits)} "
+                        f"({', '.join(f'{len(f)} images' for _, _, f in splits)}), {len(categories)} categories; "
+                        f"content digest sha256 {digest}."),
+        "distribution": distribution, "recordSet": record_sets,
+    }
+    metadata.update(card or {})
+    return metadata
+
+
+def json_file(path: str, data: bytes) -> dict:
+    return {"@type": "cr:FileObject", "@id": path, "name": path, "contentUrl": path,
+            "encodingFormat": "application/json", "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def coco_image_file_set(split: str, file_names: list[str]) -> dict:
+    patterns = sorted({f"{split}/images/{name.rpartition('/')[0] + '/' if '/' in name else ''}*.{name.rpartition('.')[2]}"
+                       for name in file_names})
+    media = sorted({MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream") for name in file_names})
+    return {"@type": "cr:FileSet", "@id": f"{split}-images", "name": f"{split}-images",
+            "encodingFormat": media[0] if len(media) == 1 else media, "includes": patterns}
+
+
+def coco_images_record_set(split: str) -> dict:
+    source = {"fileSet": {"@id": f"{split}-images"}}
+    return {"@type": "cr:RecordSet", "@id": f"{split}_images", "name": f"{split}_images", "field": [
+        {"@type": "cr:Field", "@id": f"{split}_images/image", "name": "image", "dataType": "sc:ImageObject",
+         "source": {**source, "extract": {"fileProperty": "content"}}},
+        {"@type": "cr:Field", "@id": f"{split}_images/file_name", "name": "file_name", "dataType": "sc:Text",
+         "description": "the image's file_name in the annotation file",
+         "source": {**source, "extract": {"fileProperty": "filepath"}, "transform": {"regex": "^(?:.*?/)?images/(.+)$"}}},
+    ]}
+
+
+def coco_boxes_record_set(split: str) -> dict:
+    def field(name, data_type, key, **extra):
+        return {"@type": "cr:Field", "@id": f"{split}_boxes/{name}", "name": name, "dataType": data_type, **extra,
+                "source": {"fileObject": {"@id": f"{split}-annotations-file"}, "extract": {"jsonPath": f"$.annotations[*].{key}"}}}
+
+    return {"@type": "cr:RecordSet", "@id": f"{split}_boxes", "name": f"{split}_boxes",
+            "description": ("every object of the annotation file as stored (with max_images, the file also lists "
+                            "images the split does not hold): its image, category and box"), "field": [
+                field("image_id", "sc:Integer", "image_id"), field("category_id", "sc:Integer", "category_id"),
+                field("bbox_xywh", "sc:Float", "bbox", repeated=True,
+                      description="the box in COCO's own format: x, y of its top-left corner, width, height (pixels)")]}
+
+
+def coco_categories_record_set(split: str) -> dict:
+    source = {"fileObject": {"@id": f"{split}-categories-file"}}
+    return {"@type": "cr:RecordSet", "@id": "categories", "name": "categories", "field": [
+        {"@type": "cr:Field", "@id": f"categories/{key}", "name": key, "dataType": data_type,
+         "source": {**source, "extract": {"jsonPath": f"$.categories[*].{key}"}}}
+        for key, data_type in (("id", "sc:Integer"), ("name", "sc:Text"))]}
 
 
 def manifest_file(name: str, data: bytes) -> dict:

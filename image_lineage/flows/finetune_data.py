@@ -13,6 +13,7 @@ import torch
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_SNAPSHOT_URI
 from image_lineage.data.coco import index as coco
+from image_lineage.data.croissant import CROISSANT_NAME, coco_metadata, metadata_text, read_card
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import find_coco_splits
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, kind_of
@@ -78,7 +79,7 @@ def log_data(request, run, ingestion: Ingestion, mapping: coco.CategoryMapping, 
     datasets = log_split_inputs(run.info.run_id, split_inputs(splits, "coco", request.input, quality_status, snapshot_uri,
                                                               context=CONTEXTS))
     snapshot_tags = store_or_link(digest, holder, stage_data=lambda folder: stage_coco_data(splits, folder, request, run),
-                                  stage_own=lambda folder: stage_coco_reports(splits, folder, mapping))
+                                  stage_own=lambda folder: stage_coco_reports(splits, folder, mapping, ingestion))
     mlflow.set_tags({**digest_tags(splits), **source_tags(ingestion), **snapshot_tags})
     return datasets
 
@@ -93,8 +94,9 @@ def stage_coco_data(splits: list[LoadedSplit], root: Path, request, run) -> dict
     return {**holder_tags(run.info.run_id, "coco"), **packs_tags(packs)}
 
 
-def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.CategoryMapping) -> None:
-    """Per split, class balance, validation report and left-out files; the category mapping."""
+def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.CategoryMapping,
+                       ingestion: Ingestion) -> None:
+    """Per split, class balance, validation report and left-out files; the category mapping; ``croissant.json``."""
     for loaded in splits:
         index, folder = loaded.index, root / "coco" / loaded.split
         folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,18 @@ def stage_coco_reports(splits: list[LoadedSplit], root: Path, mapping: coco.Cate
         if index.ignored:
             (folder / "ignored_files.json").write_text(json.dumps(index.ignored, indent=1))
     (root / "category_mapping.json").write_text(mapping.to_json())
+    (root / CROISSANT_NAME).write_text(coco_croissant(ingestion))
+
+
+def coco_croissant(ingestion: Ingestion) -> str:
+    """The splits' Croissant metadata (:func:`image_lineage.data.croissant.coco_metadata`), laid out as the run
+    stores them and ``download`` rebuilds them (``<split>/<annotation file>``, ``<split>/images/``)."""
+    source = ingestion.source
+    url = source if is_object_uri(source) else Path(source).resolve().as_uri()
+    splits = [(s.split, s.index.split.annotation_file, [image["file_name"] for image in s.index.images])
+              for s in ingestion.splits]
+    return metadata_text(coco_metadata(f"coco_{Path(source.rstrip('/')).name}", ingestion.digest, url, splits,
+                                       read_card(source)))
 
 
 def make_datasets(request, train_index, val_index, mapping):

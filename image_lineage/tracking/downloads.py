@@ -67,21 +67,24 @@ def download_version(run_id: str, destination: str | Path, croissant: bool = Fal
 
 
 def download_croissant(run_id: str, holder: str, destination: Path) -> None:
-    """``croissant.json`` and its manifest, from the run or, where it linked its reports, from their holder."""
+    """``croissant.json`` (and a folder version's manifest), from the run or, where it linked its reports, from
+    their holder."""
     for source in dict.fromkeys((run_id, holder)):
         names = {item.path for item in mlflow.MlflowClient().list_artifacts(source)}
         if "croissant.json" in names:
             text = mlflow.artifacts.load_text(f"runs:/{source}/croissant.json")
-            manifest = next(item["contentUrl"] for item in json.loads(text)["distribution"]
-                            if item["@type"] == "cr:FileObject")
-            for owner in dict.fromkeys((source, run_id, holder)):
+            # a folder version's croissant.json names its manifest (a run's own file); COCO splits' name their
+            # annotation files, which the download has put in place already
+            manifest = next((item["contentUrl"] for item in json.loads(text)["distribution"]
+                             if item["@type"] == "cr:FileObject" and item["contentUrl"] in MANIFESTS), None)
+            for owner in dict.fromkeys((source, run_id, holder)) if manifest else ():
                 if manifest in {item.path for item in mlflow.MlflowClient().list_artifacts(owner)}:
                     mlflow.artifacts.download_artifacts(run_id=owner, artifact_path=manifest, dst_path=str(destination))
                     break
             (destination / "croissant.json").write_text(text)
             return
     raise LineageError(f"run {run_id} holds no croissant.json: it was logged before versions had one, or is no "
-                       f"log-folder-dataset run. Log the version again to have one.")
+                       f"log-folder-dataset or coco-finetune run. Log the data again to have one.")
 
 
 def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
