@@ -18,11 +18,11 @@ import importlib
 
 __all__ = [
     "from_image_folder", "from_coco", "from_huggingface", "log_dataset", "check", "runs_using", "models_trained_on",
-    "datasets_of", "load", "download", "LineageError", "LeakageError",
+    "datasets_of", "load", "download", "trace", "LineageError", "LeakageError",
 ]
 # Resolved on first use (PEP 562): importing a layer of the library (the data layer, the command line) must
 # not pull MLflow in with the public API.
-_HOMES = {**{name: "image_lineage.api" for name in __all__[:10]}, "LineageError": "image_lineage.core.errors",
+_HOMES = {**{name: "image_lineage.api" for name in __all__[:11]}, "LineageError": "image_lineage.core.errors",
           "LeakageError": "image_lineage.core.errors"}
 
 

@@ -13,6 +13,7 @@ from image_lineage.core.errors import LineageError
 from image_lineage.data.arrow_digest import compute_arrow_digest
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, SourceRef, dataset_name_of, label_counts
 from image_lineage.flows import dataset_logging
+from image_lineage.flows import trace as tracing
 from image_lineage.flows.ingest import read_source
 from image_lineage.quality.pairs import DEFAULT_THRESHOLD, QualityReport, find_pairs
 from image_lineage.tracking import datasets as forms
@@ -193,3 +194,19 @@ def download(run_id: str, destination: PathLike, croissant: bool = False) -> Pat
         assert image_lineage.from_image_folder(folder).digest == logged.digest
     """
     return download_version(run_id, destination, croissant)
+
+
+def trace(what: PathLike, index: Optional[PathLike] = None, refresh: bool = True):
+    """Every dataset version that holds an image's bytes, every run that logged, checked or trained on those
+    versions, and every registered model version those runs made, across all the experiments you can read.
+    ``what``: an image file, a folder (each of its images: which were ever logged, and where), a sha256 or its
+    first 8+ hex digits, or a path inside a logged version (``cat/cat_01.jpg``). Answered from an index of the
+    runs' manifests (``index``: its file; by default one per tracking server in the cache folder), brought up to
+    date first unless ``refresh`` is False. Returns tables ``images``, ``runs``, ``models`` (and ``files``).
+
+    Example::
+
+        found = image_lineage.trace("withdrawn/photo_0412.jpg")
+        print(found.models)            # Model, Version, Aliases, Run ID: what to retrain
+    """
+    return tracing.trace(what, index, refresh)

@@ -21,8 +21,8 @@ from support.local_server import LocalServer
 
 README = PROJECT_ROOT / "README.md"
 # after the README, in this order (a newcomer's): every docs page with commands; benchmarks.md is not run
-DOCS = ["entry-points.md", "python-api.md", "scale.md", "spark.md", "storage.md", "interop.md", "reliability.md",
-        "ui-tour.md", "architecture.md"]
+DOCS = ["entry-points.md", "python-api.md", "scale.md", "spark.md", "storage.md", "interop.md", "trace.md",
+        "reliability.md", "ui-tour.md", "architecture.md"]
 SKIPPED_SECTIONS = ("Start", "Benchmarks")
 HOMEWORK_EXPERIMENT = "HW_Image_Dataset_6612345678"
 ENTRY_POINTS = ("main", "log_folder_dataset", "log_hf_dataset", "coco_finetune", "check_dataset", "train_registry",

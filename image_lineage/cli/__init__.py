@@ -45,6 +45,8 @@ COMMANDS = {
                         "a logged version's files into a folder, each checked by sha256", None),
     "orphans": Command(parsers.orphans, "store_admin:OrphansRequest:list_orphans",
                        "what deleting runs or experiments would orphan in the content store", None),
+    "trace": Command(parsers.trace, "trace:TraceRequest:run_trace",
+                     "from an image, a folder or a sha256 to every version, run and model that used it", None),
     "gc": Command(parsers.gc, "store_admin:GcRequest:collect_store_garbage",
                   "remove the content store's packs no active run lists (dry run by default)", None),
 }

@@ -18,6 +18,7 @@ EXAMPLES = {
     "download": "image-lineage download --run-id 0123abcd... --destination restored/v2",
     "orphans": "image-lineage orphans --experiment HW_Image_Dataset_6612345678",
     "gc": "image-lineage gc --delete",
+    "trace": "image-lineage trace data/pets/v2/cat/cat_01.jpg",
 }
 
 
@@ -231,6 +232,20 @@ def orphans() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", dest="run_ids", action="append", default=[], help="a run to delete (repeatable)")
     parser.add_argument("--experiment", dest="experiments", action="append", default=[],
                         help="an experiment name or id to delete (repeatable)")
+    return parser
+
+
+def trace() -> argparse.ArgumentParser:
+    parser = new_parser("trace", "Every dataset version that holds an image's bytes (its paths, labels and splits), "
+                        "every run that logged, checked or trained on those versions, and every registered model "
+                        "version those runs made, with its aliases; across all experiments you can read. For a folder: "
+                        "which of its images were ever logged, and where.")
+    parser.add_argument("what", help="an image file, a folder, a sha256 (or its first 8+ hex digits), or a path inside "
+                        "a logged version such as cat/cat_01.jpg")
+    parser.add_argument("--index", default=None, help="the trace index file (default: one per tracking server under "
+                        "$IMAGE_LINEAGE_CACHE_DIR/trace; rebuilt from the tracking server when missing)")
+    parser.add_argument("--no-refresh", dest="refresh", action="store_false",
+                        help="answer from the index as it is, without asking the tracking server for new runs")
     return parser
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 
 from image_lineage.core.names import require_choice
+from image_lineage.data.coco.index import split_manifest
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, dataset_name_of
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import (
@@ -96,7 +97,8 @@ def log_split_summary(run: mlflow.ActiveRun, ingestion: Ingestion, extra_tags: d
 
 
 def stage_split_files(splits: list[LoadedSplit], staging: Path) -> None:
-    """Per split: ``hf/<split>/features.json`` (features, info, digest), ``class_balance.png``, and when
+    """Per split: ``hf/<split>/features.json`` (features, info, digest), ``manifest.json[.gz]`` (each image file's
+    sha256, for splits read from files), ``class_balance.png``, and when
     there is something to say ``ignored_files.json`` (files left out, and why) and ``validation_report.json``."""
     for s in splits:
         folder = staging / "hf" / s.split
@@ -110,6 +112,10 @@ def stage_split_files(splits: list[LoadedSplit], staging: Path) -> None:
             "class_counts": s.class_counts,
         }
         (folder / "features.json").write_text(json.dumps(info, indent=1, default=str))
+        manifest = s.manifest or (split_manifest(s.index, s.digest) if s.index is not None else None)
+        if manifest is not None:  # each image's sha256: what trace finds it by
+            name, data = manifest.stored()
+            (folder / name).write_bytes(data)
         if s.ignored:
             (folder / "ignored_files.json").write_text(json.dumps(s.ignored, indent=1))
         if s.report is not None:

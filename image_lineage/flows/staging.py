@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 
+from image_lineage.data.coco.index import split_manifest
 from image_lineage.data.folders import Manifest
 from image_lineage.data.kinds import LoadedSplit
 from image_lineage.data.locations import join, open_image, read_in_order
@@ -104,13 +105,16 @@ def stage_samples(manifest: Manifest, target: Path, per_class: int) -> None:
 
 
 def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) -> set[str]:
-    """Per split, ``<split>/`` with the annotation file and the images as files, or past ``artifacts_max``
+    """Per split, ``<split>/`` with its manifest (:func:`image_lineage.data.coco.index.split_manifest`), the
+    annotation file and the images as files, or past ``artifacts_max``
     images, both in the content store with the split's map ``<split>/store.json.gz``; returns the sha256s
     of the packs that hold them."""
     packs = set()
     for loaded in splits:
         index, folder = loaded.index, root / loaded.split
         folder.mkdir(parents=True, exist_ok=True)
+        name, data = split_manifest(index, loaded.digest).stored()  # each image's sha256: what trace finds it by
+        (folder / name).write_bytes(data)
         annotation = index.split.annotation_file
         if len(index.images) <= artifacts_max:
             (folder / annotation.name).write_bytes(annotation.read_bytes())

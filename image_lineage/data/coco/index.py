@@ -90,6 +90,21 @@ class CocoIndex:
         return self.split.images_dir / image["file_name"]
 
 
+def split_manifest(index: CocoIndex, digest: str):
+    """The split's images as a manifest (:class:`image_lineage.data.folders.Manifest`: path = file_name, label =
+    the categories of its objects, sha256, size, geometry), for the runs that store the split: what ``trace``
+    finds an image by."""
+    from image_lineage.data.folders import ImageRecord, Manifest  # folders imports the COCO layout module
+
+    names = {c["id"]: c["name"] for c in index.categories}
+    records = []
+    for image in index.images:
+        facts = index.facts[image["id"]]
+        labels = sorted({names.get(a["category_id"], str(a["category_id"])) for a in index.annotations_by_image.get(image["id"], [])})
+        records.append(ImageRecord(image["file_name"], ",".join(labels), facts.size, facts.sha256, facts.width, facts.height))
+    return Manifest(str(index.split.images_dir), records, sorted(names.values()), list(index.ignored), digest)
+
+
 def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
     """Load, check and index one split; ``max_images`` keeps the first images by id."""
     data = load_coco_json(split.annotation_file)

@@ -1,0 +1,333 @@
+"""The trace index: every image (by sha256) of every dataset version logged on a tracking server, the runs that
+logged, checked or trained on each version, and the registered model versions those runs made.
+
+Built from what the runs already hold, and from the tracking server alone (lose the file: it is rebuilt):
+
+* a version's images come from the manifests runs store (``manifest.json[.gz]`` of a folder version, of each
+  ``datasets/<name>/[<split>/]`` a script logged, of each COCO split under ``coco/<split>/`` and each form
+  under ``hf/<split>/``); a manifest is downloaded once per digest, and never for a digest already indexed
+  (the run's digest tags say which digest a manifest is before it is read);
+* a run belongs to the versions its tags (``dataset.digest``, ``dataset.digest.<split>``: full sha256s) and
+  dataset inputs (their 32-digit digests) name;
+* model versions, and their aliases, are listed whole on every refresh (a few requests).
+
+A refresh asks only for runs that ended since the last one, the runs deleted (or restored) since, and the
+experiments that exist: a new run adds its manifests once. Deleted runs, runs of deleted experiments and
+deleted model versions drop out of every answer; a version no live run names drops out with them.
+
+The index is one sqlite file per tracking server (``$IMAGE_LINEAGE_CACHE_DIR/trace/``, or where the user says),
+with ``SCHEMA_VERSION`` in its ``user_version``: a file of another layout, or one sqlite cannot read, is rebuilt
+from the tracking server, never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import ViewType
+
+from image_lineage.core import config
+from image_lineage.core.names import TAG_DIGEST
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TABLES = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+    # every ended run that names a dataset; lifecycle: active, or deleted (its experiment's, or its own)
+    "CREATE TABLE runs (run_id TEXT PRIMARY KEY, experiment_id TEXT, run_name TEXT, status TEXT, entry TEXT,"
+    " end_time INTEGER, lifecycle TEXT)",
+    # the datasets a run names: a full sha256 (tags) or the 32 digits of a dataset input, with its split and role
+    "CREATE TABLE run_digests (run_id TEXT, digest TEXT, split TEXT, role TEXT)",
+    "CREATE INDEX run_digests_by_digest ON run_digests (digest)",
+    "CREATE INDEX run_digests_by_run ON run_digests (run_id)",
+    # a version whose manifest was read: from which run and artifact
+    "CREATE TABLE versions (digest TEXT PRIMARY KEY, run_id TEXT, artifact TEXT, images INTEGER)",
+    "CREATE TABLE files (sha256 TEXT, digest TEXT, path TEXT, label TEXT)",
+    "CREATE INDEX files_by_sha256 ON files (sha256)",
+    "CREATE INDEX files_by_path ON files (path)",
+    "CREATE TABLE models (name TEXT, version TEXT, run_id TEXT, aliases TEXT, digests TEXT, PRIMARY KEY (name, version))",
+    "CREATE TABLE experiments (experiment_id TEXT PRIMARY KEY, name TEXT)",
+)
+MANIFESTS = ("manifest.json", "manifest.json.gz")
+MANIFEST_HOMES = ("coco", "hf", "datasets")  # artifact folders whose sub-folders may hold a split's manifest
+CLOCK_MARGIN_MS = 5_000  # runs that ended this long before the last refresh's newest are asked for again
+
+
+@dataclass
+class RefreshReport:
+    runs_added: int = 0
+    runs_dropped: int = 0
+    manifests_read: int = 0
+    models: int = 0
+
+
+class TraceIndex:
+    """One index file for one tracking server; see the module docstring."""
+
+    def __init__(self, path: str | Path | None = None, tracking_uri: str | None = None):
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.path = Path(path) if path else default_path(self.tracking_uri)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.stored_version() != SCHEMA_VERSION:
+            self.rebuild()
+
+    # ------------------------------------------------------------ the file
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def stored_version(self) -> int | None:
+        if not self.path.exists():
+            return None
+        try:
+            with contextlib.closing(self.connect()) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                uri = db.execute("SELECT value FROM meta WHERE key = 'tracking_uri'").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return version if uri and uri[0] == self.tracking_uri else None
+
+    def rebuild(self) -> None:
+        """An empty index in place of whatever is there (built beside it, renamed over it)."""
+        if self.path.exists():
+            LOGGER.info("trace index %s is of another layout or server (or damaged): rebuilt", self.path)
+        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
+        fresh.unlink(missing_ok=True)
+        with contextlib.closing(sqlite3.connect(fresh)) as db, db:
+            for table in TABLES:
+                db.execute(table)
+            db.execute("INSERT INTO meta VALUES ('tracking_uri', ?), ('watermark', '0')", (self.tracking_uri,))
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        os.replace(fresh, self.path)
+
+    # ------------------------------------------------------------ refresh from the tracking server
+
+    def refresh(self) -> RefreshReport:
+        """Bring the index up to date with the tracking server (see the module docstring for what is asked)."""
+        try:
+            return self._refresh()
+        except sqlite3.DatabaseError as exc:  # damaged under our feet: start over from the server
+            LOGGER.warning("trace index %s unreadable (%s): rebuilt from the tracking server", self.path, exc)
+            self.rebuild()
+            return self._refresh()
+
+    def _refresh(self) -> RefreshReport:
+        client = mlflow.MlflowClient(self.tracking_uri)
+        report = RefreshReport()
+        experiments = {e.experiment_id: e.name for e in paged(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)}
+        with contextlib.closing(self.connect()) as db, db:
+            db.execute("DELETE FROM experiments")
+            db.executemany("INSERT INTO experiments VALUES (?, ?)", experiments.items())
+            watermark = int(db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
+            known = dict(db.execute("SELECT run_id, lifecycle FROM runs"))
+        ended = [run for run in self.search(client, list(experiments), f"attributes.end_time >= {watermark}")
+                 if run.info.end_time and run.info.run_id not in known and names_a_dataset(run)]
+        deleted = {run.info.run_id for run in self.search(client, list(experiments), "", ViewType.DELETED_ONLY)}
+        restored = [run_id for run_id, lifecycle in known.items() if lifecycle == "deleted" and run_id not in deleted]
+        with contextlib.closing(self.connect()) as db, db:
+            for run in ended:
+                report.manifests_read += self.add_run(db, client, run)
+                report.runs_added += 1
+            gone = [run_id for run_id, lifecycle in known.items() if lifecycle == "active" and run_id in deleted]
+            db.executemany("UPDATE runs SET lifecycle = 'deleted' WHERE run_id = ?", [(r,) for r in gone])
+            db.executemany("UPDATE runs SET lifecycle = 'active' WHERE run_id = ?", [(r,) for r in restored])
+            report.runs_dropped = len(gone)
+            newest = max([watermark + CLOCK_MARGIN_MS, *(run.info.end_time for run in ended)]) - CLOCK_MARGIN_MS
+            db.execute("UPDATE meta SET value = ? WHERE key = 'watermark'", (str(newest),))
+            report.models = self.refresh_models(db, client)
+        return report
+
+    @staticmethod
+    def search(client, experiment_ids: list[str], query: str, view=ViewType.ACTIVE_ONLY) -> list:
+        runs = []
+        for start in range(0, len(experiment_ids), 100):  # the server caps the experiments of one search
+            runs += paged(client.search_runs, experiment_ids=experiment_ids[start:start + 100], filter_string=query,
+                          run_view_type=view)
+        return runs
+
+    def add_run(self, db: sqlite3.Connection, client, run) -> int:
+        """Index one ended run: the datasets it names, and the manifests of those not indexed yet; returns how
+        many manifests it read."""
+        tags = run.data.tags
+        entry = tags.get("mlflow.project.entryPoint", "")  # set under `mlflow run` only
+        db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, 'active')",
+                   (run.info.run_id, run.info.experiment_id, run.info.run_name, run.info.status, entry,
+                    run.info.end_time))
+        db.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?)", [(run.info.run_id, *row) for row in named_datasets(run)])
+        if run.info.status != "FINISHED":
+            return 0
+        read = 0
+        indexed = {row[0] for row in db.execute("SELECT digest FROM versions")}
+        for artifact, expected in manifest_places(client, run):
+            if expected in indexed:
+                continue  # that version's images are known: nothing downloaded twice
+            manifest = load_manifest(run.info.run_id, artifact, self.tracking_uri)
+            digest = manifest.get("digest") or expected
+            read += 1
+            if not digest or digest in indexed:
+                continue
+            images = manifest.get("images") or []
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?)", (digest, run.info.run_id, artifact, len(images)))
+            db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)",
+                           [(image["sha256"], digest, image["path"], image.get("label", "")) for image in images])
+            indexed.add(digest)
+        return read
+
+    @staticmethod
+    def refresh_models(db: sqlite3.Connection, client) -> int:
+        """Every registered model version, with its aliases and the digests its tags name (listed whole: deleted
+        versions drop out)."""
+        aliases = {}
+        for model in paged(client.search_registered_models):
+            for alias, version in (model.aliases or {}).items():
+                aliases.setdefault((model.name, str(version)), []).append(alias)
+        rows = []
+        for version in paged(client.search_model_versions):
+            digests = sorted({value for key, value in (version.tags or {}).items()
+                              if key == TAG_DIGEST or key.startswith(f"{TAG_DIGEST}.") and len(value) == 64})
+            rows.append((version.name, str(version.version), version.run_id,
+                         ",".join(sorted(aliases.get((version.name, str(version.version)), []))), ",".join(digests)))
+        db.execute("DELETE FROM models")
+        db.executemany("INSERT INTO models VALUES (?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    # ------------------------------------------------------------ answers
+
+    def files_of(self, sha256s: list[str]) -> list[tuple[str, str, str, str]]:
+        """(sha256, version digest, path, label) of every place the indexed versions hold these bytes."""
+        return self.select("SELECT sha256, digest, path, label FROM files WHERE sha256 IN ({})", sha256s)
+
+    def files_at(self, paths: list[str]) -> list[tuple[str, str, str, str]]:
+        return self.select("SELECT sha256, digest, path, label FROM files WHERE path IN ({})", paths)
+
+    def sha256s_starting(self, prefix: str) -> list[str]:
+        with contextlib.closing(self.connect()) as db:
+            return [row[0] for row in db.execute(
+                "SELECT DISTINCT sha256 FROM files WHERE sha256 >= ? AND sha256 < ? LIMIT 20", (prefix, prefix + "g"))]
+
+    def runs_of(self, digests: list[str]) -> list[tuple]:
+        """(digest, run id, run name, experiment, status, entry, split, role) of the live runs that name each
+        version (by its sha256, or by the 32 digits of a dataset input)."""
+        keys = sorted({d for digest in digests for d in (digest, digest[:32])})
+        rows = self.select(
+            "SELECT d.digest, r.run_id, r.run_name, e.name, r.status, r.entry, d.split, d.role FROM run_digests d "
+            "JOIN runs r USING (run_id) JOIN experiments e USING (experiment_id) "
+            "WHERE r.lifecycle = 'active' AND d.digest IN ({})", keys)
+        full = {digest[:32]: digest for digest in digests}
+        merged: dict[tuple, tuple[set, set]] = {}  # a run names a version by several tags and its input: one row
+        for digest, *run, split, role in rows:
+            splits, roles = merged.setdefault((full.get(digest, digest), *run), (set(), set()))
+            splits.add(split)
+            roles.add(role)
+        return sorted((*key, ",".join(sorted(filter(None, splits))), ",".join(sorted(filter(None, roles))))
+                      for key, (splits, roles) in merged.items())
+
+    def models_of(self, run_ids: list[str], digests: list[str]) -> list[tuple]:
+        """(name, version, aliases, run id) of the model versions those runs made, or tagged with those digests."""
+        by_run = self.select("SELECT name, version, aliases, run_id FROM models WHERE run_id IN ({})", run_ids)
+        wanted = set(digests)
+        with contextlib.closing(self.connect()) as db:
+            tagged = [row[:4] for row in db.execute("SELECT name, version, aliases, run_id, digests FROM models")
+                      if wanted & set(filter(None, row[4].split(",")))] if wanted else []
+        return sorted(set(by_run) | set(tagged), key=lambda row: (row[0], int(row[1]) if row[1].isdigit() else 0))
+
+    def select(self, query: str, values: list[str]) -> list[tuple]:
+        rows, values = [], list(values)
+        with contextlib.closing(self.connect()) as db:
+            for start in range(0, len(values), 500):  # sqlite caps the bound parameters
+                chunk = values[start:start + 500]
+                rows += db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
+
+
+def default_path(tracking_uri: str) -> Path:
+    """``$IMAGE_LINEAGE_CACHE_DIR/trace/<hash of the tracking URI>.sqlite`` (a temporary folder when the cache is off)."""
+    folder = config.cache_dir()
+    folder = folder / "trace" if folder else Path(tempfile.gettempdir()) / "image_lineage_trace"
+    return folder / f"{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.sqlite"
+
+
+def paged(method, **kwargs) -> list:
+    """Every page of an MLflow search."""
+    found, token = [], None
+    while True:
+        page = method(max_results=1000, page_token=token, **kwargs)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def names_a_dataset(run) -> bool:
+    return bool(run.inputs.dataset_inputs) or any(key.startswith(TAG_DIGEST) for key in run.data.tags)
+
+
+def named_datasets(run) -> list[tuple[str, str, str]]:
+    """(digest, split, role) of each dataset a run names: its digest tags (full) and its inputs (32 digits)."""
+    role = run_role(run)
+    rows = [(value, key[len(TAG_DIGEST) + 1:] if key != TAG_DIGEST else "", role)
+            for key, value in run.data.tags.items()
+            if (key == TAG_DIGEST or key.startswith(f"{TAG_DIGEST}.")) and len(value) == 64]
+    for logged in run.inputs.dataset_inputs:
+        tags = {tag.key: tag.value for tag in logged.tags}
+        split = tags.get("split") or tags.get("version") or ""
+        rows.append((logged.dataset.digest, split, tags.get("mlflow.data.context") or role))
+    return rows
+
+
+def run_role(run) -> str:
+    """What a run did with its data: ``checked`` (a leakage check alone), ``trained`` (it made a model), else ``logged``."""
+    entry = run.data.tags.get("mlflow.project.entryPoint", "")
+    if entry == "check_dataset" or run.data.tags.get("mlflow.runName", "").startswith("check_"):
+        return "checked"
+    if entry in ("coco_finetune", "train_registry") or run.data.tags.get("mlflow.log-model.history"):
+        return "trained"
+    return "logged"
+
+
+def manifest_places(client, run) -> list[tuple[str, str | None]]:
+    """(artifact path, the digest its tags say it is) of each manifest a run holds where the project puts them."""
+    tags = run.data.tags
+    top = {posixpath.basename(item.path): item for item in client.list_artifacts(run.info.run_id)}
+    places = [(name, tags.get(TAG_DIGEST)) for name in MANIFESTS if name in top]
+    for home in MANIFEST_HOMES:
+        if home in top and top[home].is_dir:
+            for child in client.list_artifacts(run.info.run_id, home):
+                if child.is_dir:
+                    places += split_manifests(client, run.info.run_id, child.path, tags)
+    return places
+
+
+def split_manifests(client, run_id: str, folder: str, tags: dict) -> list[tuple[str, str | None]]:
+    """Manifests in ``folder`` (``coco/train``) and, for ``datasets/<name>``, in its split folders."""
+    items = client.list_artifacts(run_id, folder)
+    split = posixpath.basename(folder)
+    found = [(item.path, tags.get(f"{TAG_DIGEST}.{split}") or tags.get(TAG_DIGEST)) for item in items
+             if posixpath.basename(item.path) in MANIFESTS]
+    if folder.startswith("datasets/") and folder.count("/") == 1:
+        for item in items:
+            if item.is_dir and posixpath.basename(item.path) not in ("samples", "grids"):
+                found += [(entry.path, tags.get(f"{TAG_DIGEST}.{posixpath.basename(item.path)}"))
+                          for entry in client.list_artifacts(run_id, item.path)
+                          if posixpath.basename(entry.path) in MANIFESTS]
+    return found
+
+
+def load_manifest(run_id: str, artifact: str, tracking_uri: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="image_lineage_trace_") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
+                                                         tracking_uri=tracking_uri))
+        data = local.read_bytes()
+    return json.loads(gzip.decompress(data) if artifact.endswith(".gz") else data)
