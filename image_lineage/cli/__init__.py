@@ -47,6 +47,8 @@ COMMANDS = {
                        "what deleting runs or experiments would orphan in the content store", None),
     "trace": Command(parsers.trace, "trace:TraceRequest:run_trace",
                      "from an image, a folder or a sha256 to every version, run and model that used it", None),
+    "lineage-page": Command(parsers.lineage_page, "lineage_page:LineagePageRequest:write_lineage_page",
+                            "one HTML file: a model version, its runs, its datasets, their pictures", None),
     "gc": Command(parsers.gc, "store_admin:GcRequest:collect_store_garbage",
                   "remove the content store's packs no active run lists (dry run by default)", None),
 }

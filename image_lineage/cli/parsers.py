@@ -19,6 +19,7 @@ EXAMPLES = {
     "orphans": "image-lineage orphans --experiment HW_Image_Dataset_6612345678",
     "gc": "image-lineage gc --delete",
     "trace": "image-lineage trace data/pets/v2/cat/cat_01.jpg",
+    "lineage-page": "image-lineage lineage-page --model pets-classifier --version 3",
 }
 
 
@@ -246,6 +247,18 @@ def trace() -> argparse.ArgumentParser:
                         "$IMAGE_LINEAGE_CACHE_DIR/trace; rebuilt from the tracking server when missing)")
     parser.add_argument("--no-refresh", dest="refresh", action="store_false",
                         help="answer from the index as it is, without asking the tracking server for new runs")
+    return parser
+
+
+def lineage_page() -> argparse.ArgumentParser:
+    parser = new_parser("lineage-page", "Write one self-contained HTML file for a registered model version: its aliases "
+                        "and run, every run of its datasets, and each dataset version (digest, images per class, diff, "
+                        "the leakage check with its flagged pairs as thumbnails, sample images per class); open it in "
+                        "a browser, no server needed. compare logs one for the versions it compares.")
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument("--version", required=True, help="its version number")
+    parser.add_argument("--output", default=None, help="the HTML file (default: lineage_<model>_v<version>.html)")
+    parser.add_argument("--index", default=None, help="the trace index file (default: one per tracking server)")
     return parser
 
 

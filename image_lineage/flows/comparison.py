@@ -11,18 +11,21 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.entities import Experiment
+from mlflow.exceptions import MlflowException
 
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import (
     TAG_DIFF, TAG_DIGEST, TAG_DVC_MATCHES, TAG_DVC_MD5, TAG_DVC_RECORDED, TAG_QUALITY_STATUS, TAG_SNAPSHOT,
 )
+from image_lineage.flows.lineage_page import lineage_page_html
 from image_lineage.tracking.lineage import datasets_of_version
 from image_lineage.tracking.model_registry import find_model
 from image_lineage.tracking.runs import in_project_run, start_run
 from image_lineage.tracking.snapshots import missing_holders
 
 LOGGER = logging.getLogger(__name__)
+LINEAGE_PAGES_MAX = 5  # lineage pages per model: its versions with an alias, and its newest
 
 CLASS_METRIC_PREFIX, CLASS_METRIC_SUFFIX = "metrics.class_", "_count"
 
@@ -266,6 +269,7 @@ def compare_experiment(experiment_name: str, output_dir: str | Path, model_names
         tables[f"model_{name}"] = table
         print(f"\n{name}\n{table.drop(columns=['Run ID']).to_string(index=False)}")
         log_files(*write_table(table, out, f"model_{name}"), plot_model_metrics(name, table, out / f"model_{name}.png"))
+        log_lineage_pages(name, table, out / "lineage")
     lineage = lineage_table(names)
     if not lineage.empty:
         tables["lineage"] = lineage
@@ -274,6 +278,23 @@ def compare_experiment(experiment_name: str, output_dir: str | Path, model_names
     if screenshots:
         tables["screenshots"] = log_screenshots(experiment, tables, names, out / "screenshots")
     return tables
+
+
+def log_lineage_pages(model_name: str, table: pd.DataFrame, folder: Path) -> None:
+    """The lineage page (:mod:`image_lineage.flows.lineage_page`) of each version with an alias, and of the newest,
+    under ``compare/lineage/``. A page that cannot be made is a warning: the tables are compare's deliverable."""
+    if table.empty:
+        return
+    wanted = sorted({*table.loc[table["Aliases"] != "", "Version"], table["Version"].max()})[-LINEAGE_PAGES_MAX:]
+    folder.mkdir(parents=True, exist_ok=True)
+    for version in wanted:
+        path = folder / f"{safe_folder_name(model_name)}_v{version}.html"
+        try:
+            path.write_text(lineage_page_html(model_name, str(version)))
+        except (LineageError, MlflowException, OSError) as exc:
+            LOGGER.warning("lineage page of %s version %s not made: %s", model_name, version, exc)
+            continue
+        mlflow.log_artifact(str(path), "compare/lineage")
 
 
 def log_screenshots(experiment: Experiment, tables: dict, model_names: list[str], folder: Path) -> dict:

@@ -26,7 +26,7 @@ LOGGER = logging.getLogger(__name__)
 
 HEX = re.compile(r"^[0-9a-f]{8,64}$")
 IMAGE_COLUMNS = ["File", "sha256", "Version digest", "Path in version", "Label"]
-RUN_COLUMNS = ["Version digest", "Run ID", "Run name", "Experiment", "Status", "Entry point", "Split", "Role"]
+RUN_COLUMNS = ["Version digest", "Run ID", "Run name", "Experiment", "Status", "Entry point", "Split", "Context", "Role"]
 MODEL_COLUMNS = ["Model", "Version", "Aliases", "Run ID"]
 
 

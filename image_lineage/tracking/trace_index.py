@@ -42,14 +42,15 @@ from image_lineage.core.names import TAG_DIGEST
 
 LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: run_digests without context
 TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
     # every ended run that names a dataset; lifecycle: active, or deleted (its experiment's, or its own)
     "CREATE TABLE runs (run_id TEXT PRIMARY KEY, experiment_id TEXT, run_name TEXT, status TEXT, entry TEXT,"
     " end_time INTEGER, lifecycle TEXT)",
-    # the datasets a run names: a full sha256 (tags) or the 32 digits of a dataset input, with its split and role
-    "CREATE TABLE run_digests (run_id TEXT, digest TEXT, split TEXT, role TEXT)",
+    # the datasets a run names: a full sha256 (tags) or the 32 digits of a dataset input (with its MLflow context),
+    # with its split; role: checked (a leakage check), trained (its entry point trains), else logged
+    "CREATE TABLE run_digests (run_id TEXT, digest TEXT, split TEXT, context TEXT, role TEXT)",
     "CREATE INDEX run_digests_by_digest ON run_digests (digest)",
     "CREATE INDEX run_digests_by_run ON run_digests (run_id)",
     # a version whose manifest was read: from which run and artifact
@@ -165,7 +166,8 @@ class TraceIndex:
         db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, 'active')",
                    (run.info.run_id, run.info.experiment_id, run.info.run_name, run.info.status, entry,
                     run.info.end_time))
-        db.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?)", [(run.info.run_id, *row) for row in named_datasets(run)])
+        db.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?, ?)",
+                       [(run.info.run_id, *row, run_role(run)) for row in named_datasets(run)])
         if run.info.status != "FINISHED":
             return 0
         read = 0
@@ -212,27 +214,48 @@ class TraceIndex:
     def files_at(self, paths: list[str]) -> list[tuple[str, str, str, str]]:
         return self.select("SELECT sha256, digest, path, label FROM files WHERE path IN ({})", paths)
 
+    def version_files(self, digest: str) -> list[tuple[str, str, str]]:
+        """(sha256, path, label) of every image of an indexed version, by path."""
+        with contextlib.closing(self.connect()) as db:
+            return db.execute("SELECT sha256, path, label FROM files WHERE digest = ? ORDER BY path", (digest,)).fetchall()
+
+    def version_holder(self, digest: str) -> tuple[str, str] | None:
+        """(run id, manifest artifact) the version's images were indexed from."""
+        with contextlib.closing(self.connect()) as db:
+            return db.execute("SELECT run_id, artifact FROM versions WHERE digest = ?", (digest,)).fetchone()
+
+    def full_digest(self, prefix: str) -> str | None:
+        """The indexed version digest that starts with ``prefix`` (a dataset input's 32 digits), if exactly one."""
+        with contextlib.closing(self.connect()) as db:
+            found = [row[0] for row in db.execute("SELECT digest FROM versions WHERE digest >= ? AND digest < ? LIMIT 2",
+                                                  (prefix, prefix + "g"))]
+        return found[0] if len(found) == 1 else None
+
     def sha256s_starting(self, prefix: str) -> list[str]:
         with contextlib.closing(self.connect()) as db:
             return [row[0] for row in db.execute(
                 "SELECT DISTINCT sha256 FROM files WHERE sha256 >= ? AND sha256 < ? LIMIT 20", (prefix, prefix + "g"))]
 
     def runs_of(self, digests: list[str]) -> list[tuple]:
-        """(digest, run id, run name, experiment, status, entry, split, role) of the live runs that name each
-        version (by its sha256, or by the 32 digits of a dataset input)."""
+        """(digest, run id, run name, experiment, status, entry, split, context, role) of the live runs that name
+        each version (by its sha256, or by the 32 digits of a dataset input), one row per run and version. A run
+        that made a registered model version is ``trained``."""
         keys = sorted({d for digest in digests for d in (digest, digest[:32])})
         rows = self.select(
-            "SELECT d.digest, r.run_id, r.run_name, e.name, r.status, r.entry, d.split, d.role FROM run_digests d "
-            "JOIN runs r USING (run_id) JOIN experiments e USING (experiment_id) "
+            "SELECT d.digest, r.run_id, r.run_name, e.name, r.status, r.entry, d.split, d.context, d.role "
+            "FROM run_digests d JOIN runs r USING (run_id) JOIN experiments e USING (experiment_id) "
             "WHERE r.lifecycle = 'active' AND d.digest IN ({})", keys)
+        makers = set(row[0] for row in self.select("SELECT run_id FROM models WHERE run_id IN ({})",
+                                                   sorted({row[1] for row in rows})))
         full = {digest[:32]: digest for digest in digests}
-        merged: dict[tuple, tuple[set, set]] = {}  # a run names a version by several tags and its input: one row
-        for digest, *run, split, role in rows:
-            splits, roles = merged.setdefault((full.get(digest, digest), *run), (set(), set()))
+        merged: dict[tuple, tuple[set, set, set]] = {}  # a run names a version by several tags and its input: one row
+        for digest, *run, split, context, role in rows:
+            splits, contexts, roles = merged.setdefault((full.get(digest, digest), *run), (set(), set(), set()))
             splits.add(split)
-            roles.add(role)
-        return sorted((*key, ",".join(sorted(filter(None, splits))), ",".join(sorted(filter(None, roles))))
-                      for key, (splits, roles) in merged.items())
+            contexts.add(context)
+            roles.add("trained" if run[0] in makers else role)
+        return sorted((*key, *(",".join(sorted(filter(None, values))) for values in sets))
+                      for key, sets in merged.items())
 
     def models_of(self, run_ids: list[str], digests: list[str]) -> list[tuple]:
         """(name, version, aliases, run id) of the model versions those runs made, or tagged with those digests."""
@@ -275,20 +298,20 @@ def names_a_dataset(run) -> bool:
 
 
 def named_datasets(run) -> list[tuple[str, str, str]]:
-    """(digest, split, role) of each dataset a run names: its digest tags (full) and its inputs (32 digits)."""
-    role = run_role(run)
-    rows = [(value, key[len(TAG_DIGEST) + 1:] if key != TAG_DIGEST else "", role)
+    """(digest, split, MLflow context) of each dataset a run names: its digest tags (full) and its inputs (32 digits)."""
+    rows = [(value, key[len(TAG_DIGEST) + 1:] if key != TAG_DIGEST else "", "")
             for key, value in run.data.tags.items()
             if (key == TAG_DIGEST or key.startswith(f"{TAG_DIGEST}.")) and len(value) == 64]
     for logged in run.inputs.dataset_inputs:
         tags = {tag.key: tag.value for tag in logged.tags}
-        split = tags.get("split") or tags.get("version") or ""
-        rows.append((logged.dataset.digest, split, tags.get("mlflow.data.context") or role))
+        rows.append((logged.dataset.digest, tags.get("split") or tags.get("version") or "",
+                     tags.get("mlflow.data.context", "")))
     return rows
 
 
 def run_role(run) -> str:
-    """What a run did with its data: ``checked`` (a leakage check alone), ``trained`` (it made a model), else ``logged``."""
+    """What a run did with its data: ``checked`` (a leakage check alone), ``trained`` (a training entry point; any run
+    that made a registered model version is counted so when asked, :meth:`TraceIndex.runs_of`), else ``logged``."""
     entry = run.data.tags.get("mlflow.project.entryPoint", "")
     if entry == "check_dataset" or run.data.tags.get("mlflow.runName", "").startswith("check_"):
         return "checked"
