@@ -115,8 +115,8 @@ def folder_status(folder: str | Path, sha256_of: dict[str, str], cache: RecordCa
     if recorded is None:
         return None
     folder = Path(folder)
-    ignore = dvcignore_on_the_way(folder, recorded.tracked_by.parent)
     files = walk(folder)
+    ignore = dvcignore_on_the_way(folder, recorded.tracked_by.parent, files)
     if ignore is not None:
         return DvcStatus(recorded, None, len(files), f"{ignore} changes which files DVC counts; its patterns are not applied here")
     md5s = file_md5s(folder, files, sha256_of, recorded.hash_name, cache)
@@ -140,10 +140,11 @@ def walk(folder: Path) -> list[str]:
     return found
 
 
-def dvcignore_on_the_way(folder: Path, root: Path) -> Path | None:
-    """A ``.dvcignore`` with patterns in ``folder``, under it, or between it and ``root``; None when there is none."""
-    places = [folder / ".dvcignore", *(parent / ".dvcignore" for parent in folder.parents if parent.is_relative_to(root))]
-    places += [Path(parent) / ".dvcignore" for parent, _, names in os.walk(folder) if ".dvcignore" in names]
+def dvcignore_on_the_way(folder: Path, root: Path, files: list[str]) -> Path | None:
+    """A ``.dvcignore`` with patterns in ``folder`` or under it (among ``files``, its listing), or between it and
+    ``root``; None when there is none."""
+    places = [folder / f for f in files if f == ".dvcignore" or f.endswith("/.dvcignore")]
+    places += [parent / ".dvcignore" for parent in folder.parents if parent.is_relative_to(root)]
     for place in places:
         try:
             if any(line.strip() and not line.startswith("#") for line in place.read_text().splitlines()):
