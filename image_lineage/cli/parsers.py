@@ -243,8 +243,7 @@ def trace() -> argparse.ArgumentParser:
                         "which of its images were ever logged, and where.")
     parser.add_argument("what", help="an image file, a folder, a sha256 (or its first 8+ hex digits), or a path inside "
                         "a logged version such as cat/cat_01.jpg")
-    parser.add_argument("--index", default=None, help="the trace index file (default: one per tracking server under "
-                        "$IMAGE_LINEAGE_CACHE_DIR/trace; rebuilt from the tracking server when missing)")
+    add_index_argument(parser)
     parser.add_argument("--no-refresh", dest="refresh", action="store_false",
                         help="answer from the index as it is, without asking the tracking server for new runs")
     return parser
@@ -258,8 +257,13 @@ def lineage_page() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument("--version", required=True, help="its version number")
     parser.add_argument("--output", default=None, help="the HTML file (default: lineage_<model>_v<version>.html)")
-    parser.add_argument("--index", default=None, help="the trace index file (default: one per tracking server)")
+    add_index_argument(parser)
     return parser
+
+
+def add_index_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", default=None, help="the trace index file (default: one per tracking server under "
+                        "$IMAGE_LINEAGE_CACHE_DIR/trace; rebuilt from the tracking server when missing)")
 
 
 def gc() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ from pathlib import Path
 from image_lineage.core import config
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.perceptual import HASHES
+from image_lineage.data.versioned_sqlite import build_fresh, stored_version
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,27 +90,13 @@ class RecordCache:
 
     def stored_version(self) -> int | None:
         """The file's schema version; None when there is no file or sqlite cannot read it."""
-        if not self.path.exists():
-            return None
-        try:
-            with contextlib.closing(self.connect()) as db:
-                return db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError:  # not a database, or damaged
-            return None
+        return stored_version(self.path)
 
     def rebuild(self) -> None:
-        """A new empty cache in place of whatever is there. Built beside it and renamed over it, so a process
-        that reads meanwhile sees the old file or the new one, never half of one."""
+        """A new empty cache in place of whatever is there (:func:`image_lineage.data.versioned_sqlite.build_fresh`)."""
         if self.path.exists():
             LOGGER.info("image record cache %s was written by another layout (or is damaged): rebuilt empty", self.path)
-        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
-        fresh.unlink(missing_ok=True)
-        with contextlib.closing(sqlite3.connect(fresh)) as db, db:
-            for table in TABLES:
-                db.execute(table)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        Path(f"{self.path}-journal").unlink(missing_ok=True)  # a journal of the old file must not roll back the new
-        os.replace(fresh, self.path)
+        build_fresh(self.path, TABLES, SCHEMA_VERSION)
 
     def lookup(self, keys: list[StatKey], perceptual: bool = False) -> dict[StatKey, ImageFacts]:
         """{key: facts} for the keys whose stored size, mtime, inode and ctime still match (with their perceptual

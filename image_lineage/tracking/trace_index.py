@@ -27,7 +27,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import posixpath
 import sqlite3
 import tempfile
@@ -39,6 +38,7 @@ from mlflow.entities import ViewType
 
 from image_lineage.core import config
 from image_lineage.core.names import TAG_DIGEST
+from image_lineage.data.versioned_sqlite import build_fresh, stored_version
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,28 +90,23 @@ class TraceIndex:
         return sqlite3.connect(self.path, timeout=60)
 
     def stored_version(self) -> int | None:
-        if not self.path.exists():
+        """The file's schema version; None when it is missing, unreadable, or of another tracking server."""
+        version = stored_version(self.path, timeout=60)
+        if version is None:
             return None
         try:
             with contextlib.closing(self.connect()) as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
                 uri = db.execute("SELECT value FROM meta WHERE key = 'tracking_uri'").fetchone()
         except sqlite3.DatabaseError:
             return None
         return version if uri and uri[0] == self.tracking_uri else None
 
     def rebuild(self) -> None:
-        """An empty index in place of whatever is there (built beside it, renamed over it)."""
+        """An empty index in place of whatever is there (:func:`image_lineage.data.versioned_sqlite.build_fresh`)."""
         if self.path.exists():
             LOGGER.info("trace index %s is of another layout or server (or damaged): rebuilt", self.path)
-        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
-        fresh.unlink(missing_ok=True)
-        with contextlib.closing(sqlite3.connect(fresh)) as db, db:
-            for table in TABLES:
-                db.execute(table)
-            db.execute("INSERT INTO meta VALUES ('tracking_uri', ?), ('watermark', '0')", (self.tracking_uri,))
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        os.replace(fresh, self.path)
+        build_fresh(self.path, [*TABLES, ("INSERT INTO meta VALUES ('tracking_uri', ?), ('watermark', '0')",
+                                          (self.tracking_uri,))], SCHEMA_VERSION)
 
     # ------------------------------------------------------------ refresh from the tracking server
 
