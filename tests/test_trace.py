@@ -102,9 +102,20 @@ def test_trace_of_every_image_is_what_a_scan_of_every_manifest_finds(catsdogs_di
         assert set(zip(found.models["Model"], found.models["Version"])) == models, photo
         if ("pets_a", "2") in models:
             assert "champion" in set(found.models["Aliases"])
-    # a photo in several versions is found under each one's path and label
-    busiest = max(photos(catsdogs_dir), key=lambda p: len(image_lineage.trace(str(p), index=index).images))
-    assert len(image_lineage.trace(str(busiest), index=index).images) >= 3
+    # a photo in several versions is found under each one's path, label and split (the version folder's name, and
+    # "train" where a training run logged that version)
+    busiest = max(photos(catsdogs_dir), key=lambda p: len(image_lineage.trace(str(p), index=index, refresh=False).images))
+    found = image_lineage.trace(str(busiest), index=index, refresh=False)
+    names = {name for splits in found.images["Split"] for name in splits.split(",")}
+    assert len(found.images) >= 3 and names & {"v1", "v2", "v3", "v4"} and names <= {"v1", "v2", "v3", "v4", "train"}
+    assert set(found.images["Path in version"]) == {f"{label}/{busiest.name}" for label in found.images["Label"]}
+
+    # a deleted model version drops out
+    mlflow.MlflowClient().delete_model_version("pets_b", "1")
+    model_photo = next(p for p in photos(catsdogs_dir)
+                       if ("pets_b", "1") in brute_force(hashlib.sha256(p.read_bytes()).hexdigest())[2])
+    assert ("pets_b", "1") not in set(zip(*(image_lineage.trace(model_photo, index=index).models[c]
+                                            for c in ("Model", "Version"))))
 
 
 def test_trace_by_folder_prefix_and_path_and_what_drops_out(catsdogs_dir, tmp_path, sqlite_uri, experiment_name):

@@ -25,7 +25,7 @@ from image_lineage.tracking.trace_index import TraceIndex
 LOGGER = logging.getLogger(__name__)
 
 HEX = re.compile(r"^[0-9a-f]{8,64}$")
-IMAGE_COLUMNS = ["File", "sha256", "Version digest", "Path in version", "Label"]
+IMAGE_COLUMNS = ["File", "sha256", "Version digest", "Split", "Path in version", "Label"]
 RUN_COLUMNS = ["Version digest", "Run ID", "Run name", "Experiment", "Status", "Entry point", "Split", "Context", "Role"]
 MODEL_COLUMNS = ["Model", "Version", "Aliases", "Run ID"]
 
@@ -62,7 +62,10 @@ def trace(what: str | os.PathLike, index: str | os.PathLike | None = None, refre
     live = {row[0] for row in runs}
     found = [row for row in found if row[1] in live]  # a version no live run names has dropped out
     models = trace_index.models_of(sorted({row[1] for row in runs}), sorted(live))
-    return Trace(images_table(found, wanted), pd.DataFrame(runs, columns=RUN_COLUMNS),
+    splits: dict[str, set] = {}  # what the runs call each version: train, validation, v2, ...
+    for row in runs:
+        splits.setdefault(row[0], set()).update(filter(None, row[6].split(",")))
+    return Trace(images_table(found, wanted, splits), pd.DataFrame(runs, columns=RUN_COLUMNS),
                  pd.DataFrame(models, columns=MODEL_COLUMNS), files_table(files, found))
 
 
@@ -99,8 +102,9 @@ def path_suffixes(text: str) -> list[str]:
     return ["/".join(parts[i:]) for i in range(len(parts))]
 
 
-def images_table(found: list[tuple], wanted: dict[str, str]) -> pd.DataFrame:
-    rows = [(wanted.get(sha256, ""), sha256, digest, path, label) for sha256, digest, path, label in found]
+def images_table(found: list[tuple], wanted: dict[str, str], splits: dict[str, set]) -> pd.DataFrame:
+    rows = [(wanted.get(sha256, ""), sha256, digest, ",".join(sorted(splits.get(digest, ()))), path, label)
+            for sha256, digest, path, label in found]
     return pd.DataFrame(sorted(rows), columns=IMAGE_COLUMNS)
 
 
