@@ -46,8 +46,11 @@ def test_folder_source_bundled_v2(bundled_images, experiment_name, server_uri):
     assert source["path"] == "imagefolder" and source["data_dir"].endswith("image_dataset/v2")
     assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
     assert {f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "hf/train")} == {
-        "hf/train/features.json", "hf/train/class_balance.png",
+        "hf/train/features.json", "hf/train/class_balance.png", "hf/train/manifest.json",
     }
+    # each image's sha256 (what trace finds it by), under the split's digest
+    manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/hf/train/manifest.json"))
+    assert manifest["digest"] == split.digest and len(manifest["images"]) == 3
 
 
 def test_coco_source_bundled_logs_both_splits(bundled_coco, experiment_name, server_uri):
