@@ -4,6 +4,7 @@ version downloaded with it, with the card's Responsible-AI fields and nothing in
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -78,7 +79,7 @@ def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco
     from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 
     result = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=1,
-                                          image_artifacts_max=0, **SMALL_DETECTOR))  # files in the content store
+                                          **SMALL_DETECTOR))  # 2 images a split: stored as files, not in packs
     digest = mlflow.get_run(result.run_id).data.tags["dataset.digest"]
     folder = tmp_path / "restored"
     assert cli_main(["download", "--run-id", result.run_id, "--destination", str(folder), "--croissant"]) == 0
@@ -103,3 +104,29 @@ def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco
                          (bundled_coco / "annotations/instances_train2017.json").read_bytes()).hexdigest(),
                      "validation/instances_val2017.json": hashlib.sha256(
                          (bundled_coco / "annotations/instances_val2017.json").read_bytes()).hexdigest()}
+
+
+def test_a_coco_split_stored_as_files_downloads_checked(bundled_coco, tmp_path, sqlite_uri, experiment_name):
+    """Splits small enough to be stored as files: downloaded with their annotation file, each image checked against
+    the split's manifest; a damaged image is refused, naming it."""
+    from helpers import SMALL_DETECTOR
+    from image_lineage.core.errors import LineageError
+    from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+    from image_lineage.tracking import _compat
+    from image_lineage.tracking.downloads import download_version
+
+    result = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=1,
+                                          **SMALL_DETECTOR))
+    folder = download_version(result.run_id, tmp_path / "restored")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        [f"train/instances_train2017.json", f"validation/instances_val2017.json"]
+        + [f"{split}/images/{p.name}" for split in ("train", "validation")
+           for p in (folder / split / "images").iterdir()])
+    for split, stored in (("train", "train2017"), ("validation", "val2017")):
+        for image in (folder / split / "images").iterdir():
+            assert image.read_bytes() == (bundled_coco / stored / image.name).read_bytes()
+    stored = Path(_compat.local_artifact_dir(mlflow.get_run(result.run_id).info.artifact_uri)) / "coco" / "train" / "images"
+    damaged = next(stored.iterdir())
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    with pytest.raises(LineageError, match=f"images/{damaged.name}: the stored bytes do not match"):
+        download_version(result.run_id, tmp_path / "again")

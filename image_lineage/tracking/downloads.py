@@ -55,9 +55,10 @@ def download_version(run_id: str, destination: str | Path, croissant: bool = Fal
             raise LineageError(f"run {run_id}: nothing under {uri} says where its files are (no {MAP_NAME}, no samples "
                                f"with a manifest).")
         base = posixpath.dirname(path) if path.endswith((MAP_NAME, "samples")) else path
+        readers = {"map": download_from_map, "samples": download_samples, "files": download_split_files}
         for kind, found in parts:  # COCO and multi-split forms: one part per split, each in <destination>/<split>
             target = destination / posixpath.relpath(posixpath.dirname(found) or ".", base or ".")
-            (download_from_map if kind == "map" else download_samples)(holder, found, target)
+            readers[kind](holder, found, target)
         if croissant:
             download_croissant(run_id, holder, destination)
     except MlflowException as exc:
@@ -88,7 +89,7 @@ def download_croissant(run_id: str, holder: str, destination: Path) -> None:
 
 
 def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
-    """(``map`` or ``samples``, artifact path) of each part of a version's files under ``path``."""
+    """(``map``, ``samples`` or ``files``, artifact path) of each part of a version's files under ``path``."""
     if path.endswith(MAP_NAME):
         return [("map", path)]
     if path.endswith("samples"):
@@ -98,7 +99,11 @@ def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
     mapped = {posixpath.dirname(f) for f in maps}
     samples = sorted({f.split("/samples/")[0] + "/samples" for f in files if "/samples/" in f
                       and f.split("/samples/")[0] not in mapped})
-    return [("map", f) for f in maps] + [("samples", f) for f in samples]
+    # a COCO split stored as files: its folder holds the annotation file, images/ and the split's manifest
+    with_images = {f.split("/images/")[0] for f in files if "/images/" in f}
+    splits = sorted(f for f in files if posixpath.basename(f) == "manifest.json"
+                    and posixpath.dirname(f) in with_images - mapped)
+    return [("map", f) for f in maps] + [("samples", f) for f in samples] + [("files", f) for f in splits]
 
 
 def walk_artifacts(run_id: str, path: str):
@@ -131,6 +136,52 @@ def download_samples(run_id: str, samples: str, destination: Path) -> Path:
                                    f"{run_id}'s manifest (the file is damaged).")
         move_into(files, destination)
     return destination
+
+
+SPLIT_REPORTS = {"manifest.json", "class_balance.json", "validation_report.json", "ignored_files.json"}
+
+
+def download_split_files(run_id: str, manifest: str, destination: Path) -> Path:
+    """A COCO split stored as files (its folder: the annotation file, ``images/``, the split's manifest, and the
+    run's reports): its annotation file and images, each image checked against the manifest's sha256 and the
+    annotation file against ``croissant.json``'s where the run holds one."""
+    client = mlflow.MlflowClient()
+    folder = posixpath.dirname(manifest)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="image_lineage_split_", dir=destination.parent) as tmp:
+        local = Path(client.download_artifacts(run_id, folder, tmp))
+        for name, sha256, _ in read_manifest_records(local / "manifest.json"):
+            check_file(local / "images" / name, sha256, f"images/{name}", run_id)
+        annotations = [path for path in local.glob("*.json") if path.name not in SPLIT_REPORTS]
+        recorded = croissant_sha256s(client, run_id)
+        for path in annotations:
+            expected = recorded.get(f"{posixpath.basename(folder)}/{path.name}")
+            if expected:
+                check_file(path, expected, path.name, run_id)
+        kept = Path(tmp) / f"files-{uuid.uuid4().hex[:8]}"
+        kept.mkdir()
+        for path in [*annotations, local / "images"]:
+            shutil.move(str(path), str(kept / path.name))
+        move_into(kept, destination)
+    return destination
+
+
+def check_file(path: Path, sha256: str, name: str, run_id: str) -> None:
+    if not path.is_file():
+        raise LineageError(f"{name}: listed in the manifest of run {run_id} but not among its files: the split's "
+                           f"files are incomplete.")
+    if file_sha256(path) != sha256:
+        raise LineageError(f"{name}: the stored bytes do not match its sha256 {sha256[:12]}... recorded in run "
+                           f"{run_id} (the file is damaged).")
+
+
+def croissant_sha256s(client, run_id: str) -> dict[str, str]:
+    """{contentUrl: sha256} of the FileObjects the run's croissant.json lists; {} when it has none."""
+    if "croissant.json" not in {item.path for item in client.list_artifacts(run_id)}:
+        return {}
+    metadata = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/croissant.json"))
+    return {item["contentUrl"]: item["sha256"] for item in metadata.get("distribution", [])
+            if item.get("@type") == "cr:FileObject" and "sha256" in item}
 
 
 def move_into(folder: Path, destination: Path) -> None:
