@@ -106,3 +106,32 @@ def test_dvc_2_outputs_hash_text_files_with_lf_line_ends_as_dvc_data_does(tmp_pa
     (folder / ".dvcignore").write_text("*.bin\n")  # patterns this module does not apply: unknown, not a wrong id
     status = dvc_ids.folder_status(folder, {}, None)
     assert status.matches == "unknown" and ".dvcignore" in status.why
+
+
+def test_done_when_one_run_of_a_dvc_tracked_version_speaks_all_three(catsdogs_dir, tmp_path, sqlite_uri,
+                                                                     experiment_name, monkeypatch):
+    """Issue 29's "done when": one log_folder_dataset run of a DVC-tracked version of the real photos holds a
+    croissant.json mlcroissant loads and iterates, sends two OpenLineage events the client's model accepts to a
+    receiver on a loopback port, and carries the md5 `dvc add` recorded."""
+    mlcroissant = pytest.importorskip("mlcroissant")
+    pytest.importorskip("openlineage.client")
+    from support.lineage_receiver import LineageReceiver, check_event
+
+    from image_lineage.cli import main as cli_main
+
+    repo = dvc_repo(tmp_path, catsdogs_dir)
+    (repo / "data" / "v1" / "notes.txt").unlink()  # the version is the photos (DVC still counts its .DS_Store)
+    dvc("add", "data/v1", cwd=repo)
+    monkeypatch.chdir(repo)
+    with LineageReceiver() as receiver:
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        tags = log(repo / "data", experiment_name, "all_three")
+    assert tags["dvc.md5"] == recorded_md5(repo / "data" / "v1.dvc") and tags["dvc.matches"] == "true"
+    events = [check_event(e["event"]) for e in receiver.events]
+    assert [e.eventType.value for e in events] == ["START", "COMPLETE"]
+    assert events[1].inputs[0].facets["version"].datasetVersion == tags["dataset.digest"]
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert cli_main(["download", "--run-id", run.info.run_id, "--destination", str(tmp_path / "back"), "--croissant"]) == 0
+    dataset = mlcroissant.Dataset(str(tmp_path / "back" / "croissant.json"))
+    assert not dataset.metadata.issues.errors
+    assert len(list(dataset.records("images"))) == len(list((repo / "data" / "v1").rglob("*.jpg")))
