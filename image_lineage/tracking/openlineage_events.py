@@ -70,14 +70,18 @@ def run_events(run: mlflow.ActiveRun, job: str | None, reads: list[Read] | None 
 
 def lineage_client(configured: str):
     """The ``openlineage-python`` client, configured as it configures itself; None (with a warning) when the
-    package is missing."""
+    package is missing or its configuration cannot make a transport: lineage never stops a run."""
     try:
         from openlineage.client import OpenLineageClient
     except ImportError:
         LOGGER.warning("OpenLineage is configured (%s) but openlineage-python is not installed: no events sent "
                        "(pip install openlineage-python).", configured)
         return None
-    return OpenLineageClient()
+    try:
+        return OpenLineageClient()
+    except Exception as exc:  # noqa: BLE001 - a transport the client cannot build (a bad openlineage.yml, ...)
+        LOGGER.warning("OpenLineage is configured (%s) but its client cannot start: %s. No events sent.", configured, exc)
+        return None
 
 
 def send(client, state: str, run_id: str, job_name: str, reads: list[Read], error: BaseException | None = None) -> None:
