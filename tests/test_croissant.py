@@ -119,7 +119,7 @@ def test_a_coco_split_stored_as_files_downloads_checked(bundled_coco, tmp_path, 
                                           **SMALL_DETECTOR))
     folder = download_version(result.run_id, tmp_path / "restored")
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
-        [f"train/instances_train2017.json", f"validation/instances_val2017.json"]
+        ["train/instances_train2017.json", "validation/instances_val2017.json"]
         + [f"{split}/images/{p.name}" for split in ("train", "validation")
            for p in (folder / split / "images").iterdir()])
     for split, stored in (("train", "train2017"), ("validation", "val2017")):
