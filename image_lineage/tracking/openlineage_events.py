@@ -21,11 +21,14 @@ the MLflow run is the record, the events are a copy for other tools.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import traceback
 import uuid
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Iterator
 
 import mlflow
@@ -35,7 +38,16 @@ from image_lineage.core.names import TAG_DIGEST, TAG_QUALITY_STATUS
 
 LOGGER = logging.getLogger(__name__)
 
-PRODUCER = "https://github.com/image-lineage/image-lineage"  # the producer URI events carry
+
+@functools.cache  # asked only when an event is made: nothing configured, no metadata lookup
+def producer() -> str:
+    """The producer URI events carry: a URN with the installed version (the project publishes no web address)."""
+    try:
+        return f"urn:python:image-lineage:{package_version('image-lineage')}"
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "urn:python:image-lineage"
+
+
 QUALITY_ASSERTIONS = (  # (assertion, metric): each passes when its count is 0
     ("no_leakage_between_splits", "quality/leakage_pairs"),
     ("no_exact_duplicates", "quality/exact_duplicate_pairs"),
@@ -100,14 +112,14 @@ def run_event(state: str, run_id: str, job_name: str, reads: list[Read], error: 
     if error is not None:
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
             message=str(error) or type(error).__name__, programmingLanguage="python",
-            stackTrace="".join(traceback.format_exception(error)), producer=PRODUCER)
+            stackTrace="".join(traceback.format_exception(error)), producer=producer())
     job_facets = {"jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="MLFLOW",
-                                                          jobType="JOB", producer=PRODUCER)}
+                                                          jobType="JOB", producer=producer())}
     inputs, outputs = ([read_input(read) for read in reads], []) if state == "START" else run_datasets(run_id, reads)
     return RunEvent(eventType=RunState[state], eventTime=datetime.now(timezone.utc).isoformat(),
                     run=Run(runId=str(uuid.UUID(hex=run_id)), facets=run_facets),
                     job=Job(namespace=config.openlineage_namespace(), name=job_name, facets=job_facets),
-                    inputs=inputs, outputs=outputs, producer=PRODUCER)
+                    inputs=inputs, outputs=outputs, producer=producer())
 
 
 def run_datasets(run_id: str, reads: list[Read]) -> tuple[list, list]:
@@ -153,13 +165,13 @@ def lineage_input(namespace: str, name: str, version: str, fields: list[tuple[st
     from openlineage.client.facet_v2 import dataset_version_dataset, datasource_dataset, schema_dataset
 
     facets = {
-        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version, producer=PRODUCER),
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version, producer=producer()),
         "dataSource": datasource_dataset.DatasourceDatasetFacet(name=namespace, uri=source_uri(namespace, name),
-                                                                producer=PRODUCER),
+                                                                producer=producer()),
     }
     if fields:
         facets["schema"] = schema_dataset.SchemaDatasetFacet(
-            fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in fields], producer=PRODUCER)
+            fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in fields], producer=producer())
     input_facets = {"dataQualityAssertions": assertions} if assertions else {}
     return InputDataset(namespace=namespace, name=name, facets=facets, inputFacets=input_facets)
 
@@ -209,7 +221,7 @@ def quality_assertions(run):
     metrics = run.data.metrics
     assertions = [dq.Assertion(assertion=name, success=metrics[metric] == 0, actual=str(int(metrics[metric])),
                                expected="0") for name, metric in QUALITY_ASSERTIONS if metric in metrics]
-    return dq.DataQualityAssertionsDatasetFacet(assertions=assertions, producer=PRODUCER) if assertions else None
+    return dq.DataQualityAssertionsDatasetFacet(assertions=assertions, producer=producer()) if assertions else None
 
 
 def model_output(version):
@@ -218,7 +230,7 @@ def model_output(version):
     from openlineage.client.facet_v2 import dataset_type_dataset, dataset_version_dataset
 
     facets = {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(version.version),
-                                                                           producer=PRODUCER),
-              "datasetType": dataset_type_dataset.DatasetTypeDatasetFacet(datasetType="MODEL", producer=PRODUCER)}
+                                                                           producer=producer()),
+              "datasetType": dataset_type_dataset.DatasetTypeDatasetFacet(datasetType="MODEL", producer=producer())}
     return OutputDataset(namespace=mlflow.get_registry_uri(), name=f"models/{version.name}",
                          facets=facets)
