@@ -74,12 +74,16 @@ def test_a_card_with_an_unknown_field_stops_before_any_run(catsdogs_dir, tmp_pat
 def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco, tmp_path, sqlite_uri,
                                                                    experiment_name):
     """COCO splits: the annotation files with their sha256, the images, and record sets of images, boxes (every
-    object of the annotation file as stored) and categories that mlcroissant reads on the run's files downloaded."""
+    object of the annotation file as stored) and categories that mlcroissant reads on the run's files downloaded;
+    splits stored as files come back checked, and a damaged image is refused."""
     from helpers import SMALL_DETECTOR
+    from image_lineage.core.errors import LineageError
     from image_lineage.flows.finetune import FinetuneRequest, run_finetune
+    from image_lineage.tracking import _compat
+    from image_lineage.tracking.downloads import download_version
 
     result = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=1,
-                                          **SMALL_DETECTOR))  # 2 images a split: stored as files, not in packs
+                                          **SMALL_DETECTOR))
     digest = mlflow.get_run(result.run_id).data.tags["dataset.digest"]
     folder = tmp_path / "restored"
     assert cli_main(["download", "--run-id", result.run_id, "--destination", str(folder), "--croissant"]) == 0
@@ -100,31 +104,19 @@ def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco
     assert categories == [(c["id"], c["name"]) for c in annotation["categories"]]
     files = {f["contentUrl"]: f["sha256"] for f in json.loads((folder / "croissant.json").read_text())["distribution"]
              if f["@type"] == "cr:FileObject"}
+    # the splits (2 images each: stored as files, not in packs) came back whole, each image checked
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        ["croissant.json", "train/instances_train2017.json", "validation/instances_val2017.json"]
+        + [f"{split}/images/{p.name}" for split in ("train", "validation") for p in (folder / split / "images").iterdir()])
+    for split, stored in (("train", "train2017"), ("validation", "val2017")):
+        for image in (folder / split / "images").iterdir():
+            assert image.read_bytes() == (bundled_coco / stored / image.name).read_bytes()
     assert files == {"train/instances_train2017.json": hashlib.sha256(
                          (bundled_coco / "annotations/instances_train2017.json").read_bytes()).hexdigest(),
                      "validation/instances_val2017.json": hashlib.sha256(
                          (bundled_coco / "annotations/instances_val2017.json").read_bytes()).hexdigest()}
 
-
-def test_a_coco_split_stored_as_files_downloads_checked(bundled_coco, tmp_path, sqlite_uri, experiment_name):
-    """Splits small enough to be stored as files: downloaded with their annotation file, each image checked against
-    the split's manifest; a damaged image is refused, naming it."""
-    from helpers import SMALL_DETECTOR
-    from image_lineage.core.errors import LineageError
-    from image_lineage.flows.finetune import FinetuneRequest, run_finetune
-    from image_lineage.tracking import _compat
-    from image_lineage.tracking.downloads import download_version
-
-    result = run_finetune(FinetuneRequest(data_dir=str(bundled_coco), experiment_name=experiment_name, epochs=1,
-                                          **SMALL_DETECTOR))
-    folder = download_version(result.run_id, tmp_path / "restored")
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
-        ["train/instances_train2017.json", "validation/instances_val2017.json"]
-        + [f"{split}/images/{p.name}" for split in ("train", "validation")
-           for p in (folder / split / "images").iterdir()])
-    for split, stored in (("train", "train2017"), ("validation", "val2017")):
-        for image in (folder / split / "images").iterdir():
-            assert image.read_bytes() == (bundled_coco / stored / image.name).read_bytes()
+    # a damaged image in the store is refused, naming it
     stored = Path(_compat.local_artifact_dir(mlflow.get_run(result.run_id).info.artifact_uri)) / "coco" / "train" / "images"
     damaged = next(stored.iterdir())
     damaged.write_bytes(damaged.read_bytes()[:-10])
