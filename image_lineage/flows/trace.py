@@ -9,6 +9,7 @@ version (``cat/cat_01.jpg``, or a longer path ending in one). The answers come f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -91,9 +92,11 @@ def images_to_trace(what: str, trace_index: TraceIndex) -> tuple[dict[str, str],
 
 
 def hash_files(files: list[str]) -> dict[str, str]:
-    """{file: sha256}, through the image pass (an unchanged file is answered from the record cache)."""
+    """{file: sha256}, through the image pass (an unchanged file is answered from the record cache); a file the
+    pass does not take for an image (damaged, or not one at all) is hashed as it is: it may still be in a version."""
     facts = read_images([os.path.abspath(f) for f in files], check="none")
-    return {file: f.sha256 for file, f in zip(files, facts) if not isinstance(f, str)}
+    return {file: f.sha256 if not isinstance(f, str) else hashlib.sha256(Path(file).read_bytes()).hexdigest()
+            for file, f in zip(files, facts)}
 
 
 def path_suffixes(text: str) -> list[str]:
