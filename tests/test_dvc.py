@@ -135,3 +135,16 @@ def test_done_when_one_run_of_a_dvc_tracked_version_speaks_all_three(catsdogs_di
     dataset = mlcroissant.Dataset(str(tmp_path / "back" / "croissant.json"))
     assert not dataset.metadata.issues.errors
     assert len(list(dataset.records("images"))) == len(list((repo / "data" / "v1").rglob("*.jpg")))
+
+
+def test_a_dvcignore_at_the_repository_root_makes_the_id_unknown_not_wrong(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvcignore").write_text("*.txt\n")
+    folder = tmp_path / "data" / "images"
+    folder.mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"\x00image")
+    (folder / "notes.txt").write_text("left out by DVC\n")
+    (tmp_path / "data" / "images.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  hash: md5\n"
+                                                  "  path: images\n")
+    status = dvc_ids.folder_status(folder, {}, None)
+    assert status.matches == "unknown" and str(tmp_path / ".dvcignore") in status.why

@@ -120,7 +120,7 @@ def coco_images_record_set(split: str) -> dict:
          "source": {**source, "extract": {"fileProperty": "content"}}},
         {"@type": "cr:Field", "@id": f"{split}_images/file_name", "name": "file_name", "dataType": "sc:Text",
          "description": "the image's file_name in the annotation file",
-         "source": {**source, "extract": {"fileProperty": "filepath"}, "transform": {"regex": "^(?:.*?/)?images/(.+)$"}}},
+         "source": {**source, "extract": {"fileProperty": "filepath"}, "transform": {"regex": f"^(?:.*/)?{re.escape(split)}/images/(.+)$"}}},
     ]}
 
 

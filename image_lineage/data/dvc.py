@@ -142,9 +142,10 @@ def walk(folder: Path) -> list[str]:
 
 def dvcignore_on_the_way(folder: Path, root: Path, files: list[str]) -> Path | None:
     """A ``.dvcignore`` with patterns in ``folder`` or under it (among ``files``, its listing), or between it and
-    ``root``; None when there is none."""
+    the DVC repository's root (the folder above ``root`` that holds ``.dvc/``); None when there is none."""
     places = [folder / f for f in files if f == ".dvcignore" or f.endswith("/.dvcignore")]
-    places += [parent / ".dvcignore" for parent in folder.parents if parent.is_relative_to(root)]
+    top = next((parent for parent in [root, *root.parents] if (parent / ".dvc").is_dir()), root)  # the repository
+    places += [parent / ".dvcignore" for parent in folder.parents if parent.is_relative_to(top)]
     for place in places:
         try:
             if any(line.strip() and not line.startswith("#") for line in place.read_text().splitlines()):

@@ -25,6 +25,8 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 import pandas as pd
@@ -90,7 +92,8 @@ def lineage_page_html(model: str, version: str, index: str | None = None) -> str
     run = client.get_run(model_version.run_id)
     trace_index = TraceIndex(index)
     trace_index.refresh()
-    sections = [fill_section(section, trace_index, client) for section in dataset_sections(run, trace_index)]
+    sections = [fill_section(section, trace_index, client, run.info.run_id)
+                for section in dataset_sections(run, trace_index)]
     return render(model_version, aliases, run, sections)
 
 
@@ -103,17 +106,27 @@ def dataset_sections(run, trace_index: TraceIndex) -> list[DatasetSection]:
         digest = (run.data.tags.get(f"{TAG_DIGEST}.{split}") or trace_index.full_digest(logged.dataset.digest)
                   or logged.dataset.digest)
         source = json.loads(logged.dataset.source) if logged.dataset.source else {}
-        location = str(source.get("uri") or source.get("data_dir") or "").removeprefix("file://")
-        folder = Path(location) if location.startswith("/") else None
+        folder = local_folder(source)
         sections.setdefault(digest, DatasetSection(logged.dataset.name, tags.get("mlflow.data.context", ""), digest, folder))
     return list(sections.values())
 
 
-def fill_section(section: DatasetSection, trace_index: TraceIndex, client) -> DatasetSection:
+def local_folder(source: dict) -> Path | None:
+    """Where a dataset source's images are on this machine: a COCO split's images folder, else the folder it names
+    (a ``file://`` URI decoded: ``my%20set`` is ``my set``)."""
+    location = str(source.get("images_dir") or source.get("uri") or source.get("data_dir") or "")
+    if location.startswith("file://"):
+        location = url2pathname(urlparse(location).path)
+    return Path(location) if location.startswith("/") else None
+
+
+def fill_section(section: DatasetSection, trace_index: TraceIndex, client, model_run_id: str) -> DatasetSection:
     section.files = trace_index.version_files(section.digest)
     section.holder = trace_index.version_holder(section.digest)
     section.runs = trace_index.runs_of([section.digest])
-    for run_id in [*([section.holder[0]] if section.holder else []), *(row[1] for row in section.runs)]:
+    # the model's own run first: its check is the one that judged the data it trained on
+    order = [model_run_id, *([section.holder[0]] if section.holder else []), *(row[1] for row in section.runs)]
+    for run_id in dict.fromkeys(order):
         tags = client.get_run(run_id).data.tags
         section.diff = section.diff or tags.get(TAG_DIFF, "")
         if tags.get(TAG_QUALITY_STATUS) and not section.status:
@@ -147,11 +160,13 @@ class Pictures:
         if self.section.holder is None:
             return None
         run_id, manifest = self.section.holder
-        artifact = posixpath.join(posixpath.dirname(manifest), "samples", path)
-        try:
-            return thumbnail_uri(self.client.download_artifacts(run_id, artifact, str(self.tmp)))
-        except (MlflowException, OSError):
-            return None
+        for stored in ("samples", "images"):  # a folder version's samples, a COCO split's images stored as files
+            artifact = posixpath.join(posixpath.dirname(manifest), stored, path)
+            try:
+                return thumbnail_uri(self.client.download_artifacts(run_id, artifact, str(self.tmp)))
+            except (MlflowException, OSError):
+                continue
+        return None
 
 
 # ---------------------------------------------------------------- the page

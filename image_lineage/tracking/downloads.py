@@ -101,7 +101,7 @@ def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
                       and f.split("/samples/")[0] not in mapped})
     # a COCO split stored as files: its folder holds the annotation file, images/ and the split's manifest
     with_images = {f.split("/images/")[0] for f in files if "/images/" in f}
-    splits = sorted(f for f in files if posixpath.basename(f) == "manifest.json"
+    splits = sorted(f for f in files if posixpath.basename(f) in MANIFESTS
                     and posixpath.dirname(f) in with_images - mapped)
     return [("map", f) for f in maps] + [("samples", f) for f in samples] + [("files", f) for f in splits]
 
@@ -138,7 +138,7 @@ def download_samples(run_id: str, samples: str, destination: Path) -> Path:
     return destination
 
 
-SPLIT_REPORTS = {"manifest.json", "class_balance.json", "validation_report.json", "ignored_files.json"}
+SPLIT_REPORTS = {*MANIFESTS, "class_balance.json", "validation_report.json", "ignored_files.json"}
 
 
 def download_split_files(run_id: str, manifest: str, destination: Path) -> Path:
@@ -150,7 +150,7 @@ def download_split_files(run_id: str, manifest: str, destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="image_lineage_split_", dir=destination.parent) as tmp:
         local = Path(client.download_artifacts(run_id, folder, tmp))
-        for name, sha256, _ in read_manifest_records(local / "manifest.json"):
+        for name, sha256, _ in read_manifest_records(local / posixpath.basename(manifest)):
             check_file(local / "images" / name, sha256, f"images/{name}", run_id)
         annotations = [path for path in local.glob("*.json") if path.name not in SPLIT_REPORTS]
         recorded = croissant_sha256s(client, run_id)

@@ -48,6 +48,7 @@ def producer() -> str:
         return "urn:python:image-lineage"
 
 
+CLOSE_TIMEOUT_S = 10.0  # how long the last events may take to leave a queueing transport
 QUALITY_ASSERTIONS = (  # (assertion, metric): each passes when its count is 0
     ("no_leakage_between_splits", "quality/leakage_pairs"),
     ("no_exact_duplicates", "quality/exact_duplicate_pairs"),
@@ -77,7 +78,10 @@ def run_events(run: mlflow.ActiveRun, job: str | None, reads: list[Read] | None 
     except BaseException as exc:
         send(client, "FAIL", run.info.run_id, job_name, reads or [], error=exc)
         raise
-    send(client, "COMPLETE", run.info.run_id, job_name, reads or [])
+    else:
+        send(client, "COMPLETE", run.info.run_id, job_name, reads or [])
+    finally:
+        close(client)
 
 
 def lineage_client(configured: str):
@@ -94,6 +98,14 @@ def lineage_client(configured: str):
     except Exception as exc:  # noqa: BLE001 - a transport the client cannot build (a bad openlineage.yml, ...)
         LOGGER.warning("OpenLineage is configured (%s) but its client cannot start: %s. No events sent.", configured, exc)
         return None
+
+
+def close(client) -> None:
+    """Let a queueing transport (``async_http``) deliver the last event before the process may exit."""
+    try:
+        client.close(CLOSE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - as for send: lineage never fails a run
+        LOGGER.warning("OpenLineage client did not close cleanly: %s", exc)
 
 
 def send(client, state: str, run_id: str, job_name: str, reads: list[Read], error: BaseException | None = None) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
 
 from image_lineage.core import config
 from image_lineage.core.names import TAG_DIGEST
@@ -131,7 +132,9 @@ class TraceIndex:
         ended = [run for run in self.search(client, list(experiments), f"attributes.end_time >= {watermark}")
                  if run.info.end_time and run.info.run_id not in known and names_a_dataset(run)]
         deleted = {run.info.run_id for run in self.search(client, list(experiments), "", ViewType.DELETED_ONLY)}
-        restored = [run_id for run_id, lifecycle in known.items() if lifecycle == "deleted" and run_id not in deleted]
+        # a deleted run no longer listed as deleted was restored, or removed for good (mlflow gc): ask which
+        restored = [run_id for run_id, lifecycle in known.items()
+                    if lifecycle == "deleted" and run_id not in deleted and is_active(client, run_id)]
         with contextlib.closing(self.connect()) as db, db:
             for run in ended:
                 report.manifests_read += self.add_run(db, client, run)
@@ -277,6 +280,13 @@ def default_path(tracking_uri: str) -> Path:
     return folder / f"{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.sqlite"
 
 
+def is_active(client, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:  # gone from the server
+        return False
+
+
 def paged(method, **kwargs) -> list:
     """Every page of an MLflow search."""
     found, token = [], None
@@ -329,16 +339,19 @@ def manifest_places(client, run) -> list[tuple[str, str | None]]:
 
 
 def split_manifests(client, run_id: str, folder: str, tags: dict) -> list[tuple[str, str | None]]:
-    """Manifests in ``folder`` (``coco/train``) and, for ``datasets/<name>``, in its split folders."""
+    """Manifests in ``folder`` (``coco/train``) and, for ``datasets/<name>``, in its split folders. The digest a
+    manifest is expected to be comes from the split's own tag (``coco/<split>``, ``hf/<split>``: one split each a
+    run); a script's ``datasets/<name>`` may log several datasets whose splits share names, so its manifests are
+    always read (the digest inside them says which version they are)."""
     items = client.list_artifacts(run_id, folder)
     split = posixpath.basename(folder)
-    found = [(item.path, tags.get(f"{TAG_DIGEST}.{split}") or tags.get(TAG_DIGEST)) for item in items
+    own = not folder.startswith("datasets/")
+    found = [(item.path, tags.get(f"{TAG_DIGEST}.{split}") if own else None) for item in items
              if posixpath.basename(item.path) in MANIFESTS]
-    if folder.startswith("datasets/") and folder.count("/") == 1:
+    if not own and folder.count("/") == 1:
         for item in items:
             if item.is_dir and posixpath.basename(item.path) not in ("samples", "grids"):
-                found += [(entry.path, tags.get(f"{TAG_DIGEST}.{posixpath.basename(item.path)}"))
-                          for entry in client.list_artifacts(run_id, item.path)
+                found += [(entry.path, None) for entry in client.list_artifacts(run_id, item.path)
                           if posixpath.basename(entry.path) in MANIFESTS]
     return found
 
