@@ -227,10 +227,14 @@ def read_map(run_id: str, artifact_path: str) -> tuple[dict, list[tuple[str, str
                          for (path, sha256, size), (pack, offset) in zip(records, version_map["locations"])]
 
 
-def read_manifest_records(local: Path) -> list[tuple[str, str, int]]:
+def read_manifest(local: Path) -> dict:
+    """A manifest as a run holds it (``manifest.json``, or ``manifest.json.gz`` past 10,000 images)."""
     data = local.read_bytes()
-    manifest = json.loads(gzip.decompress(data) if local.name.endswith(".gz") else data)
-    return [(image["path"], image["sha256"], image["size"]) for image in manifest["images"]]
+    return json.loads(gzip.decompress(data) if local.name.endswith(".gz") else data)
+
+
+def read_manifest_records(local: Path) -> list[tuple[str, str, int]]:
+    return [(image["path"], image["sha256"], image["size"]) for image in read_manifest(local)["images"]]
 
 
 def download_from_map(run_id: str, artifact_path: str, destination: str | Path) -> Path:

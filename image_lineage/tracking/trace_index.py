@@ -23,9 +23,7 @@ from the tracking server, never read.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import json
 import logging
 import posixpath
 import sqlite3
@@ -40,6 +38,7 @@ from mlflow.exceptions import MlflowException
 from image_lineage.core import config
 from image_lineage.core.names import TAG_DIGEST
 from image_lineage.data.versioned_sqlite import build_fresh, stored_version
+from image_lineage.tracking.downloads import MANIFESTS, read_manifest
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ TABLES = (
     "CREATE TABLE models (name TEXT, version TEXT, run_id TEXT, aliases TEXT, digests TEXT, PRIMARY KEY (name, version))",
     "CREATE TABLE experiments (experiment_id TEXT PRIMARY KEY, name TEXT)",
 )
-MANIFESTS = ("manifest.json", "manifest.json.gz")
 MANIFEST_HOMES = ("coco", "hf", "datasets")  # artifact folders whose sub-folders may hold a split's manifest
 CLOCK_MARGIN_MS = 5_000  # runs that ended this long before the last refresh's newest are asked for again
 
@@ -358,7 +356,5 @@ def split_manifests(client, run_id: str, folder: str, tags: dict) -> list[tuple[
 
 def load_manifest(run_id: str, artifact: str, tracking_uri: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="image_lineage_trace_") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
-                                                         tracking_uri=tracking_uri))
-        data = local.read_bytes()
-    return json.loads(gzip.decompress(data) if artifact.endswith(".gz") else data)
+        return read_manifest(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
+                                                                      dst_path=tmp, tracking_uri=tracking_uri)))
