@@ -100,11 +100,11 @@ def test_dvc_2_outputs_hash_text_files_with_lf_line_ends_as_dvc_data_does(tmp_pa
     assert {f: dvc_ids.file_md5(folder / f, "md5-dos2unix") for f in expected} == expected
     assert dvc_ids.file_md5(folder / "docs/notes.txt", "md5") != expected["docs/notes.txt"]  # DVC 3: bytes as they are
     (tmp_path / "v1.dvc").write_text(f"outs:\n- md5: {dvc_ids.dir_md5(expected)}\n  path: v1\n")  # no hash: DVC 2
-    status = dvc_ids.folder_status(folder, {}, None)
+    status = dvc_ids.folder_status(folder, dict, None)
     assert status.recorded.hash_name == "md5-dos2unix" and status.matches == "true"
 
     (folder / ".dvcignore").write_text("*.bin\n")  # patterns this module does not apply: unknown, not a wrong id
-    status = dvc_ids.folder_status(folder, {}, None)
+    status = dvc_ids.folder_status(folder, dict, None)
     assert status.matches == "unknown" and ".dvcignore" in status.why
 
 
@@ -146,5 +146,5 @@ def test_a_dvcignore_at_the_repository_root_makes_the_id_unknown_not_wrong(tmp_p
     (folder / "notes.txt").write_text("left out by DVC\n")
     (tmp_path / "data" / "images.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  hash: md5\n"
                                                   "  path: images\n")
-    status = dvc_ids.folder_status(folder, {}, None)
+    status = dvc_ids.folder_status(folder, dict, None)
     assert status.matches == "unknown" and str(tmp_path / ".dvcignore") in status.why

@@ -158,7 +158,8 @@ def dvc_status(manifest: Manifest) -> DvcStatus | None:
     bytes the image pass read (cached by sha256); None for a folder DVC does not track (a few stats) or a bucket."""
     if is_object_uri(manifest.version_dir):
         return None
-    return folder_status(manifest.version_dir, {r.path: r.sha256 for r in manifest.records}, RecordCache.default())
+    return folder_status(manifest.version_dir, lambda: {r.path: r.sha256 for r in manifest.records},
+                         RecordCache.default())
 
 
 def dvc_tags(status: DvcStatus | None) -> dict[str, str]:
