@@ -180,12 +180,13 @@ def load(logged, split: Optional[str] = None):
     return lineage.load_logged_dataset(logged, split)
 
 
-def download(run_id: str, destination: PathLike, croissant: bool = False) -> Path:
+def download(run_id: str, destination: PathLike, croissant: bool = False, files: bool = True) -> Path:
     """Rebuild the image files of the dataset version a run logged in ``destination`` (a new or empty folder),
     byte for byte: from the content store's packs (each file checked against its sha256; a mismatch is
     refused naming the file), or the run's samples when they are all its files. Returns the folder. With
     ``croissant``, the version's Croissant metadata (``croissant.json``) and manifest are written beside the
-    class folders, where ``mlcroissant.Dataset(f"{folder}/croissant.json")`` iterates its records.
+    class folders, where ``mlcroissant.Dataset(f"{folder}/croissant.json")`` iterates its records; with
+    ``files=False`` only those (a Hugging Face form of a hub dataset stores no files).
 
     Example::
 
@@ -193,7 +194,7 @@ def download(run_id: str, destination: PathLike, croissant: bool = False) -> Pat
         logged = mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset
         assert image_lineage.from_image_folder(folder).digest == logged.digest
     """
-    return download_version(run_id, destination, croissant)
+    return download_version(run_id, destination, croissant, files)
 
 
 def trace(what: PathLike, index: Optional[PathLike] = None, refresh: bool = True):

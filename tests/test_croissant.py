@@ -122,3 +122,90 @@ def test_a_finetune_run_holds_croissant_metadata_of_its_coco_splits(bundled_coco
     damaged.write_bytes(damaged.read_bytes()[:-10])
     with pytest.raises(LineageError, match=f"images/{damaged.name}: the stored bytes do not match"):
         download_version(result.run_id, tmp_path / "again")
+
+
+def test_a_hf_form_run_holds_croissant_metadata_of_its_splits(catsdogs_dir, tmp_path, sqlite_uri, experiment_name):
+    """log_hf_dataset of split folders: croissant.json names each split's stored manifest by sha256 and its
+    images as the source holds them; downloaded alone (the run stores no image), beside a copy of the splits,
+    mlcroissant iterates every image with its label and every manifest record."""
+    from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+
+    data = tmp_path / "pets"
+    photos = sorted(p for p in catsdogs_dir.rglob("*.jpg"))
+    for i, photo in enumerate(photos):
+        target = data / ("train" if i % 4 else "val") / photo.parent.name / photo.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, target)
+    (data / "croissant.yaml").write_text(CARD)
+    run_id, splits = log_hf_dataset(HfRequest(source=str(data), experiment_name=experiment_name, quality_check="off"))
+    digest = mlflow.get_run(run_id).data.tags["dataset.digest"]
+
+    folder = tmp_path / "metadata"
+    assert cli_main(["download", "--run-id", run_id, "--destination", str(folder), "--croissant", "--no-files"]) == 0
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "croissant.json", "hf/train/manifest.json", "hf/validation/manifest.json"]
+    for split in ("train", "val"):
+        shutil.copytree(data / split, folder / split)
+    dataset = mlcroissant.Dataset(str(folder / "croissant.json"))
+    assert not dataset.metadata.issues.errors and dataset.metadata.version == f"1.0.0+{digest}"
+    logged = json.loads((folder / "croissant.json").read_text())
+    assert logged["rai:dataBiases"] == "two classes only, of unequal size" and logged["name"].endswith("pets")
+    for split, stored in (("train", "train"), ("validation", "val")):
+        on_disk = {(p.parent.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (data / stored).rglob("*.jpg")}
+        images = list(dataset.records(f"{split}_images"))
+        assert sorted(r[f"{split}_images/label"].decode() for r in images) == sorted(label for label, _ in on_disk)
+        files = {(r[f"{split}_files/label"].decode(), r[f"{split}_files/sha256"].decode())
+                 for r in dataset.records(f"{split}_files")}
+        assert files == on_disk and len(on_disk) == len(list((data / stored).rglob("*.jpg")))
+    assert {s.split for s in splits} == {"train", "validation"}
+
+
+def test_a_hub_split_is_described_by_the_hubs_parquet_files(tmp_path):
+    """A hub dataset's split (no files of ours): the hub's Parquet conversion, with a field for each column
+    Croissant 1.0 can name and the others listed, not guessed; mlcroissant validates it."""
+    import datasets
+
+    from image_lineage.data.croissant import HubSplit, hf_metadata
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"]),
+                                  "caption": datasets.Value("string"),
+                                  "boxes": datasets.Sequence(datasets.Value("float32"))})
+    metadata = hf_metadata("pets", "a" * 64, "https://huggingface.co/datasets/someone/pets",
+                           [HubSplit(split, "someone/pets", features.to_dict()) for split in ("train", "test")])
+    dataset = mlcroissant.Dataset(jsonld=metadata)
+    assert not dataset.metadata.issues.errors
+    record_sets = {r.name: r for r in dataset.metadata.record_sets}
+    assert sorted(record_sets) == ["test", "train"]
+    assert [f.name for f in record_sets["train"].fields] == ["image", "label", "caption"]
+    assert "boxes" in record_sets["train"].description
+    parquet = [d for d in metadata["distribution"] if d["@type"] == "cr:FileSet"]
+    assert [d["includes"] for d in parquet] == ["*/train/*.parquet", "*/test/*.parquet"]
+    assert sum(d["@type"] == "cr:FileObject" for d in metadata["distribution"]) == 1  # one repository for both
+
+
+def test_a_hf_form_of_coco_names_each_image_by_its_file_name(bundled_coco, tmp_path, sqlite_uri, experiment_name):
+    """log_hf_dataset of a COCO folder: each split's images where download puts them (``<split>/images/``),
+    by file_name, and its manifest records labelled by the categories of their objects."""
+    from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
+
+    run_id, _ = log_hf_dataset(HfRequest(source=str(bundled_coco), experiment_name=experiment_name, quality_check="off"))
+    folder = tmp_path / "metadata"
+    image_lineage_download(run_id, folder)
+    for split, stored in (("train", "train2017"), ("validation", "val2017")):
+        shutil.copytree(bundled_coco / stored, folder / split / "images")
+    dataset = mlcroissant.Dataset(str(folder / "croissant.json"))
+    assert not dataset.metadata.issues.errors
+    for split, stored in (("train", "train2017"), ("validation", "val2017")):
+        annotation = json.loads((bundled_coco / "annotations" / f"instances_{stored}.json").read_text())
+        names = sorted(r[f"{split}_images/file_name"].decode() for r in dataset.records(f"{split}_images"))
+        assert names == sorted(p.name for p in (bundled_coco / stored).iterdir())
+        files = {r[f"{split}_files/path"].decode(): r[f"{split}_files/sha256"].decode()
+                 for r in dataset.records(f"{split}_files")}
+        assert files == {i["file_name"]: hashlib.sha256((bundled_coco / stored / i["file_name"]).read_bytes()).hexdigest()
+                         for i in annotation["images"]}
+
+
+def image_lineage_download(run_id, folder):
+    import image_lineage
+
+    image_lineage.download(run_id, folder, croissant=True, files=False)

@@ -223,6 +223,9 @@ def download() -> argparse.ArgumentParser:
     parser.add_argument("--croissant", action="store_true",
                         help="also write the version's croissant.json and manifest beside the class folders (mlcroissant "
                         "then loads it and iterates the images)")
+    parser.add_argument("--no-files", dest="files", action="store_false",
+                        help="with --croissant: only croissant.json and the manifests it names (a Hugging Face form of a "
+                        "hub dataset stores no files)")
     return parser
 
 

@@ -1,5 +1,5 @@
-"""Croissant metadata (MLCommons, http://mlcommons.org/croissant/1.0) of a folder version or of COCO splits:
-``croissant.json``.
+"""Croissant metadata (MLCommons, http://mlcommons.org/croissant/1.0) of a folder version, of COCO splits, or of
+a dataset's Hugging Face form: ``croissant.json``.
 
 One JSON-LD file says what the version holds in the format dataset hubs and ML tools read (the Hugging Face
 hub serves one for every dataset; NeurIPS Datasets & Benchmarks asks for one):
@@ -14,6 +14,10 @@ hub serves one for every dataset; NeurIPS Datasets & Benchmarks asks for one):
 * the Responsible-AI and citation fields the user gives in ``croissant.yaml`` beside the version folder or
   in it (:data:`CARD_FIELDS`); a field not given is left out, never invented.
 
+The Hugging Face form (:func:`hf_metadata`) describes each split the run logged: a split read from files by
+its manifest (``hf/<split>/manifest.json``, as the run stores it) and its images where the source holds them;
+a hub dataset's split by the hub's own Parquet conversion, as the hub's Croissant does.
+
 It depends on content and the card only (no run id, no date), so a re-log of the same folder gives the same
 file. ``mlcroissant`` loads it, and iterates its records on a local copy of the version with the file beside
 the class folders (the tests check both).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from image_lineage.core.errors import LineageError
@@ -98,6 +103,124 @@ def coco_metadata(name: str, digest: str, url: str, splits: list[tuple[str, Path
     }
     metadata.update(card or {})
     return metadata
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """A split of a Hugging Face form read from image files: its manifest (stored in the run at
+    ``hf/<split>/``) and where its images are beside ``croissant.json``: ``images`` + the manifest's path
+    (``train/`` for a split folder of an image folder; ``<split>/images/`` for COCO, as ``download`` lays it out)."""
+
+    split: str
+    manifest: object  # :class:`image_lineage.data.folders.Manifest`
+    images: str = ""
+    coco: bool = False  # labels are the categories of the image's objects (the manifest's), not a class folder
+
+
+@dataclass(frozen=True)
+class HubSplit:
+    """A split of a hub dataset: its repository, and its features (``datasets.Features``) for the fields."""
+
+    split: str
+    repo: str
+    features: dict
+
+
+def hf_metadata(name: str, digest: str, url: str, splits: list, card: dict | None = None) -> dict:
+    """The Croissant JSON-LD of a dataset's Hugging Face form (``splits``: :class:`FileSplit` or
+    :class:`HubSplit` each), laid out as the run stores it."""
+    distribution, record_sets = [], []
+    for split in splits:
+        files, records = file_split_parts(split) if isinstance(split, FileSplit) else hub_split_parts(split)
+        distribution += [item for item in files if item not in distribution]  # one hub repository for all splits
+        record_sets += records
+    sizes = ", ".join(f"{s.split} ({len(s.manifest.records)} images)" if isinstance(s, FileSplit) else s.split
+                      for s in splits)
+    metadata = {
+        "@context": CONTEXT, "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": name, "url": url, "version": f"1.0.0+{digest}",
+        "description": f"{name}, in its Hugging Face form: splits {sizes}; content digest sha256 {digest}.",
+        "distribution": distribution, "recordSet": record_sets,
+    }
+    metadata.update(card or {})
+    return metadata
+
+
+def file_split_parts(split: FileSplit) -> tuple[list[dict], list[dict]]:
+    """The split's manifest and images, and record sets ``<split>_images`` and ``<split>_files``."""
+    manifest_name, manifest_bytes = split.manifest.stored()
+    stored = f"hf/{split.split}/{manifest_name}"
+    file_names = [f"{split.images}{r.path}" for r in split.manifest.records]
+    images = {**files_of(f"{split.split}-images", file_names), "includes": sorted(
+        {f"{n.rpartition('/')[0]}/*.{n.rpartition('.')[2]}" if "/" in n else f"*.{n.rpartition('.')[2]}"
+         for n in file_names})}
+    if split.coco:
+        label = {"@type": "cr:Field", "@id": f"{split.split}_images/file_name", "name": "file_name",
+                 "dataType": "sc:Text", "description": "the image's file_name in the annotation file",
+                 "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "filepath"},
+                            "transform": {"regex": f"^(?:.*/)?{re.escape(split.images)}(.+)$"}}}
+    else:
+        label = {"@type": "cr:Field", "@id": f"{split.split}_images/label", "name": "label", "dataType": "sc:Text",
+                 "description": "the class folder's name",
+                 "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "filepath"},
+                            "transform": {"regex": "^(?:.*/)?([^/]+)/[^/]+$"}}}
+    image = {"@type": "cr:Field", "@id": f"{split.split}_images/image", "name": "image", "dataType": "sc:ImageObject",
+             "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "content"}}}
+    files = files_record_set(stored)
+    files = {**files, "@id": f"{split.split}_files", "name": f"{split.split}_files",
+             "description": f"every image of split {split.split} with its sha256, from the manifest"
+                            + (" (label: the categories of its objects)" if split.coco else ""),
+             "field": [{**f, "@id": f"{split.split}_files/{f['name']}"} for f in files["field"]]}
+    record_sets = [{"@type": "cr:RecordSet", "@id": f"{split.split}_images", "name": f"{split.split}_images",
+                    "field": [image, label]}, files]
+    return [manifest_file(stored, manifest_bytes), images], record_sets
+
+
+def files_of(file_set: str, file_names: list[str]) -> dict:
+    media = sorted({MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream") for name in file_names})
+    return {"@type": "cr:FileSet", "@id": file_set, "name": file_set,
+            "encodingFormat": media[0] if len(media) == 1 else media}
+
+
+# datasets' Value dtypes as Croissant 1.0 data types (what the hub's own Croissant says of them)
+VALUE_TYPES = {"bool": "sc:Boolean", "string": "sc:Text", "large_string": "sc:Text", "float16": "sc:Float",
+               "float32": "sc:Float", "float64": "sc:Float", "date32": "sc:Date", "date64": "sc:Date",
+               **{f"{sign}int{bits}": "sc:Integer" for sign in ("", "u") for bits in (8, 16, 32, 64)}}
+
+
+def hub_split_parts(split: HubSplit) -> tuple[list[dict], list[dict]]:
+    """The hub's Parquet conversion of the split (branch ``refs/convert/parquet``: ``<config>/<split>/*.parquet``),
+    the repository it is in, and a record set of the columns Croissant 1.0 can name (an ``Image`` column's
+    ``bytes``, a ``ClassLabel``'s integer, plain values); others are named in the description, not guessed."""
+    # a git repository has no file checksum, yet Croissant 1.0 asks a FileObject for one: the hub's own
+    # Croissant names the open question (croissant issue 80) in its place, and so does this; the rows are named
+    # by the content digest in ``version``
+    repo = {"@type": "cr:FileObject", "@id": "hub-repository", "name": "hub-repository",
+            "description": (f"the Hugging Face hub repository of {split.repo}, branch refs/convert/parquet; a git "
+                            f"repository has no file checksum: the rows' content digest is the version's build metadata"),
+            "contentUrl": f"https://huggingface.co/datasets/{split.repo}/tree/refs%2Fconvert%2Fparquet",
+            "encodingFormat": "git+https", "sha256": "https://github.com/mlcommons/croissant/issues/80"}
+    parquet = {"@type": "cr:FileSet", "@id": f"{split.split}-parquet", "name": f"{split.split}-parquet",
+               "containedIn": {"@id": "hub-repository"}, "encodingFormat": "application/x-parquet",
+               "includes": f"*/{split.split}/*.parquet"}
+    fields, left_out = [], []
+    for column, feature in split.features.items():
+        kind = feature.get("_type") if isinstance(feature, dict) else None
+        data_type = ("sc:ImageObject" if kind == "Image" else "sc:Integer" if kind == "ClassLabel"
+                     else VALUE_TYPES.get(feature.get("dtype")) if kind == "Value" else None)
+        if data_type is None:
+            left_out.append(column)
+            continue
+        source = {"fileSet": {"@id": f"{split.split}-parquet"}, "extract": {"column": column},
+                  **({"transform": {"jsonPath": "bytes"}} if kind == "Image" else {})}
+        description = ({"description": "class index: " + ", ".join(f"{i} = {n}" for i, n in enumerate(feature["names"]))}
+                       if kind == "ClassLabel" and feature.get("names") else {})
+        fields.append({"@type": "cr:Field", "@id": f"{split.split}/{column}", "name": column, "dataType": data_type,
+                       **description, "source": source})
+    record_set = {"@type": "cr:RecordSet", "@id": split.split, "name": split.split, "field": fields,
+                  **({"description": f"columns not described (nested or of a type Croissant 1.0 cannot name): "
+                                     f"{', '.join(left_out)}"} if left_out else {})}
+    return [repo, parquet], [record_set]
 
 
 def json_file(path: str, data: bytes) -> dict:

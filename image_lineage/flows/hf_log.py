@@ -18,7 +18,9 @@ import mlflow
 
 from image_lineage.core.names import require_choice
 from image_lineage.data.coco.index import split_manifest
+from image_lineage.data.croissant import CROISSANT_NAME, FileSplit, HubSplit, hf_metadata, metadata_text, read_card
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, dataset_name_of
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import (
     Ingestion, check_in_run, digest_tags, log_split_inputs, read_source, source_tags, split_inputs,
@@ -61,6 +63,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     if checking and images is None:
         LOGGER.info("leakage check skipped: %s sources hold no image files to read", ingestion.kind)
     name = request.name or dataset_name_of(request.source)
+    card = read_card(request.source) if ingestion.kind != "hub" else {}  # a bad croissant.yaml stops before the run
     with start_run(request.experiment_name, request.run_name or f"hf_{name}", job="log_hf_dataset",
                    reads=ingestion.reads) as run:
         # first: with on_leakage=fail the run stops here, its report logged and nothing else
@@ -68,7 +71,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
         log_split_inputs(run.info.run_id, split_inputs(ingestion.splits, name, "hf", quality and quality.status,
                                                        context=request.context))
         snapshot_tags = store_or_link(ingestion.digest, find_holder(ingestion.digest, run.info.experiment_id),
-                                      stage_data=None, stage_own=lambda folder: stage_split_files(ingestion.splits, folder))
+                                      stage_data=None, stage_own=lambda folder: stage_split_files(ingestion, name, card, folder))
         log_split_summary(run, ingestion, snapshot_tags)
     return run.info.run_id, ingestion.splits
 
@@ -96,11 +99,13 @@ def log_split_summary(run: mlflow.ActiveRun, ingestion: Ingestion, extra_tags: d
     log_values(run, params, metrics, {**digest_tags(splits), **source_tags(ingestion), **extra_tags})
 
 
-def stage_split_files(splits: list[LoadedSplit], staging: Path) -> None:
+def stage_split_files(ingestion: Ingestion, name: str, card: dict, staging: Path) -> None:
     """Per split: ``hf/<split>/features.json`` (features, info, digest), ``manifest.json[.gz]`` (each image file's
     sha256, for splits read from files), ``class_balance.png``, and when
-    there is something to say ``ignored_files.json`` (files left out, and why) and ``validation_report.json``."""
-    for s in splits:
+    there is something to say ``ignored_files.json`` (files left out, and why) and ``validation_report.json``;
+    ``croissant.json`` (:func:`hf_croissant`)."""
+    manifests = split_manifests(ingestion.splits)
+    for s in ingestion.splits:
         folder = staging / "hf" / s.split
         folder.mkdir(parents=True)
         info = {
@@ -112,16 +117,51 @@ def stage_split_files(splits: list[LoadedSplit], staging: Path) -> None:
             "class_counts": s.class_counts,
         }
         (folder / "features.json").write_text(json.dumps(info, indent=1, default=str))
-        manifest = s.manifest or (split_manifest(s.index, s.digest) if s.index is not None else None)
+        manifest = manifests.get(s.split)
         if manifest is not None:  # each image's sha256: what trace finds it by
-            name, data = manifest.stored()
-            (folder / name).write_bytes(data)
+            stored_name, data = manifest.stored()
+            (folder / stored_name).write_bytes(data)
         if s.ignored:
             (folder / "ignored_files.json").write_text(json.dumps(s.ignored, indent=1))
         if s.report is not None:
             (folder / "validation_report.json").write_text(json.dumps(s.report, indent=1))
         if s.class_counts:
             plot_class_counts(s.class_counts, folder / "class_balance.png", f"{s.split}: {s.count_kind} per class")
+    (staging / CROISSANT_NAME).write_text(hf_croissant(ingestion, manifests, name, card))
+
+
+def split_manifests(splits: list[LoadedSplit]) -> dict:
+    """{split: manifest} of the splits read from files (a COCO split's made from its index): made once, for
+    the stored manifest and the ``croissant.json`` that names its sha256."""
+    manifests = {s.split: s.manifest or (split_manifest(s.index, s.digest) if s.index is not None else None)
+                 for s in splits}
+    return {split: manifest for split, manifest in manifests.items() if manifest is not None}
+
+
+def folder_within(folder: str, source: str) -> str:
+    """Where a split's class folders are in the source: ``train/`` for a split folder, ``""`` for the source itself."""
+    if is_object_uri(source):
+        within = folder.rstrip("/").removeprefix(source.rstrip("/")).strip("/")
+    else:
+        within = Path(folder).resolve().relative_to(Path(source).resolve()).as_posix()
+    return f"{within}/" if within not in ("", ".") else ""
+
+
+def hf_croissant(ingestion: Ingestion, manifests: dict, name: str, card: dict) -> str:
+    """The form's Croissant metadata (:func:`image_lineage.data.croissant.hf_metadata`): a split read from files
+    by its stored manifest and its images where ``download`` puts them (an image folder's as in the source
+    folder, a COCO split's in ``<split>/images/``); a hub split by the hub's Parquet files."""
+    source, parts = ingestion.source, []
+    for s in ingestion.splits:
+        if s.index is not None:
+            parts.append(FileSplit(s.split, manifests[s.split], f"{s.split}/images/", coco=True))
+        elif s.split in manifests:
+            parts.append(FileSplit(s.split, manifests[s.split], folder_within(manifests[s.split].version_dir, source)))
+        else:
+            parts.append(HubSplit(s.split, s.source.fields["path"], s.dataset.features.to_dict()))
+    url = (f"https://huggingface.co/datasets/{parts[0].repo}" if isinstance(parts[0], HubSplit)
+           else source if is_object_uri(source) else Path(source).resolve().as_uri())
+    return metadata_text(hf_metadata(name, ingestion.digest, url, parts, card))
 
 
 def dataset_info(dataset) -> dict:

@@ -21,13 +21,15 @@ class DownloadRequest:
     run_id: str
     destination: str
     croissant: bool = False  # also croissant.json and the manifest, beside the class folders
+    files: bool = True  # False: croissant.json and the manifests it names only
 
 
 def download_dataset(request: DownloadRequest):
     """Rebuild the files of the version a run logged in ``destination``, every file checked by sha256."""
-    folder = download_version(request.run_id, request.destination, request.croissant)
+    folder = download_version(request.run_id, request.destination, request.croissant, request.files)
     count = sum(1 for path in folder.rglob("*") if path.is_file())
-    print(f"{count} files of run {request.run_id} in {folder}, each checked against its sha256")
+    print(f"{count} files of run {request.run_id} in {folder}, each checked against its sha256" if request.files
+          else f"croissant.json of run {request.run_id} and the {count - 1} stored files it names in {folder}")
     return folder
 
 

@@ -36,15 +36,24 @@ from image_lineage.tracking.content_store import MAP_FORMAT, MAP_NAME
 MANIFESTS = ("manifest.json", "manifest.json.gz")
 
 
-def download_version(run_id: str, destination: str | Path, croissant: bool = False) -> Path:
+def download_version(run_id: str, destination: str | Path, croissant: bool = False, files: bool = True) -> Path:
     """Rebuild the files of the version run ``run_id`` logged in ``destination`` (new or empty); returns it.
-    With ``croissant``, also the version's ``croissant.json`` and the manifest it names, beside the class
-    folders, where ``mlcroissant`` reads its records from."""
+    With ``croissant``, also the version's ``croissant.json`` and the manifests it names, beside the class
+    folders, where ``mlcroissant`` reads its records from; without ``files``, only those (a Hugging Face form
+    of a hub dataset, or of folders no run stored, has no files in the store)."""
+    if not files and not croissant:
+        raise LineageError("nothing to download: ask for the files, croissant.json, or both.")
     run = mlflow.get_run(run_id)
     uri = run.data.tags.get(TAG_SNAPSHOT_URI, "")
+    if not files:
+        destination = require_empty(destination)
+        download_croissant(run_id, uri.removeprefix("runs:/").split("/", 1)[0] if uri.startswith("runs:/") else run_id,
+                           destination)
+        return destination
     if not uri.startswith("runs:/"):
         raise LineageError(f"run {run_id} records no stored dataset files (tag {TAG_SNAPSHOT_URI}): is it a run of "
-                           f"log-folder-dataset, log-hf-dataset or coco-finetune?")
+                           f"log-folder-dataset, log-hf-dataset or coco-finetune? (A Hugging Face form of a hub "
+                           f"dataset stores none: download its croissant.json alone.)")
     holder, path = uri.removeprefix("runs:/").split("/", 1)
     destination = require_empty(destination)
     try:
@@ -68,24 +77,32 @@ def download_version(run_id: str, destination: str | Path, croissant: bool = Fal
 
 
 def download_croissant(run_id: str, holder: str, destination: Path) -> None:
-    """``croissant.json`` (and a folder version's manifest), from the run or, where it linked its reports, from
-    their holder."""
+    """``croissant.json``, from the run or, where it linked its reports, from their holder; and each file it
+    names that a run holds and the download has not put in place (a version's manifest, a Hugging Face form's
+    ``hf/<split>/manifest.json``; COCO annotation files are among the downloaded files already)."""
+    client = mlflow.MlflowClient()
     for source in dict.fromkeys((run_id, holder)):
-        names = {item.path for item in mlflow.MlflowClient().list_artifacts(source)}
-        if "croissant.json" in names:
-            text = mlflow.artifacts.load_text(f"runs:/{source}/croissant.json")
-            # a folder version's croissant.json names its manifest (a run's own file); COCO splits' name their
-            # annotation files, which the download has put in place already
-            manifest = next((item["contentUrl"] for item in json.loads(text)["distribution"]
-                             if item["@type"] == "cr:FileObject" and item["contentUrl"] in MANIFESTS), None)
-            for owner in dict.fromkeys((source, run_id, holder)) if manifest else ():
-                if manifest in {item.path for item in mlflow.MlflowClient().list_artifacts(owner)}:
-                    mlflow.artifacts.download_artifacts(run_id=owner, artifact_path=manifest, dst_path=str(destination))
-                    break
-            (destination / "croissant.json").write_text(text)
-            return
+        if "croissant.json" not in {item.path for item in client.list_artifacts(source)}:
+            continue
+        text = mlflow.artifacts.load_text(f"runs:/{source}/croissant.json")
+        named = [item["contentUrl"] for item in json.loads(text)["distribution"]
+                 if item["@type"] == "cr:FileObject" and "://" not in item.get("contentUrl", "://")]
+        for path in named:
+            if (destination / path).exists():
+                continue
+            owner = next((o for o in dict.fromkeys((source, run_id, holder)) if holds_artifact(client, o, path)), None)
+            if owner is not None:
+                target = destination / posixpath.dirname(path)
+                target.mkdir(parents=True, exist_ok=True)
+                mlflow.artifacts.download_artifacts(run_id=owner, artifact_path=path, dst_path=str(target))
+        (destination / "croissant.json").write_text(text)
+        return
     raise LineageError(f"run {run_id} holds no croissant.json: it was logged before versions had one, or is no "
-                       f"log-folder-dataset or coco-finetune run. Log the data again to have one.")
+                       f"log-folder-dataset, log-hf-dataset or coco-finetune run. Log the data again to have one.")
+
+
+def holds_artifact(client: mlflow.MlflowClient, run_id: str, path: str) -> bool:
+    return any(item.path == path for item in client.list_artifacts(run_id, posixpath.dirname(path) or None))
 
 
 def stored_parts(run_id: str, path: str) -> list[tuple[str, str]]:
