@@ -185,7 +185,8 @@ def test_a_hub_split_is_described_by_the_hubs_parquet_files(tmp_path):
 
 def test_a_hf_form_of_coco_names_each_image_by_its_file_name(bundled_coco, tmp_path, sqlite_uri, experiment_name):
     """log_hf_dataset of a COCO folder: each split's images where download puts them (``<split>/images/``),
-    by file_name, and its manifest records labelled by the categories of their objects."""
+    by file_name, its manifest records labelled by the categories of their objects, its boxes and the
+    categories from the annotation file (``<split>/<file>``)."""
     from image_lineage.flows.hf_log import HfRequest, log_hf_dataset
 
     run_id, _ = log_hf_dataset(HfRequest(source=str(bundled_coco), experiment_name=experiment_name, quality_check="off"))
@@ -193,6 +194,7 @@ def test_a_hf_form_of_coco_names_each_image_by_its_file_name(bundled_coco, tmp_p
     image_lineage_download(run_id, folder)
     for split, stored in (("train", "train2017"), ("validation", "val2017")):
         shutil.copytree(bundled_coco / stored, folder / split / "images")
+        shutil.copy(bundled_coco / "annotations" / f"instances_{stored}.json", folder / split)
     dataset = mlcroissant.Dataset(str(folder / "croissant.json"))
     assert not dataset.metadata.issues.errors
     for split, stored in (("train", "train2017"), ("validation", "val2017")):
@@ -203,6 +205,10 @@ def test_a_hf_form_of_coco_names_each_image_by_its_file_name(bundled_coco, tmp_p
                  for r in dataset.records(f"{split}_files")}
         assert files == {i["file_name"]: hashlib.sha256((bundled_coco / stored / i["file_name"]).read_bytes()).hexdigest()
                          for i in annotation["images"]}
+        boxes = [(r[f"{split}_boxes/image_id"], list(r[f"{split}_boxes/bbox_xywh"])) for r in dataset.records(f"{split}_boxes")]
+        assert boxes == [(a["image_id"], [float(v) for v in a["bbox"]]) for a in annotation["annotations"]]
+    categories = [(r["categories/id"], r["categories/name"].decode()) for r in dataset.records("categories")]
+    assert categories == [(c["id"], c["name"]) for c in annotation["categories"]]
 
 
 def image_lineage_download(run_id, folder):

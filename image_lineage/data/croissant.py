@@ -84,15 +84,9 @@ def coco_metadata(name: str, digest: str, url: str, splits: list[tuple[str, Path
     categories = json.loads(splits[0][1].read_bytes()).get("categories", [])
     distribution, record_sets = [], []
     for split, annotation, file_names in splits:
-        data = annotation.read_bytes()
-        # mlcroissant reads a JSON FileObject once for every record set that extracts from it, and needs their
-        # columns of one length: one FileObject per record set (the same file, the same sha256) reads each alone
-        for part in ("annotations", *(("categories",) if split == splits[0][0] else ())):
-            distribution.append({**json_file(f"{split}/{annotation.name}", data), "@id": f"{split}-{part}-file",
-                                 "name": f"{split}-{part}-file"})
-        distribution.append(coco_image_file_set(split, file_names))
-        record_sets += [coco_images_record_set(split), coco_boxes_record_set(split)]
-    record_sets.append(coco_categories_record_set(splits[0][0]))
+        files, records = coco_annotation_parts(split, annotation, with_categories=split == splits[0][0])
+        distribution += [*files, coco_image_file_set(split, file_names)]
+        record_sets += [coco_images_record_set(split), *records]
     metadata = {
         "@context": CONTEXT, "@type": "sc:Dataset", "conformsTo": "http://mlcommons.org/croissant/1.0",
         "name": name, "url": url, "version": f"1.0.0+{digest}",
@@ -115,6 +109,8 @@ class FileSplit:
     manifest: object  # :class:`image_lineage.data.folders.Manifest`
     images: str = ""
     coco: bool = False  # labels are the categories of the image's objects (the manifest's), not a class folder
+    annotation: Path | None = None  # COCO: the split's annotation file (its boxes and categories)
+    categories: bool = False  # COCO: the first split also describes the categories
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,11 @@ def file_split_parts(split: FileSplit) -> tuple[list[dict], list[dict]]:
              "field": [{**f, "@id": f"{split.split}_files/{f['name']}"} for f in files["field"]]}
     record_sets = [{"@type": "cr:RecordSet", "@id": f"{split.split}_images", "name": f"{split.split}_images",
                     "field": [image, label]}, files]
-    return [manifest_file(stored, manifest_bytes), images], record_sets
+    distribution = [manifest_file(stored, manifest_bytes), images]
+    if split.annotation is not None:
+        annotation_files, annotation_records = coco_annotation_parts(split.split, split.annotation, split.categories)
+        distribution, record_sets = distribution + annotation_files, record_sets + annotation_records
+    return distribution, record_sets
 
 
 def files_of(file_set: str, file_names: list[str]) -> dict:
@@ -221,6 +221,18 @@ def hub_split_parts(split: HubSplit) -> tuple[list[dict], list[dict]]:
                   **({"description": f"columns not described (nested or of a type Croissant 1.0 cannot name): "
                                      f"{', '.join(left_out)}"} if left_out else {})}
     return [repo, parquet], [record_set]
+
+
+def coco_annotation_parts(split: str, annotation: Path, with_categories: bool) -> tuple[list[dict], list[dict]]:
+    """A COCO split's annotation file as the run stores it (``<split>/<file>``) and its record sets
+    ``<split>_boxes`` and, ``with_categories``, ``categories``."""
+    data = annotation.read_bytes()
+    parts = ("annotations", "categories") if with_categories else ("annotations",)
+    # mlcroissant reads a JSON FileObject once for every record set that extracts from it, and needs their
+    # columns of one length: one FileObject per record set (the same file, the same sha256) reads each alone
+    files = [{**json_file(f"{split}/{annotation.name}", data), "@id": f"{split}-{part}-file", "name": f"{split}-{part}-file"}
+             for part in parts]
+    return files, [coco_boxes_record_set(split), *((coco_categories_record_set(split),) if with_categories else ())]
 
 
 def json_file(path: str, data: bytes) -> dict:

@@ -154,7 +154,9 @@ def hf_croissant(ingestion: Ingestion, manifests: dict, name: str, card: dict) -
     source, parts = ingestion.source, []
     for s in ingestion.splits:
         if s.index is not None:
-            parts.append(FileSplit(s.split, manifests[s.split], f"{s.split}/images/", coco=True))
+            first = not any(getattr(part, "categories", False) for part in parts)
+            parts.append(FileSplit(s.split, manifests[s.split], f"{s.split}/images/", coco=True,
+                                   annotation=s.index.split.annotation_file, categories=first))
         elif s.split in manifests:
             parts.append(FileSplit(s.split, manifests[s.split], folder_within(manifests[s.split].version_dir, source)))
         else:
