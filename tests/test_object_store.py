@@ -123,6 +123,29 @@ def test_hf_check_and_coco_sources_in_a_bucket(bundled_images, bundled_coco, tmp
     assert check_cli.main(["--source", f"s3://{s3.bucket}/images/v2", "--experiment-name", experiment_name]) == 0
 
 
+def test_a_coco_prefix_is_checked_streamed_only_its_annotation_files_copied(bundled_coco, tmp_path, s3, server_uri,
+                                                                          monkeypatch, experiment_name):
+    """check_dataset of a COCO prefix reads each image object through the image pass in memory: only the
+    annotation files reach the disk, and the run holds what the local folder's run holds (digests, pairs)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IMAGE_LINEAGE_CACHE_DIR", str(cache))
+    s3.upload_folder(bundled_coco, s3.bucket, "coco")
+    runs = {}
+    for name, source in (("s3", f"s3://{s3.bucket}/coco"), ("local", str(bundled_coco))):
+        assert check_cli.main(["--source", source, "--experiment-name", experiment_name, "--run-name", name]) == 0
+        (runs[name],) = mlflow.search_runs(experiment_names=[experiment_name], filter_string=f"run_name = '{name}'",
+                                           output_format="list")
+    written = sorted(p.relative_to(cache / "s3").as_posix() for p in (cache / "s3").rglob("*")
+                     if p.is_file() and ".index" not in p.parts)
+    assert written == [f"{s3.bucket}/coco/annotations/{p.name}" for p in sorted((bundled_coco / "annotations").iterdir())]
+    tags = {name: {k: v for k, v in run.data.tags.items() if k.startswith(TAG_DIGEST)} for name, run in runs.items()}
+    assert tags["s3"] == tags["local"] and len(tags["s3"]) == 3  # the splits' digest, and each split's
+    pairs = {name: mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/quality/pairs.csv") for name, run in runs.items()}
+    assert pairs["s3"] == pairs["local"]
+    assert {k: v for k, v in runs["s3"].data.metrics.items() if k.startswith("quality/")} == {
+        k: v for k, v in runs["local"].data.metrics.items() if k.startswith("quality/")}
+
+
 def test_coco_finetune_from_a_bucket(bundled_coco, s3, server_uri, experiment_name):
     s3.upload_folder(bundled_coco, s3.bucket, "coco")
     request = dict(experiment_name=experiment_name, register_as=f"det_{experiment_name}", epochs=0, quality_check="off",

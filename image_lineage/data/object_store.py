@@ -299,6 +299,11 @@ def object_key(location: str) -> tuple[str, int, int, int, int]:
     return location, stored.size, modified, int.from_bytes(identity[:7], "big"), 0
 
 
+def is_stored(location: str | Path) -> bool:
+    """Whether a file is there: an object by the listings of this process, a file on disk."""
+    return str(location) in KNOWN_OBJECTS if is_object_uri(location) else Path(location).is_file()
+
+
 def head_object(location: str) -> StoredObject:
     """An object not listed in this process: its identity, asked of the store."""
     from botocore.exceptions import BotoCoreError, ClientError

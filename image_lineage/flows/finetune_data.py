@@ -39,11 +39,11 @@ def find_split(splits: dict, wanted: str) -> str | None:
 
 def read_data(request) -> Ingestion:
     """The train and validation splits, read by the data folder's kind (an ``s3://`` folder is mirrored
-    first: each rank reads only the objects its mirror lacks); a folder with one split gets 20% of its
-    images held out for validation."""
+    first, since training reads files: each rank reads only the objects its mirror lacks); a folder with one
+    split gets 20% of its images held out for validation."""
     options = LoadOptions(image_check=request.image_check, on_bad_image=request.on_bad_image,
                           perceptual=request.quality_check == "on", max_images=request.max_images,
-                          engine=request.engine)
+                          engine=request.engine, files_on_disk=True)
     if not is_object_uri(request.data_dir):
         find_coco_splits(request.data_dir)  # a local folder that is no COCO folder: what one needs, named
     kind = kind_of(request.data_dir)

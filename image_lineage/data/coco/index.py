@@ -16,6 +16,7 @@ from image_lineage.core.names import ON_BAD_IMAGE_CHOICES, require_choice
 from image_lineage.data.coco.layout import CocoSplit
 from image_lineage.data.coco.validate import fill_optional_fields, load_coco_json
 from image_lineage.data.facts import ImageFacts
+from image_lineage.data.object_store import is_object_uri, is_stored
 from image_lineage.data.read import read_images
 
 LOGGER = logging.getLogger(__name__)
@@ -86,8 +87,10 @@ class CocoIndex:
     def category_names(self) -> list[str]:
         return list(self.mapping.names)
 
-    def image_path(self, image: dict) -> Path:
-        return self.split.images_dir / image["file_name"]
+    def image_path(self, image: dict) -> Path | str:
+        """The image's file, or its ``s3://`` location in a split streamed from an object store."""
+        images_dir = self.split.images_dir
+        return f"{images_dir}/{image['file_name']}" if is_object_uri(images_dir) else images_dir / image["file_name"]
 
 
 def split_manifest(index: CocoIndex, digest: str):
@@ -117,7 +120,7 @@ def index_split(split: CocoSplit, max_images: int | None = None) -> CocoIndex:
             by_image[annotation["image_id"]].append(annotation)
     categories = sorted(data["categories"], key=lambda c: c["id"])
     index = CocoIndex(split, images, by_image, categories, filled_in=filled_in)
-    missing = [str(index.image_path(image)) for image in images if not index.image_path(image).is_file()]
+    missing = [str(index.image_path(image)) for image in images if not is_stored(index.image_path(image))]
     if missing:
         raise DatasetError(
             f"{len(missing)} image file(s) listed in {split.annotation_file} are missing, e.g. {missing[0]}. "

@@ -23,7 +23,7 @@ class CocoSplit:
 
     name: str  # the layout's own name, e.g. train2017
     annotation_file: Path
-    images_dir: Path
+    images_dir: Path | str  # str: the images' prefix in an object store (``s3://bucket/coco/train2017``)
     role: str | None = None  # set when a part of this file plays another split (a held-out validation part)
 
     @property

@@ -55,6 +55,7 @@ class LoadOptions:
     perceptual: bool = False  # compute perceptual hashes in the same read (the leakage check follows)
     max_images: int = 0  # COCO: the first images by id only; 0 = all
     engine: str = "local"  # where the image pass runs: here, or a Spark job (image_lineage.data.spark_pass)
+    files_on_disk: bool = False  # the consumer reads the files from disk (training): an s3:// prefix is mirrored
 
 
 @dataclass(frozen=True)

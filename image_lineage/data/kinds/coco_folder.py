@@ -9,6 +9,7 @@ from image_lineage.core.errors import DatasetError
 from image_lineage.data.coco import index as coco
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import CocoSplit, find_coco_splits, is_coco_dir, split_name, unannotated_folders
+from image_lineage.data.object_store import is_object_uri
 from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, SplitImage, image_profile
 
 SOURCE_TYPE = "coco"
@@ -24,12 +25,7 @@ class CocoFolder(SourceKind):
         return find_coco_splits(source)
 
     def splits(self, source: str, wanted: str) -> dict[str, CocoSplit]:
-        for folder in self.passed_over(source):  # asked for by name: say why it cannot be read
-            if wanted != "all" and split_name(folder["path"]) == wanted:
-                raise DatasetError(
-                    f"split {wanted!r}: {Path(source) / folder['path']} holds images but there is {folder['reason']}. "
-                    f"Add the annotation file, or pick another split."
-                )
+        refuse_unannotated(source, wanted, self.passed_over(source))
         return super().splits(source, wanted)
 
     def passed_over(self, source: str) -> list[dict]:
@@ -47,6 +43,14 @@ class CocoFolder(SourceKind):
         return self.load_split(handle.split, handle, options)
 
 
+def refuse_unannotated(source: str, wanted: str, passed_over: list[dict]) -> None:
+    """A split asked for by name whose folder has no annotation file: say why it cannot be read."""
+    for folder in passed_over:
+        if wanted != "all" and split_name(folder["path"]) == wanted:
+            raise DatasetError(f"split {wanted!r}: {source.rstrip('/')}/{folder['path']} holds images but there is "
+                               f"{folder['reason']}. Add the annotation file, or pick another split.")
+
+
 def index_split_loaded(index: coco.CocoIndex, split: str | None = None, digest: str | None = None) -> LoadedSplit:
     """A checked COCO index (a whole split, or a part held out of one) as a split to log; ``digest``: its
     :func:`coco.compute_coco_digest` when the caller has it already."""
@@ -58,10 +62,13 @@ def index_split_loaded(index: coco.CocoIndex, split: str | None = None, digest: 
 
 
 def coco_source(split: CocoSplit) -> SourceRef:
-    """Where a COCO split lives: its folder, annotation file and images folder."""
-    return SourceRef(SOURCE_TYPE, {"uri": split.annotation_file.resolve().parent.parent.as_uri(),
-                                   "annotation_file": str(split.annotation_file.resolve()),
-                                   "images_dir": str(split.images_dir.resolve()), "name": split.name})
+    """Where a COCO split lives: its folder, annotation file and images folder. A split streamed from an object
+    store names its mirror folder, where its annotation file is and a consumer that needs the images on disk
+    (the Hugging Face form) puts them, as a streamed image folder's source names its mirror."""
+    annotation = split.annotation_file.resolve()
+    images = annotation.parent.parent / split.name if is_object_uri(split.images_dir) else split.images_dir.resolve()
+    return SourceRef(SOURCE_TYPE, {"uri": annotation.parent.parent.as_uri(), "annotation_file": str(annotation),
+                                   "images_dir": str(images), "name": split.name})
 
 
 def index_images(index: coco.CocoIndex, split: str) -> list[SplitImage]:

@@ -1,39 +1,32 @@
 """``s3://bucket/prefix`` sources. A prefix of image folders (``<prefix>/<class>/<image>``, or split folders of
-them) is streamed: listed, then each object read into memory and through the image pass, never written to
-disk (:class:`image_lineage.data.object_store.ObjectTree`); its records are cached by ETag, so a re-log of an
-unchanged prefix lists it and reads no object. It is mirrored to a local folder only where a consumer needs
-files on disk: the Hugging Face ``imagefolder`` builder (``log_hf_dataset``). A COCO prefix (annotations and
-image folders, read by annotation file) is mirrored (:mod:`image_lineage.data.object_store`: only objects
-whose ETag changed are read) and read as the local COCO folder, for logging and training alike. Either way a
-dataset has the same digest in a bucket as on a laptop. A prefix of version prefixes holds versions
-(``s3://bucket/cats`` holding ``v1/`` and ``v2/``)."""
+them) or a COCO prefix (``annotations/instances_<name>.json`` and ``<name>/``) is streamed: listed, then each
+image object read into memory and through the image pass, never written to disk
+(:class:`image_lineage.data.object_store.ObjectTree`); only a COCO prefix's annotation files are copied (the
+COCO reader checks them as files; they are a few MB where the images are GB). Records are cached by ETag, so a
+re-log of an unchanged prefix lists it and reads no object. A prefix is mirrored to a local folder
+(:mod:`image_lineage.data.object_store`: only objects whose ETag changed are read) only where a consumer
+needs the files on disk: the Hugging Face form (``log_hf_dataset``: the ``imagefolder`` builder, the COCO form's
+image paths), built when a flow first asks for it, and training (``coco_finetune``: ``LoadOptions.files_on_disk``).
+Either way a dataset has the same digest in a bucket as on a laptop. A prefix of version prefixes holds
+versions (``s3://bucket/cats`` holding ``v1/`` and ``v2/``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from image_lineage.core.errors import LineageError
+from image_lineage.core.names import IMAGE_EXTENSIONS
 from image_lineage.data.folders import scan_version
 from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
+from image_lineage.data.coco.hf_form import coco_to_hf
+from image_lineage.data.coco.layout import CocoSplit, find_coco_splits
+from image_lineage.data.kinds.coco_folder import CocoFolder, refuse_unannotated
 from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders, version_split
-from image_lineage.data.kinds.registry import KINDS
 from image_lineage.data.object_store import (
-    Mirror, ObjectTree, is_object_uri, list_objects, list_prefixes, mirror_prefix, mirror_root, s3_client, split_uri,
+    ObjectTree, is_object_uri, list_objects, list_prefixes, mirror_prefix, mirror_root, s3_client, split_uri,
     what_is_there,
 )
-
-
-@dataclass(frozen=True)
-class MirroredSplit:
-    """A split of the mirrored folder: the folder's kind and handle, and the listing it was mirrored from."""
-
-    kind: SourceKind
-    inner: object
-    mirror: Mirror
-
-    @property
-    def name(self) -> str:
-        return getattr(self.inner, "name", "")
 
 
 @dataclass(frozen=True)
@@ -49,11 +42,24 @@ class StreamedSplit:
         return self.uri.rstrip("/").rpartition("/")[2]
 
 
+@dataclass(frozen=True)
+class StreamedCocoSplit:
+    """A split of a streamed COCO prefix: the prefix, and the split as the COCO reader takes it (its annotation
+    file copied to the mirror folder, its images' prefix an ``s3://`` location), and the prefix's listing."""
+
+    uri: str
+    split: CocoSplit
+    tree: ObjectTree
+
+    @property
+    def name(self) -> str:
+        return self.split.name
+
+
 class ObjectStorePrefix(SourceKind):
     name = "s3"
 
     def __init__(self):
-        self.mirrors: dict[str, Mirror] = {}  # source -> its mirror, as the last listing left it
         self.trees: dict[str, ObjectTree] = {}  # source -> its listing
 
     def detect(self, source: str) -> bool:
@@ -65,55 +71,47 @@ class ObjectStorePrefix(SourceKind):
             self.trees[source] = ObjectTree(source, list_objects(s3_client(), source))
         return self.trees[source]
 
-    def streamed(self, source: str, refresh: bool = True) -> bool:
-        """A prefix of image folders is streamed; one holding ``annotations/`` (COCO) is mirrored."""
+    def coco(self, source: str, refresh: bool = True) -> bool:
+        """Whether the prefix is a COCO folder (it holds ``annotations/``)."""
         tree = self.tree(source, refresh)
-        return not any(entry.name == "annotations" and entry.is_dir() for entry in tree.entries(tree.uri))
-
-    def local(self, source: str, refresh: bool = True) -> tuple[SourceKind, Mirror]:
-        """The kind of the mirrored folder, and the mirror."""
-        if refresh or source not in self.mirrors:
-            self.mirrors[source] = mirror_prefix(source)
-        mirror = self.mirrors[source]
-        folder = str(mirror.folder)
-        return next(kind for kind in KINDS if kind is not self and kind.detect(folder)), mirror
+        return any(entry.name == "annotations" and entry.is_dir() for entry in tree.entries(tree.uri))
 
     def available(self, source: str) -> dict[str, object]:
-        if self.streamed(source):
-            tree = self.tree(source, refresh=False)
-            named = split_folders([e.name for e in tree.entries(tree.uri) if e.is_dir() and not e.name.startswith(".")])
-            return ({split: StreamedSplit(f"{tree.uri}/{name}", f"{name}/", tree) for split, name in named.items()}
-                    if named else {"train": StreamedSplit(tree.uri, "", tree)})
-        kind, mirror = self.local(source)
-        return {split: MirroredSplit(kind, handle, mirror) for split, handle in kind.available(str(mirror.folder)).items()}
+        if self.coco(source):
+            return streamed_coco_splits(self.tree(source, refresh=False))
+        tree = self.tree(source, refresh=False)
+        named = split_folders([e.name for e in tree.entries(tree.uri) if e.is_dir() and not e.name.startswith(".")])
+        return ({split: StreamedSplit(f"{tree.uri}/{name}", f"{name}/", tree) for split, name in named.items()}
+                if named else {"train": StreamedSplit(tree.uri, "", tree)})
 
     def splits(self, source: str, wanted: str) -> dict[str, object]:
-        if self.streamed(source):
-            return super().splits(source, wanted)
-        kind, mirror = self.local(source)
-        return {split: MirroredSplit(kind, handle, mirror)
-                for split, handle in kind.splits(str(mirror.folder), wanted).items()}
+        if self.coco(source):
+            refuse_unannotated(source, wanted, self.passed_over(source))
+        return super().splits(source, wanted)
 
     def passed_over(self, source: str) -> list[dict]:
-        if self.streamed(source, refresh=False):
+        if not self.coco(source, refresh=False):
             return []
-        kind, mirror = self.local(source, refresh=False)
-        return kind.passed_over(str(mirror.folder))
+        tree = self.tree(source, refresh=False)
+        annotated = {handle.name for handle in streamed_coco_splits(tree).values()}
+        return [{"path": entry.name, "reason": f"no annotations/instances_{entry.name}.json"}
+                for entry in tree.entries(tree.uri)
+                if entry.is_dir() and entry.name != "annotations" and not entry.name.startswith(".")
+                and entry.name not in annotated and any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in tree.entries(entry.path))]
 
     def whole(self, source: str) -> object:
-        if self.streamed(source):
-            return version_split(self.available(source), source)
-        kind, mirror = self.local(source)
-        return MirroredSplit(kind, kind.whole(str(mirror.folder)), mirror)
+        if self.coco(source):
+            return super().whole(source)
+        return version_split(self.available(source), source)
 
     def load_split(self, split: str, handle: object, options: LoadOptions) -> LoadedSplit:
         if options.engine == "spark":  # the objects are read by this process (or its mirror, on its own disk)
-            uri = handle.mirror.uri if isinstance(handle, MirroredSplit) else handle.uri
             raise LineageError(f"engine=spark reads files where the cluster's executors see them; an s3:// prefix is "
-                               f"read by this process. Use engine=local for {uri}, or give the cluster's own path "
-                               f"to it (a /dbfs/... or /Volumes/... mount).")
-        if isinstance(handle, MirroredSplit):
-            return replace(handle.kind.load_split(split, handle.inner, options), remote=handle.mirror)
+                               f"read by this process. Use engine=local for {handle.uri}, or give the cluster's own "
+                               f"path to it (a /dbfs/... or /Volumes/... mount).")
+        if isinstance(handle, StreamedCocoSplit):
+            return mirrored_coco_split(split, handle, options) if options.files_on_disk else streamed_coco_split(
+                split, handle, options)
         return streamed_split(split, handle, options)
 
     def versions(self, source: str) -> list[str]:
@@ -142,3 +140,32 @@ def streamed_split(split: str, handle: StreamedSplit, options: LoadOptions) -> L
         return imagefolder_dataset(data_dir, skipped)
 
     return replace(manifest_split(split, manifest, source, build_dataset, handle.prefix), remote=handle.tree.mirror())
+
+
+def streamed_coco_splits(tree: ObjectTree) -> dict[str, StreamedCocoSplit]:
+    """{split: handle} of a COCO prefix: its annotation files copied (only those objects), each split's images
+    left where they are."""
+    annotations = mirror_prefix(f"{tree.uri}/annotations")
+    local = find_coco_splits(annotations.folder.parent)
+    return {split: StreamedCocoSplit(tree.uri, replace(handle, images_dir=f"{tree.uri}/{handle.name}"), tree)
+            for split, handle in local.items()}
+
+
+def streamed_coco_split(split: str, handle: StreamedCocoSplit, options: LoadOptions) -> LoadedSplit:
+    """A COCO split read by its annotation file, each image object through the image pass. Its Hugging Face
+    form is built from a mirror of the prefix, made only when a flow asks for that form (its images are paths)."""
+    loaded = CocoFolder().load_split(split, handle.split, options)
+    index = loaded.index
+
+    def build_dataset():
+        folder = mirror_prefix(handle.uri).folder
+        return coco_to_hf(replace(index, split=replace(index.split, images_dir=folder / handle.name)))
+
+    return replace(loaded, build_dataset=build_dataset, remote=handle.tree.mirror())
+
+
+def mirrored_coco_split(split: str, handle: StreamedCocoSplit, options: LoadOptions) -> LoadedSplit:
+    """The split read from a mirror of the prefix: for a consumer that needs the files on disk (training)."""
+    mirror = mirror_prefix(handle.uri)
+    local = next(h for h in find_coco_splits(mirror.folder).values() if h.name == handle.name)
+    return replace(CocoFolder().load_split(split, local, options), remote=mirror)
