@@ -1,6 +1,7 @@
 """engine=spark: the image pass as a Spark job (local[2], as on a cluster) gives the local engine's records,
 digests, manifests and pairs, field for field, on the real photos, the COCO subset and through the entry point."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,12 +10,17 @@ import mlflow
 import pytest
 
 from bench.common import SHARED_PHOTOS, build_folder, build_leaky_splits
+from tests_paths import PROJECT_ROOT
+
+import image_lineage
 from entrypoints import log_folder_dataset as folder_cli
 from image_lineage.core.errors import LineageError
 from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.data.read import read_images
 from image_lineage.flows.ingest import read_source
 from image_lineage.quality.pairs import find_pairs
+
+S3A_JARS = PROJECT_ROOT / ".venv" / "s3a-jars"  # tools/s3a_test_jars.py puts hadoop-aws there (make test)
 
 pytest.importorskip("pyspark", reason="engine=spark needs pyspark (the test extra installs it)")
 if shutil.which("java") is None:
@@ -123,17 +129,45 @@ def test_the_local_engine_never_imports_pyspark(catsdogs_dir):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-def test_an_s3_prefix_with_engine_spark_is_refused_before_any_run(bundled_images, s3, sqlite_uri, experiment_name,
-                                                                   caplog):
-    """An s3:// prefix is mirrored onto the driver's disk, where a cluster's executors cannot read: refused, naming
-    the prefix and what to do, and no run is left behind."""
+def test_an_s3_prefix_without_a_connector_is_refused_before_any_run(bundled_images, s3, sqlite_uri, experiment_name,
+                                                                    caplog, fresh_cache):
+    """A session with no S3 connector (pyspark ships none) cannot list an s3:// prefix: refused, naming the prefix
+    as Spark sees it and what to do, and no run is left behind."""
+    fresh_cache()
     s3.upload_folder(bundled_images, s3.bucket, "images")
     uri = f"s3://{s3.bucket}/images"
     assert folder_cli.main(["--data-dir", uri, "--version", "v1", "--engine", "spark",
                             "--experiment-name", experiment_name]) == 2
-    assert "engine=spark reads files where the cluster's executors see them" in caplog.text and uri in caplog.text
-    assert "engine=local" in caplog.text
+    assert f"cannot list s3a://{s3.bucket}/images/v1" in caplog.text and "hadoop-aws" in caplog.text
+    assert "IMAGE_LINEAGE_SPARK_S3_SCHEME=s3" in caplog.text and "engine=local" in caplog.text
     assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+
+
+def test_an_s3_prefix_is_read_by_the_executors_through_s3a(tmp_path, bundled_coco, s3, fresh_cache):
+    """engine=spark on s3:// prefixes (image folders with planted copies, and COCO): Spark's executors read the
+    objects through hadoop-aws's s3a:// connector, the driver only lists them (it reads no image object), and the
+    digests and pairs are the local engine's on the same files."""
+    jars = S3A_JARS
+    if not all((jars / name).is_file() for name in ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")):
+        pytest.skip(f"no S3 connector jars in {jars}: `make test` fetches them (tools/s3a_test_jars.py)")
+    root = tmp_path / "leaky"
+    build_leaky_splits(root)
+    s3.upload_folder(root, s3.bucket, "leaky")
+    s3.upload_folder(bundled_coco, s3.bucket, "coco")
+    fresh_cache()  # the child reads every object itself
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "tests" / "support" / "spark_s3a.py"), str(jars),
+                           f"s3://{s3.bucket}/leaky", f"s3://{s3.bucket}/coco"],
+                          capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spark = json.loads(done.stdout.strip().splitlines()[-1])
+    assert spark["driver_reads"] == []
+    fresh_cache()
+    assert spark["folder_digest"] == image_lineage.from_image_folder(root).content_digest
+    assert spark["coco_digests"] == {split: image_lineage.from_coco(bundled_coco, split=split).content_digest
+                                     for split in ("train", "validation")}
+    assert spark["folder_pairs"] == image_lineage.check(root).pairs.to_csv(index=False)
+    assert spark["folder_pairs"].count("\n") > 2  # the planted copies are found
+    assert spark["coco_pairs"] == image_lineage.check(bundled_coco).pairs.to_csv(index=False)
 
 
 def test_each_folder_is_listed_once():

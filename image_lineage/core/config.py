@@ -23,6 +23,7 @@ QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's
 RUN_LINKS = "IMAGE_LINEAGE_RUN_LINKS"  # "off": no run addresses printed when runs end
 STORE_EXPERIMENT = "IMAGE_LINEAGE_STORE_EXPERIMENT"  # the experiment whose runs hold the content store's packs
 SPARK_CONF = "IMAGE_LINEAGE_SPARK_CONF"  # engine=spark without an active session: "spark.master=...,key=value"
+SPARK_S3_SCHEME = "IMAGE_LINEAGE_SPARK_S3_SCHEME"  # engine=spark: how the cluster names s3:// objects (s3a, s3)
 
 
 def cache_dir() -> Path | None:
@@ -48,6 +49,15 @@ def spark_settings() -> dict[str, str]:
                              f"spark.driver.memory=2g)")
         settings[key.strip()] = value.strip()
     return settings
+
+
+def spark_s3_scheme() -> str:
+    """The scheme Spark's executors read an ``s3://`` object by: ``s3a`` (open-source Spark with hadoop-aws, the
+    default), ``s3`` (Databricks, EMR), as ``$IMAGE_LINEAGE_SPARK_S3_SCHEME`` says."""
+    scheme = (os.environ.get(SPARK_S3_SCHEME) or "s3a").strip().removesuffix("://")
+    if not scheme.replace("-", "").isalnum():
+        raise LineageError(f"{SPARK_S3_SCHEME}: {scheme!r} is no URI scheme (s3a, or s3 on Databricks and EMR).")
+    return scheme
 
 
 def default_spark_python(executable: str) -> None:

@@ -130,12 +130,12 @@ def read_images(paths: list[str], check: str = "structure", cache: "RecordCache 
             missing.append(index)
     read_log = config.read_log()
     wanted = [paths[i] for i in missing]
-    if wanted and is_object_uri(wanted[0]):  # a prefix streamed from an object store: no file
-        found = read_objects(wanted, check, read_log, perceptual)
-    elif engine == "spark":
+    if engine == "spark" and wanted:  # files, or objects the cluster reads through its S3 connector
         from image_lineage.data.spark_pass import read_on_spark  # imports pyspark: only when asked for
 
         found = read_on_spark(wanted, check, perceptual, read_log)
+    elif wanted and is_object_uri(wanted[0]):  # a prefix streamed from an object store: no file
+        found = read_objects(wanted, check, read_log, perceptual)
     elif check != "decode" and not perceptual and wanted and in_page_cache(wanted):
         found = [ImageFacts(*facts, check) if isinstance(facts, tuple) else facts
                  for facts in read_light_in_processes(wanted, check != "none", read_log)]

@@ -12,7 +12,10 @@ The session is the active one (a Databricks job's, a notebook's) or one built fr
 ``$IMAGE_LINEAGE_SPARK_CONF`` (:func:`image_lineage.core.config.spark_settings`) over Spark's own defaults
 (``spark-defaults.conf``; ``local[*]`` when nothing names a master).
 Executors must be able to import ``image_lineage`` (a cluster library on Databricks) and read the paths the
-driver lists: local disks in ``local[N]`` mode, ``/dbfs/...`` and ``/Volumes/...`` mounts on a cluster.
+driver lists: local disks in ``local[N]`` mode, ``/dbfs/...`` and ``/Volumes/...`` mounts on a cluster, and
+objects of an ``s3://`` prefix through the cluster's own S3 connector (``s3a://`` with hadoop-aws, ``s3://`` on
+Databricks and EMR: :func:`image_lineage.core.config.spark_s3_scheme`). The driver lists a prefix (boto3, for
+the folder walk and the record cache's ETags); the executors read the objects.
 
 Nothing imports this module, nor ``pyspark``, unless ``engine=spark`` is asked for.
 """
@@ -28,6 +31,7 @@ import sys
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
 from image_lineage.data.facts import ImageFacts
+from image_lineage.data.object_store import SCHEME, is_object_uri
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,19 +73,20 @@ def spark_session():
 
 
 def read_on_spark(paths: list[str], check: str, perceptual: bool, read_log: str | None) -> list[ImageFacts | str]:
-    """Facts (or why-not strings) for every path, in order, from one Spark job over their folders."""
+    """Facts (or why-not strings) for every path (files, or ``s3://`` objects), in order, from one Spark job over
+    their folders."""
     if not paths:
         return []
     session = spark_session()
-    wanted = {file_uri(path): index for index, path in enumerate(paths)}
-    frame = (session.read.format("binaryFile").option("recursiveFileLookup", "true")
-             .option("pathGlobFilter", extension_glob(paths)).load([escape_glob(file_uri(f)) for f in top_folders(paths)]))
+    locations = [spark_location(path) for path in paths]
+    wanted = {location: index for index, location in enumerate(locations)}
+    frame = load_binary_files(session, top_folders(locations), extension_glob(paths))
     if len(wanted) <= PATH_FILTER_MAX:
         from pyspark.sql import functions
 
         frame = frame.where(functions.col("path").isin(list(wanted)))
     context = session.sparkContext
-    names = context.broadcast(set(wanted))  # once per executor, not with every task
+    names = context.broadcast({location: path for location, path in zip(locations, paths)})  # once per executor
     # Arrow batches, not an RDD of rows: 3.2 s instead of 5.3 s for the light pass of 20,000 photos (local[2])
     job = (frame.select("path", "content").coalesce(max(1, context.defaultParallelism * TASKS_PER_CORE))
            .mapInArrow(lambda batches: facts_of_batches(batches, names.value, check, perceptual, read_log),
@@ -96,8 +101,26 @@ def read_on_spark(paths: list[str], check: str, perceptual: bool, read_log: str 
     return read_passed_over(paths, results, check, perceptual, read_log)
 
 
-def facts_of_batches(batches, names: set[str], check: str, perceptual: bool, read_log: str | None):
-    """On an executor: for each file asked for, its uri and its facts (a plain tuple, or why not) pickled."""
+def load_binary_files(session, folders: list[str], glob: str):
+    """Spark's binaryFile reader over ``folders`` (listed now); a store the session has no connector for is
+    named, with what to do."""
+    try:
+        return (session.read.format("binaryFile").option("recursiveFileLookup", "true")
+                .option("pathGlobFilter", glob).load([escape_glob(folder) for folder in folders]))
+    except Exception as exc:  # pyspark raises its own wrappers of the JVM's exceptions
+        if folders[0].startswith("file:"):
+            raise
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise LineageError(
+            f"engine=spark: the Spark session cannot list {folders[0]} ({reason}). Its executors read s3:// objects "
+            f"through the cluster's S3 connector, as {config.spark_s3_scheme()}:// ({config.SPARK_S3_SCHEME}): add "
+            f"hadoop-aws of the cluster's Hadoop version and its AWS SDK to the session (spark.jars), or set "
+            f"{config.SPARK_S3_SCHEME}=s3 on Databricks and EMR; or use engine=local, which streams the prefix.") from exc
+
+
+def facts_of_batches(batches, names: dict[str, str], check: str, perceptual: bool, read_log: str | None):
+    """On an executor: for each file asked for (``names``: Spark's location -> the path asked for), its
+    location and its facts (a plain tuple, or why not) pickled."""
     import pyarrow
 
     from image_lineage.data._header import note_read
@@ -110,7 +133,7 @@ def facts_of_batches(batches, names: set[str], check: str, perceptual: bool, rea
                 continue
             found = image_facts(content, check, perceptual)
             if read_log:
-                note_read(local_path(uri), read_log)
+                note_read(names[uri], read_log)
             uris.append(uri)
             facts.append(pickle.dumps(tuple(found) if isinstance(found, ImageFacts) else found))
         yield pyarrow.RecordBatch.from_arrays([pyarrow.array(uris, pyarrow.string()),
@@ -120,24 +143,27 @@ def facts_of_batches(batches, names: set[str], check: str, perceptual: bool, rea
 def read_passed_over(paths, results, check, perceptual, read_log):
     """Files Spark's listing passes over (names starting with ``_`` or ``.``, as Hadoop hides them), and any
     that vanished meanwhile, are read here: the answer must cover every file, as the local engine's does."""
-    from image_lineage.data.read import read_image
+    from image_lineage.data.read import read_image, read_objects
 
     missing = [index for index, result in enumerate(results) if result is None]
     if missing:
         LOGGER.info("engine=spark: %d file(s) Spark's listing skips (hidden names such as _x.jpg): read here, "
                     "e.g. %s", len(missing), paths[missing[0]])
+    objects = [index for index in missing if is_object_uri(paths[index])]
+    for index, facts in zip(objects, read_objects([paths[i] for i in objects], check, read_log, perceptual)):
+        results[index] = facts
     for index in missing:
-        results[index] = read_image(paths[index], check, read_log, perceptual)
+        if results[index] is None:
+            results[index] = read_image(paths[index], check, read_log, perceptual)
     return results
 
 
-def file_uri(path: str) -> str:
-    """The ``path`` column Spark's binaryFile gives a local file (``file:/abs/path``, not percent-encoded)."""
+def spark_location(path: str) -> str:
+    """The ``path`` column Spark's binaryFile gives a file (``file:/abs/path``, not percent-encoded) or an
+    ``s3://`` object (``s3a://bucket/key`` with the default scheme)."""
+    if is_object_uri(path):
+        return f"{config.spark_s3_scheme()}://{path[len(SCHEME):]}"
     return "file:" + os.path.abspath(path)
-
-
-def local_path(uri: str) -> str:
-    return uri[len("file:"):] if uri.startswith("file:") else uri
 
 
 def escape_glob(path: str) -> str:
@@ -145,17 +171,18 @@ def escape_glob(path: str) -> str:
     return GLOB_SPECIAL.sub(r"\\\1", path)
 
 
-def top_folders(paths: list[str]) -> list[str]:
-    """The folders holding ``paths``, without those inside another one (each is listed recursively)."""
-    folders = {os.path.dirname(os.path.abspath(path)) for path in paths}
+def top_folders(locations: list[str]) -> list[str]:
+    """The folders holding ``locations`` (Spark's: ``file:/...``, ``s3a://...``), without those inside another
+    one (each is listed recursively)."""
+    folders = {location.rpartition("/")[0] for location in locations}
     return sorted(folder for folder in folders if not any(parent in folders for parent in parents(folder)))
 
 
 def parents(folder: str):
-    """The folders above ``folder`` (``/a/b`` -> ``/a``, ``/``)."""
-    while (parent := os.path.dirname(folder)) != folder:
-        yield parent
-        folder = parent
+    """The folders above ``folder`` (``file:/a/b`` -> ``file:/a``, ``file:``)."""
+    while "/" in folder:
+        folder = folder.rpartition("/")[0]
+        yield folder
 
 
 def extension_glob(paths: list[str]) -> str:

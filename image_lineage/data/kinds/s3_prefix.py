@@ -105,10 +105,6 @@ class ObjectStorePrefix(SourceKind):
         return version_split(self.available(source), source)
 
     def load_split(self, split: str, handle: object, options: LoadOptions) -> LoadedSplit:
-        if options.engine == "spark":  # the objects are read by this process (or its mirror, on its own disk)
-            raise LineageError(f"engine=spark reads files where the cluster's executors see them; an s3:// prefix is "
-                               f"read by this process. Use engine=local for {handle.uri}, or give the cluster's own "
-                               f"path to it (a /dbfs/... or /Volumes/... mount).")
         if isinstance(handle, StreamedCocoSplit):
             return mirrored_coco_split(split, handle, options) if options.files_on_disk else streamed_coco_split(
                 split, handle, options)
@@ -129,7 +125,7 @@ def streamed_split(split: str, handle: StreamedSplit, options: LoadOptions) -> L
     """A split of image folders read object by object. Its Hugging Face form is built from a mirror of the
     prefix, made only when a flow asks for that form (the ``imagefolder`` builder reads files)."""
     manifest = scan_version(handle.uri, options.on_bad_image, image_check=options.image_check,
-                            perceptual=options.perceptual, tree=handle.tree)
+                            perceptual=options.perceptual, engine=options.engine, tree=handle.tree)
     bucket, prefix = split_uri(handle.uri)
     data_dir = str((mirror_root() / bucket / prefix).resolve())  # where mirror_prefix puts it
     skipped = {f"{data_dir}/{item['path']}" for item in manifest.ignored}
