@@ -2,6 +2,7 @@
 digests, manifests and pairs, field for field, on the real photos, the COCO subset and through the entry point."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,30 @@ def test_an_s3_prefix_is_read_by_the_executors_through_s3a(tmp_path, bundled_coc
     assert spark["folder_pairs"] == image_lineage.check(root).pairs.to_csv(index=False)
     assert spark["folder_pairs"].count("\n") > 2  # the planted copies are found
     assert spark["coco_pairs"] == image_lineage.check(bundled_coco).pairs.to_csv(index=False)
+    # coco_finetune's data pass: the same digests, and the files training reads on this machine's disk
+    assert spark["finetune"] == {"digests": spark["coco_digests"], "files_on_disk": True}
+
+
+def test_torchrun_with_engine_spark_runs_one_spark_job_per_machine(bundled_coco, tmp_path, sqlite_uri, experiment_name):
+    """coco_finetune with nproc_per_node=2 and engine=spark: the first rank's Spark job reads each image once; the
+    second rank waits, then finds every file in the record cache they share (it starts no Spark session); the run
+    logs the local engine's digest."""
+    from helpers import SMALL_DETECTOR
+
+    args = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in {**SMALL_DETECTOR, "max_images": 0}.items()]
+    command = [sys.executable, "-m", "entrypoints.coco_finetune", "--nproc-per-node", "2", "--data-dir", str(bundled_coco),
+               "--experiment-name", experiment_name, "--epochs", "0", "--quality-check", "off", "--engine", "spark", *args]
+    read_log = tmp_path / "reads.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": sqlite_uri, "PYTHONPATH": str(PROJECT_ROOT),
+           "IMAGE_LINEAGE_CACHE_DIR": str(tmp_path / "cache"), "IMAGE_LINEAGE_READ_LOG": str(read_log)}
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reads = read_log.read_text().splitlines()
+    images = sorted(str(p) for folder in ("train2017", "val2017") for p in (bundled_coco / folder).iterdir())
+    assert sorted(reads) == images  # each image once: by rank 0's Spark job, none by rank 1
+    (run,) = mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
+    assert run.data.params["world_size"] == "2"
+    assert run.data.tags["dataset.digest.train"] == image_lineage.from_coco(bundled_coco, split="train").content_digest
 
 
 def test_each_folder_is_listed_once():

@@ -23,11 +23,12 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from image_lineage.core import config
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_DIGEST
 from image_lineage.data.coco.index import CategoryMapping, CocoIndex
 from image_lineage.flows.finetune_data import log_data, make_datasets, make_loader, read_data
-from image_lineage.flows.ingest import check_in_run, digest_tags
+from image_lineage.flows.ingest import Ingestion, check_in_run, digest_tags
 from image_lineage.quality.gate import require_on_leakage
 from image_lineage.tracking.model_registry import log_model_metrics, start_model
 from image_lineage.tracking.runs import MetricBuffer, log_values, start_run
@@ -138,7 +139,7 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
     in_group = distributed.init_distributed()
     try:
         torch.manual_seed(request.seed)
-        ingestion = read_data(request)
+        ingestion = read_data_on_ranks(request)
         device = resolve_device(request.device)
         mapping = ingestion.splits[0].index.mapping
         # what can fail without the data (weights to download, the device) fails before the run logs anything
@@ -151,6 +152,26 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
             return train_and_log(request, run, model, ingestion, mapping, device, in_group)
     finally:
         distributed.shutdown_distributed()
+
+
+def read_data_on_ranks(request: FinetuneRequest) -> Ingestion:
+    """Every rank needs the splits' indexes. With ``engine=spark`` under torchrun the image pass is one Spark job
+    per machine, not one per rank: each machine's first rank reads, the others wait for it and then find every
+    file in the record cache they share (so they start no Spark session); a failure there stops every rank."""
+    if request.engine != "spark" or not distributed.in_group():
+        return read_data(request)
+    first, ingestion, failure = config.local_rank() == 0, None, None
+    if first:
+        try:
+            ingestion = read_data(request)
+        except Exception as exc:  # every rank must reach the gather below, or the others wait for ever
+            failure = exc
+    failures = distributed.gather_from_ranks(f"{type(failure).__name__}: {failure}" if failure else None)
+    if failure is not None:
+        raise failure
+    if any(failures):
+        raise LineageError(f"the data pass failed on another rank: {next(f for f in failures if f)}")
+    return ingestion if first else read_data(request)
 
 
 def train_and_log(request, run, model, ingestion, mapping: CategoryMapping, device, in_group: bool) -> FinetuneResult:

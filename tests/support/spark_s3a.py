@@ -39,6 +39,17 @@ def start_session(jars: Path):
     return builder.getOrCreate()
 
 
+def finetune_data_pass(coco_uri: str) -> dict:
+    """coco_finetune's data pass: the executors read the objects, training reads the prefix's mirror."""
+    from image_lineage.flows.finetune import FinetuneRequest
+    from image_lineage.flows.finetune_data import read_data
+
+    ingestion = read_data(FinetuneRequest(data_dir=coco_uri, engine="spark", quality_check="off"))
+    return {"digests": {s.split: s.digest for s in ingestion.splits},
+            "files_on_disk": all(Path(s.index.image_path(image)).is_file()
+                                 for s in ingestion.splits for image in s.index.images)}
+
+
 def main(jars: str, folder_uri: str, coco_uri: str) -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     start_session(Path(jars))  # the active session: engine=spark takes it, as on Databricks
@@ -55,6 +66,7 @@ def main(jars: str, folder_uri: str, coco_uri: str) -> None:
         "coco_digests": {split: image_lineage.from_coco(coco_uri, split=split, engine="spark").content_digest
                          for split in ("train", "validation")},
         "coco_pairs": image_lineage.check(coco_uri, engine="spark").pairs.to_csv(index=False),
+        "finetune": finetune_data_pass(coco_uri),
         "driver_reads": driver_reads,
     }
     print(json.dumps(result))

@@ -21,7 +21,7 @@ from image_lineage.data.folders import scan_version
 from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import CocoSplit, find_coco_splits
-from image_lineage.data.kinds.coco_folder import CocoFolder, refuse_unannotated
+from image_lineage.data.kinds.coco_folder import CocoFolder, index_split_loaded, refuse_unannotated
 from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders, version_split
 from image_lineage.data.object_store import (
     ObjectTree, is_object_uri, list_objects, list_prefixes, mirror_prefix, mirror_root, s3_client, split_uri,
@@ -161,7 +161,13 @@ def streamed_coco_split(split: str, handle: StreamedCocoSplit, options: LoadOpti
 
 
 def mirrored_coco_split(split: str, handle: StreamedCocoSplit, options: LoadOptions) -> LoadedSplit:
-    """The split read from a mirror of the prefix: for a consumer that needs the files on disk (training)."""
+    """The split with its files mirrored to disk: for a consumer that reads them there (training). The image
+    pass reads the mirror, except with ``engine=spark``: the executors cannot see this machine's disk, so they
+    read the objects, and the split then points at the mirror."""
     mirror = mirror_prefix(handle.uri)
     local = next(h for h in find_coco_splits(mirror.folder).values() if h.name == handle.name)
-    return replace(CocoFolder().load_split(split, local, options), remote=mirror)
+    if options.engine != "spark":
+        return replace(CocoFolder().load_split(split, local, options), remote=mirror)
+    streamed = CocoFolder().load_split(split, handle.split, options)
+    index = replace(streamed.index, split=replace(streamed.index.split, images_dir=local.images_dir))
+    return replace(index_split_loaded(index, split, streamed.digest), remote=mirror)

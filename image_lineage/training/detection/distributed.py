@@ -41,6 +41,10 @@ def gather_from_ranks(value) -> list:
     return gathered
 
 
+def in_group() -> bool:
+    return dist.is_initialized()
+
+
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
