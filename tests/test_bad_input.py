@@ -485,6 +485,10 @@ def unknown_source(tmp):
     return ["--source", str(tmp / "nowhere")], [str(tmp / "nowhere")]
 
 
+def dbfs_location(tmp):
+    return ["--source", "dbfs:/data/pets/v2"], ["dbfs:/data/pets/v2"]
+
+
 def bundled(*extra: str):
     def build(tmp):
         return ["--source", str(photo_versions(tmp) / "v1"), *extra], []
@@ -601,6 +605,7 @@ CASES = [
     Case("folder/images not in class folders", "folder", images_without_class_folder, says=("<class>",)),
     Case("folder/only text files", "folder", only_text_files, says=("no readable images",)),
     Case("hf/unknown source", "hf", unknown_source, says=("image folder", "COCO folder", "hub:")),
+    Case("hf/dbfs: location", "hf", dbfs_location, says=("/dbfs/data/pets/v2", "/Volumes/")),
     # image folders: bad files
     Case("folder/zero-byte image", "folder", bad_photo("empty", "folder"), says=("-P on_bad_image=skip",)),
     Case("hf/zero-byte image", "hf", bad_photo("empty", "hf"), says=("-P on_bad_image=skip",)),
