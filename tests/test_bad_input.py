@@ -605,7 +605,7 @@ CASES = [
     Case("folder/images not in class folders", "folder", images_without_class_folder, says=("<class>",)),
     Case("folder/only text files", "folder", only_text_files, says=("no readable images",)),
     Case("hf/unknown source", "hf", unknown_source, says=("image folder", "COCO folder", "hub:")),
-    Case("hf/dbfs: location", "hf", dbfs_location, says=("/dbfs/data/pets/v2", "/Volumes/")),
+    Case("hf/dbfs: location not mounted", "hf", dbfs_location, says=("/dbfs/data/pets/v2", "IMAGE_LINEAGE_DBFS_MOUNT")),
     # image folders: bad files
     Case("folder/zero-byte image", "folder", bad_photo("empty", "folder"), says=("-P on_bad_image=skip",)),
     Case("hf/zero-byte image", "hf", bad_photo("empty", "hf"), says=("-P on_bad_image=skip",)),

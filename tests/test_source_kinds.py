@@ -113,6 +113,30 @@ def test_the_same_kind_is_checked_through_check_dataset(image_list_kind, tmp_pat
 
 
 def test_unknown_source_lists_the_registered_kinds(image_list_kind):
-    with pytest.raises(DatasetError, match="kinds known: s3, hub, coco, folder, image_list"):
+    with pytest.raises(DatasetError, match="kinds known: s3, dbfs, hub, coco, folder, image_list"):
         kind_of("nowhere:at-all")
-    assert [k.name for k in KINDS] == ["s3", "hub", "coco", "folder", "image_list"]
+    assert [k.name for k in KINDS] == ["s3", "dbfs", "hub", "coco", "folder", "image_list"]
+
+
+def test_a_dbfs_location_is_read_where_databricks_mounts_it(catsdogs_dir, bundled_coco, tmp_path, monkeypatch,
+                                                            experiment_name, sqlite_uri):
+    """dbfs:/ sources (a folder of versions, a COCO folder) read as the folders they are on the mount, by those
+    folders' own kinds: the digests of the same folders logged by path."""
+    import shutil
+
+    from helpers import build_real_versions
+
+    mount = tmp_path / "dbfs"
+    monkeypatch.setenv("IMAGE_LINEAGE_DBFS_MOUNT", str(mount))
+    build_real_versions(catsdogs_dir, mount / "data" / "pets")
+    shutil.copytree(bundled_coco, mount / "data" / "coco")
+    by_uri = log_folder_version(FolderVersionRequest(data_dir="dbfs:/data/pets", version="v2",
+                                                     experiment_name=experiment_name, run_name="by_uri"))
+    by_path = log_folder_version(FolderVersionRequest(data_dir=str(mount / "data" / "pets"), version="v2",
+                                                      experiment_name=f"{experiment_name}_path", run_name="by_path"))
+    assert by_uri.digest == by_path.digest
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{by_uri.run_id}/diff.json")) == json.loads(
+        mlflow.artifacts.load_text(f"runs:/{by_path.run_id}/diff.json"))  # v1, the diff base, found on the mount too
+    checked = {source: mlflow.get_run(check_dataset(CheckRequest(source=source, experiment_name=experiment_name))[0])
+               for source in ("dbfs:/data/coco", str(bundled_coco))}
+    assert checked["dbfs:/data/coco"].data.tags[TAG_DIGEST] == checked[str(bundled_coco)].data.tags[TAG_DIGEST]

@@ -195,6 +195,16 @@ def test_torchrun_with_engine_spark_runs_one_spark_job_per_machine(bundled_coco,
     assert run.data.tags["dataset.digest.train"] == image_lineage.from_coco(bundled_coco, split="train").content_digest
 
 
+def test_a_dbfs_location_is_read_by_the_executors_on_the_mount(catsdogs_dir, tmp_path, monkeypatch, fresh_cache):
+    """dbfs:/ (Databricks mounts it at /dbfs on every node): the executors read the mounted files, same digest."""
+    monkeypatch.setenv("IMAGE_LINEAGE_DBFS_MOUNT", str(tmp_path / "dbfs"))
+    shutil.copytree(catsdogs_dir, tmp_path / "dbfs" / "pets", ignore=shutil.ignore_patterns("*.md"))
+    fresh_cache()
+    on_spark = image_lineage.from_image_folder("dbfs:/pets", engine="spark").content_digest
+    fresh_cache()
+    assert on_spark == image_lineage.from_image_folder(tmp_path / "dbfs" / "pets").content_digest
+
+
 def test_each_folder_is_listed_once():
     """Spark lists each folder recursively: a sub-folder is not listed again, even when a sibling's name sorts
     between it and its parent (``b c`` between ``b`` and ``b/d``)."""

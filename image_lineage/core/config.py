@@ -23,6 +23,7 @@ QUICK_ACK = "IMAGE_LINEAGE_QUICK_ACK"  # "off": the command line leaves MLflow's
 RUN_LINKS = "IMAGE_LINEAGE_RUN_LINKS"  # "off": no run addresses printed when runs end
 STORE_EXPERIMENT = "IMAGE_LINEAGE_STORE_EXPERIMENT"  # the experiment whose runs hold the content store's packs
 SPARK_CONF = "IMAGE_LINEAGE_SPARK_CONF"  # engine=spark without an active session: "spark.master=...,key=value"
+DBFS_MOUNT = "IMAGE_LINEAGE_DBFS_MOUNT"  # where dbfs:/ locations are read as files (Databricks: /dbfs)
 SPARK_S3_SCHEME = "IMAGE_LINEAGE_SPARK_S3_SCHEME"  # engine=spark: how the cluster names s3:// objects (s3a, s3)
 
 
@@ -49,6 +50,11 @@ def spark_settings() -> dict[str, str]:
                              f"spark.driver.memory=2g)")
         settings[key.strip()] = value.strip()
     return settings
+
+
+def dbfs_mount() -> str:
+    """Where a ``dbfs:/`` location is read as a file: Databricks mounts DBFS at ``/dbfs`` on every node."""
+    return os.environ.get(DBFS_MOUNT) or "/dbfs"
 
 
 def spark_s3_scheme() -> str:

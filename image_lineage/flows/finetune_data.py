@@ -17,6 +17,7 @@ from image_lineage.data.croissant import CROISSANT_NAME, coco_metadata, metadata
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import find_coco_splits
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, kind_of
+from image_lineage.data.kinds.dbfs import SCHEME as DBFS_SCHEME
 from image_lineage.data.kinds.coco_folder import index_split_loaded
 from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
@@ -44,7 +45,7 @@ def read_data(request) -> Ingestion:
     options = LoadOptions(image_check=request.image_check, on_bad_image=request.on_bad_image,
                           perceptual=request.quality_check == "on", max_images=request.max_images,
                           engine=request.engine, files_on_disk=True)
-    if not is_object_uri(request.data_dir):
+    if not is_object_uri(request.data_dir) and not request.data_dir.startswith(DBFS_SCHEME):
         find_coco_splits(request.data_dir)  # a local folder that is no COCO folder: what one needs, named
     kind = kind_of(request.data_dir)
     handles = kind.splits(request.data_dir, "all")

@@ -139,11 +139,16 @@ def split_manifests(splits: list[LoadedSplit]) -> dict:
 
 
 def folder_within(folder: str, source: str) -> str:
-    """Where a split's class folders are in the source: ``train/`` for a split folder, ``""`` for the source itself."""
+    """Where a split's class folders are in the source: ``train/`` for a split folder, ``""`` for the source
+    itself, or for a source that is no folder holding them (a kind of another shape: its images are described
+    beside their own folder)."""
     if is_object_uri(source):
         within = folder.rstrip("/").removeprefix(source.rstrip("/")).strip("/")
     else:
-        within = Path(folder).resolve().relative_to(Path(source).resolve()).as_posix()
+        try:
+            within = Path(folder).resolve().relative_to(Path(source).resolve()).as_posix()
+        except ValueError:
+            within = ""
     return f"{within}/" if within not in ("", ".") else ""
 
 

@@ -8,6 +8,7 @@ from image_lineage.data.kinds.base import (
     resolve_targets,
 )
 from image_lineage.data.kinds.coco_folder import CocoFolder
+from image_lineage.data.kinds.dbfs import DbfsLocation
 from image_lineage.data.kinds.hub import HubDataset
 from image_lineage.data.kinds.image_folder import ImageFolder
 from image_lineage.data.kinds.registry import (
@@ -16,7 +17,8 @@ from image_lineage.data.kinds.registry import (
 )
 from image_lineage.data.kinds.s3_prefix import ObjectStorePrefix
 
-register(ObjectStorePrefix())  # s3://bucket/prefix: mirrored, then read as the folder it holds
+register(ObjectStorePrefix())  # s3://bucket/prefix: streamed (or mirrored where files must be on disk)
+register(DbfsLocation())  # dbfs:/path: read where Databricks mounts it, by the kind of the folder there
 register(HubDataset())
 register(CocoFolder())
 register(ImageFolder())  # last: any other folder is an image folder

@@ -30,13 +30,9 @@ def kind_of(source: str) -> SourceKind:
     for kind in KINDS:
         if kind.detect(source):
             return kind
-    if str(source).startswith("dbfs:/"):  # Databricks mounts DBFS on every node: the path is read as a file there
-        raise LineageError(f"source {source!r}: give DBFS as its path on the nodes, /dbfs/{str(source)[6:].lstrip('/')} "
-                           f"(Databricks mounts it there on the driver and every executor), or a Unity Catalog "
-                           f"volume (/Volumes/<catalog>/<schema>/<volume>/...).")
     raise LineageError(
         f"unknown source {source!r}: pass an image folder (e.g. image_dataset/v2), a COCO folder "
-        f"(annotations/instances_<name>.json + <name>/), either under s3://<bucket>/<prefix>, or hub:<name> for a "
+        f"(annotations/instances_<name>.json + <name>/), either under s3://<bucket>/<prefix> or dbfs:/<path>, or hub:<name> for a "
         f"Hugging Face hub dataset (kinds known: {', '.join(k.name for k in KINDS)})."
     )
 
