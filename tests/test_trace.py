@@ -174,3 +174,26 @@ def test_a_coco_image_is_traced_with_the_categories_of_its_objects(bundled_coco,
     assert list(zip(found.images["Path in version"], found.images["Label"])) == [(image["file_name"], labels)]
     assert list(found.runs["Run ID"]) == [run.info.run_id]
     assert list(found.images["Version digest"]) == [mlflow.get_run(run.info.run_id).data.tags["dataset.digest.train"]]
+
+
+def test_a_run_resumed_after_it_was_indexed_is_read_again(catsdogs_dir, tmp_path, sqlite_uri, experiment_name):
+    """A training run indexed once, then resumed (mlflow.start_run(run_id=...)) to train on one more version: the
+    next refresh reads it again, so an image only that version holds leads to it."""
+    from helpers import write_image
+
+    data = tmp_path / "pets"
+    shutil.copytree(catsdogs_dir, data / "v1", ignore=shutil.ignore_patterns("*.md"))
+    shutil.copytree(data / "v1", data / "v2")
+    only_in_v2 = data / "v2" / "cat" / "drawn.png"
+    write_image(only_in_v2, seed=4242)
+    for version in ("v1", "v2"):
+        log_folder_version(FolderVersionRequest(data_dir=str(data), version=version, experiment_name=experiment_name,
+                                                max_samples_per_class=3, quality_check="off"))
+    mlflow.set_experiment(experiment_name)
+    with mlflow.start_run() as run:
+        image_lineage.log_dataset(image_lineage.from_image_folder(data / "v1"), quality_check=False)
+    index = tmp_path / "trace.sqlite"
+    assert run.info.run_id not in set(image_lineage.trace(only_in_v2, index=index).runs["Run ID"])
+    with mlflow.start_run(run_id=run.info.run_id):
+        image_lineage.log_dataset(image_lineage.from_image_folder(data / "v2"), quality_check=False)
+    assert run.info.run_id in set(image_lineage.trace(only_in_v2, index=index).runs["Run ID"])

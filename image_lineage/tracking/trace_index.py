@@ -127,8 +127,10 @@ class TraceIndex:
             db.executemany("INSERT INTO experiments VALUES (?, ?)", experiments.items())
             watermark = int(db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
             known = dict(db.execute("SELECT run_id, lifecycle FROM runs"))
+            ends = dict(db.execute("SELECT run_id, end_time FROM runs"))
+        # a known run that ended again (resumed with mlflow.start_run(run_id=...)) is read again: it may name more
         ended = [run for run in self.search(client, list(experiments), f"attributes.end_time >= {watermark}")
-                 if run.info.end_time and run.info.run_id not in known and names_a_dataset(run)]
+                 if run.info.end_time and ends.get(run.info.run_id) != run.info.end_time and names_a_dataset(run)]
         deleted = {run.info.run_id for run in self.search(client, list(experiments), "", ViewType.DELETED_ONLY)}
         # a deleted run no longer listed as deleted was restored, or removed for good (mlflow gc): ask which
         restored = [run_id for run_id, lifecycle in known.items()
@@ -162,6 +164,7 @@ class TraceIndex:
         db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, 'active')",
                    (run.info.run_id, run.info.experiment_id, run.info.run_name, run.info.status, entry,
                     run.info.end_time))
+        db.execute("DELETE FROM run_digests WHERE run_id = ?", (run.info.run_id,))  # read again: what it names now
         db.executemany("INSERT INTO run_digests VALUES (?, ?, ?, ?, ?)",
                        [(run.info.run_id, *row, run_role(run)) for row in named_datasets(run)])
         if run.info.status != "FINISHED":

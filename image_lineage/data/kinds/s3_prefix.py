@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import IMAGE_EXTENSIONS
-from image_lineage.data.folders import scan_version
-from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import CocoSplit, find_coco_splits
+from image_lineage.data.folders import scan_version
+from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
 from image_lineage.data.kinds.coco_folder import CocoFolder, index_split_loaded, refuse_unannotated
 from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders, version_split
 from image_lineage.data.object_store import (
@@ -93,11 +93,10 @@ class ObjectStorePrefix(SourceKind):
         if not self.coco(source, refresh=False):
             return []
         tree = self.tree(source, refresh=False)
-        annotated = {handle.name for handle in streamed_coco_splits(tree).values()}
+        annotated = {handle.name for handle in streamed_coco_splits(tree).values()} | {"annotations"}
         return [{"path": entry.name, "reason": f"no annotations/instances_{entry.name}.json"}
-                for entry in tree.entries(tree.uri)
-                if entry.is_dir() and entry.name != "annotations" and not entry.name.startswith(".")
-                and entry.name not in annotated and any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in tree.entries(entry.path))]
+                for entry in tree.entries(tree.uri) if entry.is_dir() and not entry.name.startswith(".")
+                and entry.name not in annotated and holds_images(tree, entry.path)]
 
     def whole(self, source: str) -> object:
         if self.coco(source):
@@ -136,6 +135,10 @@ def streamed_split(split: str, handle: StreamedSplit, options: LoadOptions) -> L
         return imagefolder_dataset(data_dir, skipped)
 
     return replace(manifest_split(split, manifest, source, build_dataset, handle.prefix), remote=handle.tree.mirror())
+
+
+def holds_images(tree: ObjectTree, folder: str) -> bool:
+    return any(os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS for entry in tree.entries(folder))
 
 
 def streamed_coco_splits(tree: ObjectTree) -> dict[str, StreamedCocoSplit]:
