@@ -146,6 +146,48 @@ def test_a_coco_prefix_is_checked_streamed_only_its_annotation_files_copied(bund
         k: v for k, v in runs["local"].data.metrics.items() if k.startswith("quality/")}
 
 
+def test_a_streamed_coco_split_is_stored_reloaded_and_read_again_as_the_bucket_is_now(bundled_coco, tmp_path, s3,
+                                                                                      sqlite_uri, experiment_name):
+    """A streamed COCO split logged from a user's script stores its images (download gives them back) and loads
+    again from the bucket; then an image and an annotation file deleted from the bucket are seen at once (the
+    split refuses, or is gone), as in a folder."""
+    import image_lineage
+
+    s3.upload_folder(bundled_coco, s3.bucket, "coco")
+    uri = f"s3://{s3.bucket}/coco"
+    split = image_lineage.from_coco(uri, split="validation")
+    mlflow.set_experiment(experiment_name)
+    with mlflow.start_run() as run:
+        image_lineage.log_dataset(split, quality_check=False)
+        mlflow.log_input(split, context="training")
+    restored = image_lineage.download(run.info.run_id, tmp_path / "restored")
+    assert sorted(p.name for p in (restored / "validation" / "images").iterdir()) == sorted(
+        p.name for p in (bundled_coco / "val2017").iterdir())
+    assert len(image_lineage.load(run.info.run_id)) == len(list((bundled_coco / "val2017").iterdir()))
+
+    first = sorted((bundled_coco / "val2017").iterdir())[0].name
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"coco/val2017/{first}")
+    with pytest.raises(LineageError, match=f"missing, e.g. {uri}/val2017/{first}"):
+        image_lineage.from_coco(uri, split="validation")
+    s3.client().delete_object(Bucket=s3.bucket, Key="coco/annotations/instances_val2017.json")
+    with pytest.raises(LineageError, match="no annotations/instances_val2017.json"):
+        image_lineage.from_coco(uri, split="validation")
+
+
+def test_an_image_folder_prefix_with_a_folder_named_annotations_is_no_coco_prefix(catsdogs_dir, tmp_path, s3):
+    import image_lineage
+
+    root = tmp_path / "pets"
+    for photo in sorted(catsdogs_dir.rglob("*.jpg"))[::20]:
+        (root / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / photo.parent.name / photo.name).write_bytes(photo.read_bytes())
+    (root / "annotations").mkdir()
+    (root / "annotations" / "labels.csv").write_text("file,label\n")
+    s3.upload_folder(root, s3.bucket, "pets")
+    assert image_lineage.from_image_folder(f"s3://{s3.bucket}/pets").content_digest == \
+        image_lineage.from_image_folder(root).content_digest
+
+
 def test_coco_finetune_from_a_bucket(bundled_coco, s3, server_uri, experiment_name):
     s3.upload_folder(bundled_coco, s3.bucket, "coco")
     request = dict(experiment_name=experiment_name, register_as=f"det_{experiment_name}", epochs=0, quality_check="off",

@@ -120,6 +120,7 @@ class HubSplit:
     split: str
     repo: str
     features: dict
+    revision: str | None = None  # the branch, tag or commit logged; the hub converts its default branch only
 
 
 def hf_metadata(name: str, digest: str, url: str, splits: list, card: dict | None = None) -> dict:
@@ -147,9 +148,13 @@ def file_split_parts(split: FileSplit) -> tuple[list[dict], list[dict]]:
     manifest_name, manifest_bytes = split.manifest.stored()
     stored = f"hf/{split.split}/{manifest_name}"
     file_names = [f"{split.images}{r.path}" for r in split.manifest.records]
+    # the files the image pass left out (bad images, on_bad_image=skip) are excluded: the patterns would catch them
+    # (a COCO split names them <layout name>/<file_name>)
+    left_out = [item["path"].split("/", 1)[1] if split.coco else item["path"] for item in split.manifest.ignored
+                if "/" in item["path"]]
     images = {**files_of(f"{split.split}-images", file_names), "includes": sorted(
         {f"{n.rpartition('/')[0]}/*.{n.rpartition('.')[2]}" if "/" in n else f"*.{n.rpartition('.')[2]}"
-         for n in file_names})}
+         for n in file_names}), **({"excludes": sorted(f"{split.images}{path}" for path in left_out)} if left_out else {})}
     if split.coco:
         label = {"@type": "cr:Field", "@id": f"{split.split}_images/file_name", "name": "file_name",
                  "dataType": "sc:Text", "description": "the image's file_name in the annotation file",
@@ -217,9 +222,12 @@ def hub_split_parts(split: HubSplit) -> tuple[list[dict], list[dict]]:
                        if kind == "ClassLabel" and feature.get("names") else {})
         fields.append({"@type": "cr:Field", "@id": f"{split.split}/{column}", "name": column, "dataType": data_type,
                        **description, "source": source})
+    notes = [f"columns not described (nested or of a type Croissant 1.0 cannot name): {', '.join(left_out)}"
+             if left_out else "",
+             f"logged at revision {split.revision}; the hub's Parquet conversion is of its default branch, so the "
+             f"content digest in version names the rows logged" if split.revision not in (None, "", "main") else ""]
     record_set = {"@type": "cr:RecordSet", "@id": split.split, "name": split.split, "field": fields,
-                  **({"description": f"columns not described (nested or of a type Croissant 1.0 cannot name): "
-                                     f"{', '.join(left_out)}"} if left_out else {})}
+                  **({"description": "; ".join(n for n in notes if n)} if any(notes) else {})}
     return [repo, parquet], [record_set]
 
 

@@ -268,7 +268,7 @@ class ObjectTree:
             while parent != self.uri and parent.startswith(self.uri + "/"):
                 parent, _, name = parent.rpartition("/")
                 self.children.setdefault(parent, {})[name] = True
-        remember_objects(self.objects)
+        remember_objects(self.uri, self.objects)
 
     def entries(self, folder: str) -> list[ObjectEntry]:
         folder = str(folder).rstrip("/")
@@ -285,7 +285,11 @@ class ObjectTree:
 KNOWN_OBJECTS: dict[str, StoredObject] = {}
 
 
-def remember_objects(objects: dict[str, StoredObject]) -> None:
+def remember_objects(uri: str, objects: dict[str, StoredObject]) -> None:
+    """A new listing of ``uri``: what it holds now, and nothing it no longer holds (a deleted object is gone)."""
+    under = f"{uri.rstrip('/')}/"
+    for location in [known for known in KNOWN_OBJECTS if known.startswith(under) and known not in objects]:
+        KNOWN_OBJECTS.pop(location, None)
     KNOWN_OBJECTS.update(objects)
 
 

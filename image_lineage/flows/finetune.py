@@ -156,22 +156,25 @@ def run_finetune(request: FinetuneRequest) -> FinetuneResult:
 
 def read_data_on_ranks(request: FinetuneRequest) -> Ingestion:
     """Every rank needs the splits' indexes. With ``engine=spark`` under torchrun the image pass is one Spark job
-    per machine, not one per rank: each machine's first rank reads, the others wait for it and then find every
-    file in the record cache they share (so they start no Spark session); a failure there stops every rank."""
+    per machine, not one per rank: each machine's first rank reads, the others wait for it (up to
+    ``distributed.WAIT_TIMEOUT``) and then find every file in the record cache they share, so they start no Spark
+    session. A failure on any rank stops every rank."""
     if request.engine != "spark" or not distributed.in_group():
         return read_data(request)
-    first, ingestion, failure = config.local_rank() == 0, None, None
-    if first:
-        try:
-            ingestion = read_data(request)
-        except Exception as exc:  # every rank must reach the gather below, or the others wait for ever
-            failure = exc
-    failures = distributed.gather_from_ranks(f"{type(failure).__name__}: {failure}" if failure else None)
-    if failure is not None:
-        raise failure
-    if any(failures):
-        raise LineageError(f"the data pass failed on another rank: {next(f for f in failures if f)}")
-    return ingestion if first else read_data(request)
+    first = config.local_rank() == 0
+    ingestion, failure = attempt_read(request) if first else (None, None)
+    distributed.raise_if_any_failed(failure)
+    if not first:
+        ingestion, failure = attempt_read(request)
+    distributed.raise_if_any_failed(failure)
+    return ingestion
+
+
+def attempt_read(request: FinetuneRequest) -> tuple[Ingestion | None, Exception | None]:
+    try:
+        return read_data(request), None
+    except Exception as exc:  # said to every rank before it is raised (distributed.raise_if_any_failed)
+        return None, exc
 
 
 def train_and_log(request, run, model, ingestion, mapping: CategoryMapping, device, in_group: bool) -> FinetuneResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from image_lineage.core.names import require_choice
 from image_lineage.data.coco.index import split_manifest
 from image_lineage.data.croissant import CROISSANT_NAME, FileSplit, HubSplit, hf_metadata, metadata_text, read_card
 from image_lineage.data.kinds import LoadedSplit, LoadOptions, dataset_name_of
-from image_lineage.data.object_store import is_object_uri
 from image_lineage.flows.charts import plot_class_counts
 from image_lineage.flows.ingest import (
     Ingestion, check_in_run, digest_tags, log_split_inputs, read_source, source_tags, split_inputs,
@@ -30,6 +30,7 @@ from image_lineage.tracking.runs import log_values, start_run
 from image_lineage.tracking.snapshots import find_holder, store_or_link
 
 LOGGER = logging.getLogger(__name__)
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://..., dbfs:/..., a registered kind's own scheme
 
 CONTEXT_CHOICES = ("training", "validation", "testing")
 
@@ -63,7 +64,9 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
     if checking and images is None:
         LOGGER.info("leakage check skipped: %s sources hold no image files to read", ingestion.kind)
     name = request.name or dataset_name_of(request.source)
-    card = read_card(request.source) if ingestion.kind != "hub" else {}  # a bad croissant.yaml stops before the run
+    manifests = split_manifests(ingestion.splits)
+    root = data_root(manifests)
+    card = read_card(root) if root is not None else {}  # a bad croissant.yaml stops before the run
     with start_run(request.experiment_name, request.run_name or f"hf_{name}", job="log_hf_dataset",
                    reads=ingestion.reads) as run:
         # first: with on_leakage=fail the run stops here, its report logged and nothing else
@@ -71,7 +74,7 @@ def log_hf_dataset(request: HfRequest) -> tuple[str, list[LoadedSplit]]:
         log_split_inputs(run.info.run_id, split_inputs(ingestion.splits, name, "hf", quality and quality.status,
                                                        context=request.context))
         snapshot_tags = store_or_link(ingestion.digest, find_holder(ingestion.digest, run.info.experiment_id),
-                                      stage_data=None, stage_own=lambda folder: stage_split_files(ingestion, name, card, folder))
+                                      stage_data=None, stage_own=lambda folder: stage_split_files(ingestion, manifests, name, card, folder))
         log_split_summary(run, ingestion, snapshot_tags)
     return run.info.run_id, ingestion.splits
 
@@ -99,12 +102,11 @@ def log_split_summary(run: mlflow.ActiveRun, ingestion: Ingestion, extra_tags: d
     log_values(run, params, metrics, {**digest_tags(splits), **source_tags(ingestion), **extra_tags})
 
 
-def stage_split_files(ingestion: Ingestion, name: str, card: dict, staging: Path) -> None:
+def stage_split_files(ingestion: Ingestion, manifests: dict, name: str, card: dict, staging: Path) -> None:
     """Per split: ``hf/<split>/features.json`` (features, info, digest), ``manifest.json[.gz]`` (each image file's
     sha256, for splits read from files), ``class_balance.png``, and when
     there is something to say ``ignored_files.json`` (files left out, and why) and ``validation_report.json``;
-    ``croissant.json`` (:func:`hf_croissant`)."""
-    manifests = split_manifests(ingestion.splits)
+    ``croissant.json`` (:func:`hf_croissant`). ``manifests``: :func:`split_manifests`."""
     for s in ingestion.splits:
         folder = staging / "hf" / s.split
         folder.mkdir(parents=True)
@@ -127,7 +129,9 @@ def stage_split_files(ingestion: Ingestion, name: str, card: dict, staging: Path
             (folder / "validation_report.json").write_text(json.dumps(s.report, indent=1))
         if s.class_counts:
             plot_class_counts(s.class_counts, folder / "class_balance.png", f"{s.split}: {s.count_kind} per class")
-    (staging / CROISSANT_NAME).write_text(hf_croissant(ingestion, manifests, name, card))
+    croissant = hf_croissant(ingestion, manifests, name, card)
+    if croissant is not None:
+        (staging / CROISSANT_NAME).write_text(croissant)
 
 
 def split_manifests(splits: list[LoadedSplit]) -> dict:
@@ -138,36 +142,45 @@ def split_manifests(splits: list[LoadedSplit]) -> dict:
     return {split: manifest for split, manifest in manifests.items() if manifest is not None}
 
 
-def folder_within(folder: str, source: str) -> str:
-    """Where a split's class folders are in the source: ``train/`` for a split folder, ``""`` for the source
-    itself, or for a source that is no folder holding them (a kind of another shape: its images are described
-    beside their own folder)."""
-    if is_object_uri(source):
-        within = folder.rstrip("/").removeprefix(source.rstrip("/")).strip("/")
-    else:
-        try:
-            within = Path(folder).resolve().relative_to(Path(source).resolve()).as_posix()
-        except ValueError:
-            within = ""
-    return f"{within}/" if within not in ("", ".") else ""
+def data_root(manifests: dict) -> str | None:
+    """The folder (or prefix) that holds every split read from files: a split's own folder, or the common parent
+    of several (the source folder, a COCO folder); None when no split is read from files."""
+    folders = [str(manifest.version_dir).rstrip("/").split("/") for manifest in manifests.values()]
+    if not folders:
+        return None
+    common = []
+    for parts in zip(*folders):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
 
 
-def hf_croissant(ingestion: Ingestion, manifests: dict, name: str, card: dict) -> str:
+def hf_croissant(ingestion: Ingestion, manifests: dict, name: str, card: dict) -> str | None:
     """The form's Croissant metadata (:func:`image_lineage.data.croissant.hf_metadata`): a split read from files
-    by its stored manifest and its images where ``download`` puts them (an image folder's as in the source
-    folder, a COCO split's in ``<split>/images/``); a hub split by the hub's Parquet files."""
-    source, parts = ingestion.source, []
+    by its stored manifest and its images where ``download`` puts them (an image folder's as under the folder that
+    holds the splits, a COCO split's in ``<split>/images/``); a hub split by the hub's Parquet files. A split of
+    another shape (a registered kind with neither) is left out, said in the log; None when no split is left."""
+    root, parts = data_root(manifests), []
     for s in ingestion.splits:
         if s.index is not None:
             first = not any(getattr(part, "categories", False) for part in parts)
             parts.append(FileSplit(s.split, manifests[s.split], f"{s.split}/images/", coco=True,
                                    annotation=s.index.split.annotation_file, categories=first))
         elif s.split in manifests:
-            parts.append(FileSplit(s.split, manifests[s.split], folder_within(manifests[s.split].version_dir, source)))
+            within = str(manifests[s.split].version_dir).rstrip("/")[len(root):].strip("/")
+            parts.append(FileSplit(s.split, manifests[s.split], f"{within}/" if within else ""))
+        elif ingestion.kind == "hub":
+            parts.append(HubSplit(s.split, s.source.fields["path"], s.dataset.features.to_dict(),
+                                  s.source.fields.get("revision")))
         else:
-            parts.append(HubSplit(s.split, s.source.fields["path"], s.dataset.features.to_dict()))
+            LOGGER.info("croissant.json leaves out split %s: a %s source lists no image files", s.split, ingestion.kind)
+    if not parts:
+        return None
+    source = ingestion.source
     url = (f"https://huggingface.co/datasets/{parts[0].repo}" if isinstance(parts[0], HubSplit)
-           else source if is_object_uri(source) else Path(source).resolve().as_uri())
+           else source if SCHEME.match(source) or root is None  # a URI as given: s3://, dbfs:/, a kind's own
+           else Path(root).resolve().as_uri())
     return metadata_text(hf_metadata(name, ingestion.digest, url, parts, card))
 
 

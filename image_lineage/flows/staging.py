@@ -118,10 +118,16 @@ def stage_coco_files(splits: list[LoadedSplit], root: Path, artifacts_max: int) 
         annotation = index.split.annotation_file
         if len(index.images) <= artifacts_max:
             (folder / annotation.name).write_bytes(annotation.read_bytes())
-            for image in index.images:
+            locations = [index.image_path(image) for image in index.images]
+            # a split streamed from an object store: its objects' bytes, read ahead in order (no file to link)
+            streamed = read_in_order(locations) if locations and is_object_uri(locations[0]) else None
+            for image, location in zip(index.images, locations):
                 target = folder / "images" / image["file_name"]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(index.image_path(image), target)
+                if streamed is not None:
+                    target.write_bytes(next(streamed))
+                else:
+                    link_or_copy(location, target)
             continue
         files = [(annotation.name, file_sha256(annotation), annotation.stat().st_size, str(annotation))]
         files += [(f"images/{image['file_name']}", index.facts[image["id"]].sha256, index.facts[image["id"]].size,

@@ -29,7 +29,7 @@ def download_dataset(request: DownloadRequest):
     folder = download_version(request.run_id, request.destination, request.croissant, request.files)
     count = sum(1 for path in folder.rglob("*") if path.is_file())
     print(f"{count} files of run {request.run_id} in {folder}, each checked against its sha256" if request.files
-          else f"croissant.json of run {request.run_id} and the {count - 1} stored files it names in {folder}")
+          else f"croissant.json of run {request.run_id} and {count - 1} stored file(s) it names in {folder}")
     return folder
 
 

@@ -17,7 +17,7 @@ from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from image_lineage.core.errors import LineageError
 from image_lineage.data.kinds import SourceRef, combined_digest, load_splits, reload_split
-from image_lineage.data.object_store import Mirror, mirror_prefix
+from image_lineage.data.object_store import Mirror, is_object_uri, mirror_prefix
 
 
 class FolderDatasetSource(DatasetSource):
@@ -152,6 +152,9 @@ def mlflow_source(ref: SourceRef, snapshot_uri: str | None = None) -> DatasetSou
         return HuggingFaceDatasetSource(**ref.fields)
     if ref.type == "coco":
         fields = dict(ref.fields)
+        if is_object_uri(fields["uri"]):  # streamed from an object store: no folder, no git
+            return CocoDatasetSource(fields["uri"], fields["annotation_file"], fields["images_dir"], fields["name"],
+                                     snapshot_uri=snapshot_uri)
         folder = FolderDatasetSource.from_folder(Path(fields["annotation_file"]).parent.parent, snapshot_uri)
         git = {k: v for k, v in folder.to_dict().items() if k != "uri"}
         return CocoDatasetSource(folder.uri, fields["annotation_file"], fields["images_dir"], fields["name"], **git)

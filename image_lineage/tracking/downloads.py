@@ -47,8 +47,13 @@ def download_version(run_id: str, destination: str | Path, croissant: bool = Fal
     uri = run.data.tags.get(TAG_SNAPSHOT_URI, "")
     if not files:
         destination = require_empty(destination)
-        download_croissant(run_id, uri.removeprefix("runs:/").split("/", 1)[0] if uri.startswith("runs:/") else run_id,
-                           destination)
+        try:
+            download_croissant(run_id, uri.removeprefix("runs:/").split("/", 1)[0] if uri.startswith("runs:/") else run_id,
+                               destination)
+        except (LineageError, MlflowException):
+            if not any(destination.iterdir()):
+                destination.rmdir()  # nothing written: no empty folder left behind
+            raise
         return destination
     if not uri.startswith("runs:/"):
         raise LineageError(f"run {run_id} records no stored dataset files (tag {TAG_SNAPSHOT_URI}): is it a run of "
@@ -86,19 +91,31 @@ def download_croissant(run_id: str, holder: str, destination: Path) -> None:
             continue
         text = mlflow.artifacts.load_text(f"runs:/{source}/croissant.json")
         named = [item["contentUrl"] for item in json.loads(text)["distribution"]
-                 if item["@type"] == "cr:FileObject" and "://" not in item.get("contentUrl", "://")]
-        for path in named:
+                 if item["@type"] == "cr:FileObject" and inside(item.get("contentUrl", ""))]
+        for path in dict.fromkeys(named):
             if (destination / path).exists():
                 continue
-            owner = next((o for o in dict.fromkeys((source, run_id, holder)) if holds_artifact(client, o, path)), None)
-            if owner is not None:
-                target = destination / posixpath.dirname(path)
-                target.mkdir(parents=True, exist_ok=True)
-                mlflow.artifacts.download_artifacts(run_id=owner, artifact_path=path, dst_path=str(target))
+            # where a run holds the file: at that path, or (a COCO split's annotation file) under coco/
+            found = next(((owner, stored) for owner in dict.fromkeys((source, run_id, holder))
+                          for stored in (path, f"coco/{path}") if holds_artifact(client, owner, stored)), None)
+            if found is not None:
+                local = Path(mlflow.artifacts.download_artifacts(run_id=found[0], artifact_path=found[1],
+                                                                 dst_path=str(destination / ".croissant_files")))
+                (destination / path).parent.mkdir(parents=True, exist_ok=True)
+                local.replace(destination / path)
+        shutil.rmtree(destination / ".croissant_files", ignore_errors=True)
         (destination / "croissant.json").write_text(text)
         return
     raise LineageError(f"run {run_id} holds no croissant.json: it was logged before versions had one, or is no "
                        f"log-folder-dataset, log-hf-dataset or coco-finetune run. Log the data again to have one.")
+
+
+def inside(path: str) -> bool:
+    """A relative path that stays inside the destination (a croissant.json is data: ``../x`` is not followed)."""
+    if not path or "://" in path or path.startswith("/"):
+        return False
+    normal = posixpath.normpath(path)
+    return normal != ".." and not normal.startswith("../")
 
 
 def holds_artifact(client: mlflow.MlflowClient, run_id: str, path: str) -> bool:

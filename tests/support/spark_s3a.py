@@ -57,17 +57,24 @@ def main(jars: str, folder_uri: str, coco_uri: str) -> None:
     import image_lineage
     from image_lineage.data import read
 
+    from image_lineage.data import object_store
+
+    # every object the driver reads itself: streamed (read_object) or copied to disk (fetch, the mirror's);
+    # a COCO prefix's annotation files are copied, its images must not be
     driver_reads = []
-    own_read = read.read_object
+    own_read, own_fetch = read.read_object, object_store.fetch
     read.read_object = lambda location: (driver_reads.append(location), own_read(location))[1]
+    object_store.fetch = lambda client, bucket, stored, target, uri: (
+        driver_reads.append(stored.key) if not stored.key.endswith(".json") else None,
+        own_fetch(client, bucket, stored, target, uri))[1]
     result = {
         "folder_digest": image_lineage.from_image_folder(folder_uri, engine="spark").content_digest,
         "folder_pairs": image_lineage.check(folder_uri, engine="spark").pairs.to_csv(index=False),
         "coco_digests": {split: image_lineage.from_coco(coco_uri, split=split, engine="spark").content_digest
                          for split in ("train", "validation")},
         "coco_pairs": image_lineage.check(coco_uri, engine="spark").pairs.to_csv(index=False),
-        "finetune": finetune_data_pass(coco_uri),
-        "driver_reads": driver_reads,
+        "driver_reads": list(driver_reads),
+        "finetune": finetune_data_pass(coco_uri),  # training needs the files: the mirror copies them
     }
     print(json.dumps(result))
 

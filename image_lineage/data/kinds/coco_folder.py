@@ -37,7 +37,7 @@ class CocoFolder(SourceKind):
                                                          options.perceptual, options.engine), split)
 
     def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
-        if source_type != SOURCE_TYPE:
+        if source_type != SOURCE_TYPE or is_object_uri(source.get("images_dir", "")):  # streamed: the s3 kind's
             return None
         handle = CocoSplit(source["name"], Path(source["annotation_file"]), Path(source["images_dir"]))
         return self.load_split(handle.split, handle, options)
@@ -62,13 +62,15 @@ def index_split_loaded(index: coco.CocoIndex, split: str | None = None, digest: 
 
 
 def coco_source(split: CocoSplit) -> SourceRef:
-    """Where a COCO split lives: its folder, annotation file and images folder. A split streamed from an object
-    store names its mirror folder, where its annotation file is and a consumer that needs the images on disk
-    (the Hugging Face form) puts them, as a streamed image folder's source names its mirror."""
+    """Where a COCO split lives: its folder, annotation file and images folder; for a split streamed from an
+    object store, their ``s3://`` locations (its kind reloads it from there)."""
+    if is_object_uri(split.images_dir):
+        uri = split.images_dir.rpartition("/")[0]
+        return SourceRef(SOURCE_TYPE, {"uri": uri, "annotation_file": f"{uri}/annotations/{split.annotation_file.name}",
+                                       "images_dir": split.images_dir, "name": split.name})
     annotation = split.annotation_file.resolve()
-    images = annotation.parent.parent / split.name if is_object_uri(split.images_dir) else split.images_dir.resolve()
     return SourceRef(SOURCE_TYPE, {"uri": annotation.parent.parent.as_uri(), "annotation_file": str(annotation),
-                                   "images_dir": str(images), "name": split.name})
+                                   "images_dir": str(split.images_dir.resolve()), "name": split.name})
 
 
 def index_images(index: coco.CocoIndex, split: str) -> list[SplitImage]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import IMAGE_EXTENSIONS
 from image_lineage.data.coco.hf_form import coco_to_hf
-from image_lineage.data.coco.layout import CocoSplit, find_coco_splits
+from image_lineage.data.coco.layout import INSTANCES_PATTERN, CocoSplit, find_coco_splits
 from image_lineage.data.folders import scan_version
 from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
 from image_lineage.data.kinds.coco_folder import CocoFolder, index_split_loaded, refuse_unannotated
@@ -72,9 +72,9 @@ class ObjectStorePrefix(SourceKind):
         return self.trees[source]
 
     def coco(self, source: str, refresh: bool = True) -> bool:
-        """Whether the prefix is a COCO folder (it holds ``annotations/``)."""
+        """Whether the prefix is a COCO folder (it holds ``annotations/instances_<name>.json``, as a local one does)."""
         tree = self.tree(source, refresh)
-        return any(entry.name == "annotations" and entry.is_dir() for entry in tree.entries(tree.uri))
+        return bool(annotation_files(tree))
 
     def available(self, source: str) -> dict[str, object]:
         if self.coco(source):
@@ -109,6 +109,17 @@ class ObjectStorePrefix(SourceKind):
                 split, handle, options)
         return streamed_split(split, handle, options)
 
+    def reload(self, source_type: str, source: dict, options: LoadOptions) -> LoadedSplit | None:
+        """A streamed COCO split again, from its prefix as it is now (a folder prefix is reloaded as a folder)."""
+        if source_type != "coco" or not is_object_uri(source.get("uri", "")):
+            return None
+        handle = next((h for h in streamed_coco_splits(self.tree(source["uri"])).values() if h.name == source["name"]),
+                      None)
+        if handle is None:
+            raise LineageError(f"{source['annotation_file']} is no longer in {source['uri']}: the COCO split "
+                               f"{source['name']} cannot be read again.")
+        return self.load_split(handle.split.split, handle, options)
+
     def versions(self, source: str) -> list[str]:
         names = [name for name in list_prefixes(s3_client(), source) if not name.startswith(".")]
         if not names:
@@ -141,13 +152,22 @@ def holds_images(tree: ObjectTree, folder: str) -> bool:
     return any(os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS for entry in tree.entries(folder))
 
 
+def annotation_files(tree: ObjectTree) -> list[str]:
+    """The names of the prefix's ``annotations/instances_<name>.json`` objects, as listed now."""
+    return [entry.name for entry in tree.entries(f"{tree.uri}/annotations")
+            if entry.is_file() and INSTANCES_PATTERN.match(entry.name)]
+
+
 def streamed_coco_splits(tree: ObjectTree) -> dict[str, StreamedCocoSplit]:
-    """{split: handle} of a COCO prefix: its annotation files copied (only those objects), each split's images
-    left where they are."""
-    annotations = mirror_prefix(f"{tree.uri}/annotations")
-    local = find_coco_splits(annotations.folder.parent)
-    return {split: StreamedCocoSplit(tree.uri, replace(handle, images_dir=f"{tree.uri}/{handle.name}"), tree)
-            for split, handle in local.items()}
+    """{split: handle} of a COCO prefix, by the annotation files it lists now: those objects copied (the COCO
+    reader checks them as files), each split's images left where they are."""
+    folder = mirror_prefix(f"{tree.uri}/annotations").folder
+    splits = {}
+    for name in sorted(annotation_files(tree)):
+        layout_name = INSTANCES_PATTERN.match(name).group("name")
+        split = CocoSplit(layout_name, folder / name, f"{tree.uri}/{layout_name}")
+        splits[split.split] = StreamedCocoSplit(tree.uri, split, tree)
+    return splits
 
 
 def streamed_coco_split(split: str, handle: StreamedCocoSplit, options: LoadOptions) -> LoadedSplit:

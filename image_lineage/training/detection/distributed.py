@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 
 from image_lineage.core import config
+from image_lineage.core.errors import LineageError
+
+# How long a rank waits for another's work outside training (a Spark data pass over a large dataset): NCCL's
+# default timeout (10 minutes) would stop the waiting ranks first.
+WAIT_TIMEOUT = timedelta(hours=6)
 
 
 def init_distributed() -> bool:
@@ -32,13 +40,30 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (tensor / dist.get_world_size()).tolist()))
 
 
-def gather_from_ranks(value) -> list:
+def gather_from_ranks(value, group=None) -> list:
     """``value`` of every rank, in rank order (one element without a process group)."""
     if not dist.is_initialized():
         return [value]
     gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
+    dist.all_gather_object(gathered, value, group=group)
     return gathered
+
+
+@functools.lru_cache(maxsize=1)
+def waiting_group():
+    """A gloo group over every rank with :data:`WAIT_TIMEOUT` (made once; every rank makes it, in the same order)."""
+    return dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+
+
+def raise_if_any_failed(failure: BaseException | None) -> None:
+    """Every rank says whether its step failed, and all raise if one did: a rank that went on alone would wait
+    for the others in its next collective for ever. Every rank must call this."""
+    messages = gather_from_ranks(f"{type(failure).__name__}: {failure}" if failure else None, group=waiting_group())
+    if failure is not None:
+        raise failure
+    failed = [message for message in messages if message]
+    if failed:
+        raise LineageError(f"another rank failed: {failed[0]}")
 
 
 def in_group() -> bool:
