@@ -80,3 +80,29 @@ def test_compare_logs_the_lineage_page_of_each_version_with_an_alias(bundled_ima
     assert pages == {f"compare/lineage/pets_{experiment_name}_v1.html", f"compare/lineage/pets_{experiment_name}_v2.html"}
     page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/compare/lineage/pets_{experiment_name}_v1.html")
     assert f"Lineage of pets_{experiment_name} version 1" in page and "champion" in page
+
+
+def test_a_pair_across_splits_shows_each_picture_from_its_own_split(catsdogs_dir, tmp_path):
+    """Two splits holding the same relative path (train/cat/x.jpg, val/cat/x.jpg, other bytes): the pair's
+    pictures are each split's own file, found by the split the leakage report names."""
+    import hashlib
+
+    import pandas as pd
+
+    from image_lineage.flows.lineage_page import DatasetSection, Pictures, pairs_html
+    from image_lineage.quality.report import thumbnail_uri
+
+    photos = sorted(catsdogs_dir.glob("cat/*.jpg"))[:2]
+    sections = []
+    for split, folder, photo in (("train", "train", photos[0]), ("validation", "val", photos[1])):
+        (tmp_path / folder / "cat").mkdir(parents=True)
+        shutil.copyfile(photo, tmp_path / folder / "cat" / "x.jpg")
+        sha256 = hashlib.sha256(photo.read_bytes()).hexdigest()
+        sections.append(DatasetSection(split, "training", sha256, tmp_path / folder, files=[(sha256, "cat/x.jpg", "cat")],
+                                       split=split))
+    sections[0].pairs = pd.DataFrame([{"path_a": "train/cat/x.jpg", "path_b": "val/cat/x.jpg", "split_a": "train",
+                                       "split_b": "validation", "kind": "near_duplicate", "leakage": True}])
+    pictures = {s.split: Pictures(s, client=None, tmp=tmp_path) for s in sections}
+    shown = pairs_html(sections[0], pictures["train"], pictures)
+    first, second = (thumbnail_uri(str(tmp_path / folder / "cat" / "x.jpg")) for folder in ("train", "val"))
+    assert first != second and shown.index(first) < shown.index(second)

@@ -54,6 +54,7 @@ class DatasetSection:
     context: str
     digest: str  # the full sha256 where the index or the run's tags know it, else the input's 32 digits
     folder: Path | None  # the dataset's local folder, when its source names one
+    split: str = ""  # the input's split (its pictures answer for the pairs' images of that split)
     files: list[tuple[str, str, str]] = field(default_factory=list)  # (sha256, path, label)
     holder: tuple[str, str] | None = None  # (run id, manifest artifact)
     runs: list[tuple] = field(default_factory=list)
@@ -107,7 +108,8 @@ def dataset_sections(run, trace_index: TraceIndex) -> list[DatasetSection]:
                   or logged.dataset.digest)
         source = json.loads(logged.dataset.source) if logged.dataset.source else {}
         folder = local_folder(source)
-        sections.setdefault(digest, DatasetSection(logged.dataset.name, tags.get("mlflow.data.context", ""), digest, folder))
+        sections.setdefault(digest, DatasetSection(logged.dataset.name, tags.get("mlflow.data.context", ""), digest, folder,
+                                                   tags.get("split", "")))
     return list(sections.values())
 
 
@@ -154,6 +156,10 @@ class Pictures:
         self.sha256 = {path: sha256 for sha256, path, _ in section.files}
 
     def uri(self, path: str) -> str | None:
+        """``path`` as the version names it, or as the leakage report does: with the split's folder in front
+        (``train/cat/x.jpg``, ``train2017/x.jpg``)."""
+        if path not in self.sha256 and "/" in path and path.split("/", 1)[1] in self.sha256:
+            path = path.split("/", 1)[1]
         local = self.section.folder / path if self.section.folder else None
         if local is not None and local.is_file() and file_sha256(local) == self.sha256.get(path, ""):
             return thumbnail_uri(str(local))
@@ -179,7 +185,9 @@ def render(model_version, aliases: list[str], run, sections: list[DatasetSection
     nav = "".join(f"<li><a href='#{anchor}'>{html.escape(text)}</a></li>" for anchor, text in menu)
     with tempfile.TemporaryDirectory(prefix="image_lineage_page_") as tmp:
         body = [model_html(model_version, aliases, run), runs_html(run, sections)]
-        body += [section_html(s, Pictures(s, client, Path(tmp))) for s in sections]
+        pictures = {id(s): Pictures(s, client, Path(tmp)) for s in sections}
+        by_split = {s.split: pictures[id(s)] for s in sections if s.split}
+        body += [section_html(s, pictures[id(s)], by_split) for s in sections]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Lineage: {html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><nav><b>Lineage</b><ul>{nav}</ul></nav><main>"
             f"<h1>Lineage of {html.escape(title)}</h1>{''.join(body)}</main></body></html>\n")
@@ -208,7 +216,7 @@ def runs_html(run, sections: list[DatasetSection]) -> str:
             f"{cells}</table></section>")
 
 
-def section_html(section: DatasetSection, pictures: Pictures) -> str:
+def section_html(section: DatasetSection, pictures: Pictures, by_split: dict[str, Pictures] | None = None) -> str:
     counts = Counter(label for _, _, label in section.files)
     head = (f"<section id='{section.anchor}'><h2>Dataset {html.escape(section.name)}</h2><table>"
             f"<tr><th>content digest</th><td><code>{section.digest}</code></td></tr>"
@@ -217,15 +225,18 @@ def section_html(section: DatasetSection, pictures: Pictures) -> str:
             f"<tr><th>per class</th><td>{html.escape(', '.join(f'{k or chr(8212)}: {v}' for k, v in sorted(counts.items())))}</td></tr>"
             f"<tr><th>diff against the version before</th><td>{html.escape(section.diff or 'not recorded')}</td></tr>"
             f"<tr><th>leakage check</th><td class='status'>{html.escape(section.status or 'not run')}</td></tr></table>")
-    return head + pairs_html(section, pictures) + samples_html(section, pictures, counts) + "</section>"
+    return head + pairs_html(section, pictures, by_split or {}) + samples_html(section, pictures, counts) + "</section>"
 
 
-def pairs_html(section: DatasetSection, pictures: Pictures) -> str:
+def pairs_html(section: DatasetSection, pictures: Pictures, by_split: dict[str, Pictures]) -> str:
+    """The flagged pairs, each picture found among the images of its own split (``by_split``: the pictures of
+    each split the model's run logged), so two splits' ``cat/x.jpg`` are not mistaken for each other."""
     if section.pairs is None or section.pairs.empty:
         return ""
     rows = []
     for pair in section.pairs.head(PAIRS_SHOWN).itertuples():
-        cells = "".join(picture_html(pictures, path) for path in (pair.path_a, pair.path_b))
+        cells = "".join(picture_html(by_split.get(str(split), pictures), path)
+                        for path, split in ((pair.path_a, pair.split_a), (pair.path_b, pair.split_b)))
         flags = "LEAKAGE" if pair.leakage else ""
         rows.append(f"<tr>{cells}<td>{html.escape(str(pair.kind).replace('_', ' '))} <b>{flags}</b></td></tr>")
     more = f"<p>{len(section.pairs) - PAIRS_SHOWN} more in the run's quality/pairs.csv.</p>" if len(section.pairs) > PAIRS_SHOWN else ""
