@@ -20,7 +20,9 @@ from image_lineage.core.names import IMAGE_EXTENSIONS
 from image_lineage.data.coco.hf_form import coco_to_hf
 from image_lineage.data.coco.layout import INSTANCES_PATTERN, CocoSplit, find_coco_splits
 from image_lineage.data.folders import scan_version
-from image_lineage.data.kinds.base import LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split
+from image_lineage.data.kinds.base import (
+    LoadedSplit, LoadOptions, SourceKind, SourceRef, manifest_split, pick_splits, refuse_splits,
+)
 from image_lineage.data.kinds.coco_folder import CocoFolder, index_split_loaded, refuse_unannotated
 from image_lineage.data.kinds.image_folder import IMAGEFOLDER, imagefolder_dataset, split_folders, version_split
 from image_lineage.data.object_store import (
@@ -71,37 +73,27 @@ class ObjectStorePrefix(SourceKind):
             self.trees[source] = ObjectTree(source, list_objects(s3_client(), source))
         return self.trees[source]
 
-    def coco(self, source: str, refresh: bool = True) -> bool:
-        """Whether the prefix is a COCO folder (it holds ``annotations/instances_<name>.json``, as a local one does)."""
-        tree = self.tree(source, refresh)
-        return bool(annotation_files(tree))
-
     def available(self, source: str) -> dict[str, object]:
-        if self.coco(source):
-            return streamed_coco_splits(self.tree(source, refresh=False))
-        tree = self.tree(source, refresh=False)
-        named = split_folders([e.name for e in tree.entries(tree.uri) if e.is_dir() and not e.name.startswith(".")])
-        return ({split: StreamedSplit(f"{tree.uri}/{name}", f"{name}/", tree) for split, name in named.items()}
-                if named else {"train": StreamedSplit(tree.uri, "", tree)})
+        return split_handles(self.tree(source))
 
     def splits(self, source: str, wanted: str) -> dict[str, object]:
-        if self.coco(source):
-            refuse_unannotated(source, wanted, self.passed_over(source))
-        return super().splits(source, wanted)
+        tree = self.tree(source)  # one listing per load: a prefix of a million objects takes a while
+        if is_coco(tree):
+            refuse_unannotated(source, wanted, unannotated_folders(tree))
+        return pick_splits(split_handles(tree), wanted, source)
 
     def passed_over(self, source: str) -> list[dict]:
-        if not self.coco(source, refresh=False):
-            return []
         tree = self.tree(source, refresh=False)
-        annotated = {handle.name for handle in streamed_coco_splits(tree).values()} | {"annotations"}
-        return [{"path": entry.name, "reason": f"no annotations/instances_{entry.name}.json"}
-                for entry in tree.entries(tree.uri) if entry.is_dir() and not entry.name.startswith(".")
-                and entry.name not in annotated and holds_images(tree, entry.path)]
+        return unannotated_folders(tree) if is_coco(tree) else []
 
     def whole(self, source: str) -> object:
-        if self.coco(source):
-            return super().whole(source)
-        return version_split(self.available(source), source)
+        tree = self.tree(source)
+        handles = split_handles(tree)
+        if not is_coco(tree):
+            return version_split(handles, source)
+        if len(handles) != 1:
+            raise refuse_splits(source, list(handles))
+        return next(iter(handles.values()))
 
     def load_split(self, split: str, handle: object, options: LoadOptions) -> LoadedSplit:
         if isinstance(handle, StreamedCocoSplit):
@@ -146,6 +138,29 @@ def streamed_split(split: str, handle: StreamedSplit, options: LoadOptions) -> L
         return imagefolder_dataset(data_dir, skipped)
 
     return replace(manifest_split(split, manifest, source, build_dataset, handle.prefix), remote=handle.tree.mirror())
+
+
+def is_coco(tree: ObjectTree) -> bool:
+    """Whether the prefix is a COCO folder (it holds ``annotations/instances_<name>.json``, as a local one does)."""
+    return bool(annotation_files(tree))
+
+
+def split_handles(tree: ObjectTree) -> dict[str, object]:
+    """{split: handle} of a listed prefix: a COCO prefix's annotated splits, or its image folders' split folders
+    (``train*/``, ``val*/``, ``test*/``), or the prefix as one train split."""
+    if is_coco(tree):
+        return streamed_coco_splits(tree)
+    named = split_folders([e.name for e in tree.entries(tree.uri) if e.is_dir() and not e.name.startswith(".")])
+    return ({split: StreamedSplit(f"{tree.uri}/{name}", f"{name}/", tree) for split, name in named.items()}
+            if named else {"train": StreamedSplit(tree.uri, "", tree)})
+
+
+def unannotated_folders(tree: ObjectTree) -> list[dict]:
+    """Folders of a COCO prefix holding images but no ``annotations/instances_<name>.json``, as for a local one."""
+    annotated = {INSTANCES_PATTERN.match(name).group("name") for name in annotation_files(tree)} | {"annotations"}
+    return [{"path": entry.name, "reason": f"no annotations/instances_{entry.name}.json"}
+            for entry in tree.entries(tree.uri) if entry.is_dir() and not entry.name.startswith(".")
+            and entry.name not in annotated and holds_images(tree, entry.path)]
 
 
 def holds_images(tree: ObjectTree, folder: str) -> bool:
