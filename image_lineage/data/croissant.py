@@ -144,47 +144,26 @@ def hf_metadata(name: str, digest: str, url: str, splits: list, card: dict | Non
 
 
 def file_split_parts(split: FileSplit) -> tuple[list[dict], list[dict]]:
-    """The split's manifest and images, and record sets ``<split>_images`` and ``<split>_files``."""
+    """The split's manifest and images, and record sets ``<split>_images`` and ``<split>_files`` (and a COCO
+    split's annotation file, boxes and categories), with the ids the folder version's and COCO's use."""
     manifest_name, manifest_bytes = split.manifest.stored()
     stored = f"hf/{split.split}/{manifest_name}"
-    file_names = [f"{split.images}{r.path}" for r in split.manifest.records]
     # the files the image pass left out (bad images, on_bad_image=skip) are excluded: the patterns would catch them
     # (a COCO split names them <layout name>/<file_name>)
     left_out = [item["path"].split("/", 1)[1] if split.coco else item["path"] for item in split.manifest.ignored
                 if "/" in item["path"]]
-    images = {**files_of(f"{split.split}-images", file_names), "includes": sorted(
-        {f"{n.rpartition('/')[0]}/*.{n.rpartition('.')[2]}" if "/" in n else f"*.{n.rpartition('.')[2]}"
-         for n in file_names}), **({"excludes": sorted(f"{split.images}{path}" for path in left_out)} if left_out else {})}
-    if split.coco:
-        label = {"@type": "cr:Field", "@id": f"{split.split}_images/file_name", "name": "file_name",
-                 "dataType": "sc:Text", "description": "the image's file_name in the annotation file",
-                 "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "filepath"},
-                            "transform": {"regex": f"^(?:.*/)?{re.escape(split.images)}(.+)$"}}}
-    else:
-        label = {"@type": "cr:Field", "@id": f"{split.split}_images/label", "name": "label", "dataType": "sc:Text",
-                 "description": "the class folder's name",
-                 "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "filepath"},
-                            "transform": {"regex": "^(?:.*/)?([^/]+)/[^/]+$"}}}
-    image = {"@type": "cr:Field", "@id": f"{split.split}_images/image", "name": "image", "dataType": "sc:ImageObject",
-             "source": {"fileSet": {"@id": f"{split.split}-images"}, "extract": {"fileProperty": "content"}}}
-    files = files_record_set(stored)
-    files = {**files, "@id": f"{split.split}_files", "name": f"{split.split}_files",
-             "description": f"every image of split {split.split} with its sha256, from the manifest"
-                            + (" (label: the categories of its objects)" if split.coco else ""),
-             "field": [{**f, "@id": f"{split.split}_files/{f['name']}"} for f in files["field"]]}
-    record_sets = [{"@type": "cr:RecordSet", "@id": f"{split.split}_images", "name": f"{split.split}_images",
-                    "field": [image, label]}, files]
+    images = image_files_set(f"{split.split}-images", [f"{split.images}{r.path}" for r in split.manifest.records],
+                             [f"{split.images}{path}" for path in left_out])
     distribution = [manifest_file(stored, manifest_bytes), images]
+    record_sets = [coco_images_record_set(split.split) if split.coco
+                   else images_record_set(f"{split.split}_images", f"{split.split}-images"),
+                   files_record_set(stored, f"{split.split}_files",
+                                    f"every image of split {split.split} with its sha256, from the manifest"
+                                    + (" (label: the categories of its objects)" if split.coco else ""))]
     if split.annotation is not None:
         annotation_files, annotation_records = coco_annotation_parts(split.split, split.annotation, split.categories)
         distribution, record_sets = distribution + annotation_files, record_sets + annotation_records
     return distribution, record_sets
-
-
-def files_of(file_set: str, file_names: list[str]) -> dict:
-    media = sorted({MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream") for name in file_names})
-    return {"@type": "cr:FileSet", "@id": file_set, "name": file_set,
-            "encodingFormat": media[0] if len(media) == 1 else media}
 
 
 # datasets' Value dtypes as Croissant 1.0 data types (what the hub's own Croissant says of them)
@@ -249,11 +228,7 @@ def json_file(path: str, data: bytes) -> dict:
 
 
 def coco_image_file_set(split: str, file_names: list[str]) -> dict:
-    patterns = sorted({f"{split}/images/{name.rpartition('/')[0] + '/' if '/' in name else ''}*.{name.rpartition('.')[2]}"
-                       for name in file_names})
-    media = sorted({MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream") for name in file_names})
-    return {"@type": "cr:FileSet", "@id": f"{split}-images", "name": f"{split}-images",
-            "encodingFormat": media[0] if len(media) == 1 else media, "includes": patterns}
+    return image_files_set(f"{split}-images", [f"{split}/images/{name}" for name in file_names])
 
 
 def coco_images_record_set(split: str) -> dict:
@@ -297,30 +272,36 @@ def manifest_file(name: str, data: bytes) -> dict:
 def image_file_set(manifest) -> dict:
     """The images: ``<class>/*.<ext>`` for each class and extension present, the files left out (bad images,
     and names the pattern would catch that are no image of the version) excluded."""
-    patterns = sorted({f"{r.label}/*.{r.path.rpartition('.')[2]}" for r in manifest.records})
-    media = sorted({MEDIA_TYPES.get(r.path.rpartition(".")[2].lower(), "application/octet-stream")
-                    for r in manifest.records})
-    excluded = sorted(item["path"] for item in manifest.ignored if "/" in item["path"])
-    return {"@type": "cr:FileSet", "@id": "image-files", "name": "image-files",
+    return image_files_set("image-files", [r.path for r in manifest.records],
+                           [item["path"] for item in manifest.ignored if "/" in item["path"]])
+
+
+def image_files_set(file_set: str, file_names: list[str], excluded: list[str] = ()) -> dict:
+    """A ``FileSet`` of ``file_names``: ``<folder>/*.<ext>`` for each folder and extension present, ``excluded``
+    (files the patterns would catch that are no image of the version) left out."""
+    patterns = sorted({f"{name.rpartition('/')[0]}/*.{name.rpartition('.')[2]}" if "/" in name
+                       else f"*.{name.rpartition('.')[2]}" for name in file_names})
+    media = sorted({MEDIA_TYPES.get(name.rpartition(".")[2].lower(), "application/octet-stream") for name in file_names})
+    return {"@type": "cr:FileSet", "@id": file_set, "name": file_set,
             "encodingFormat": media[0] if len(media) == 1 else media, "includes": patterns,
-            **({"excludes": excluded} if excluded else {})}
+            **({"excludes": sorted(excluded)} if excluded else {})}
 
 
-def images_record_set() -> dict:
-    source = {"fileSet": {"@id": "image-files"}}
-    return {"@type": "cr:RecordSet", "@id": "images", "name": "images", "field": [
-        {"@type": "cr:Field", "@id": "images/image", "name": "image", "dataType": "sc:ImageObject",
+def images_record_set(record: str = "images", file_set: str = "image-files") -> dict:
+    source = {"fileSet": {"@id": file_set}}
+    return {"@type": "cr:RecordSet", "@id": record, "name": record, "field": [
+        {"@type": "cr:Field", "@id": f"{record}/image", "name": "image", "dataType": "sc:ImageObject",
          "source": {**source, "extract": {"fileProperty": "content"}}},
-        {"@type": "cr:Field", "@id": "images/label", "name": "label", "dataType": "sc:Text",
+        {"@type": "cr:Field", "@id": f"{record}/label", "name": "label", "dataType": "sc:Text",
          "description": "the class folder's name",
          "source": {**source, "extract": {"fileProperty": "filepath"}, "transform": {"regex": "^(?:.*/)?([^/]+)/[^/]+$"}}},
     ]}
 
 
-def files_record_set(manifest_name: str) -> dict:
-    return {"@type": "cr:RecordSet", "@id": "files", "name": "files",
-            "description": "every image of the version with its sha256, from the manifest",
-            "field": [{"@type": "cr:Field", "@id": f"files/{key}", "name": key, "dataType": data_type,
+def files_record_set(manifest_name: str, record: str = "files",
+                     description: str = "every image of the version with its sha256, from the manifest") -> dict:
+    return {"@type": "cr:RecordSet", "@id": record, "name": record, "description": description,
+            "field": [{"@type": "cr:Field", "@id": f"{record}/{key}", "name": key, "dataType": data_type,
                        "source": {"fileObject": {"@id": manifest_name}, "extract": {"jsonPath": f"$.images[*].{key}"}}}
                       for key, data_type in MANIFEST_FIELDS]}
 
