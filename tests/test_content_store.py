@@ -20,7 +20,7 @@ import image_lineage
 from image_lineage.cli import main as cli_main
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_STORE_PACKS
-from image_lineage.data.packs import PackIndex, read_files, write_pack
+from image_lineage.data.packs import PackEntry, PackIndex, file_key, read_files, write_pack
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.tracking import _compat
 from image_lineage.tracking.content_store import ContentStore
@@ -68,7 +68,11 @@ def test_a_pack_is_the_same_bytes_for_the_same_files_and_refuses_a_changed_one(c
     second = write_pack([(sha, copies / path.name) for sha, path in reversed(files)], tmp_path / "b.pack")
     assert first == second and (tmp_path / "a.pack").read_bytes() == (tmp_path / "b.pack").read_bytes()
     assert first.size == sum(p.stat().st_size for p in photos) == (tmp_path / "a.pack").stat().st_size  # no overhead
-    assert PackIndex.from_text(first.to_text()) == first
+    assert PackIndex.from_text(first.to_text()) == PackIndex(  # files by key (the sha256's first 32 hex digits)
+        first.sha256, first.size, tuple(PackEntry(file_key(e.sha256), e.offset, e.size) for e in first.entries))
+    older = "\n".join([f"image-lineage-pack 1 {first.sha256} {first.size}",  # format 1: whole sha256s, offsets
+                       *(f"{e.sha256} {e.offset} {e.size}" for e in first.entries)])
+    assert PackIndex.from_text(older) == first
     with open(tmp_path / "a.pack", "rb") as pack:
         read_files(pack, [(entry, [tmp_path / "out" / entry.sha256]) for entry in first.entries], "a")
     assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "out").iterdir()} == {sha for sha, _ in files}
@@ -89,8 +93,9 @@ def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_fo
     v2, v3 = log(data, "v2", experiment), log(data, "v3", experiment)
     store = ContentStore.open()
     assert len(store.packs) == 2
-    packs = {len(p.index.entries): {e.sha256 for e in p.index.entries} for p in store.packs.values()}
-    assert packs[2] == changed and packs[len(v2.manifest.records)] == {r.sha256 for r in v2.manifest.records}
+    packs = {len(p.index.entries): {e.sha256 for e in p.index.entries} for p in store.packs.values()}  # files' keys
+    assert packs[2] == {file_key(sha) for sha in changed}
+    assert packs[len(v2.manifest.records)] == {file_key(r.sha256) for r in v2.manifest.records}
     # v3's pack: its two changed files, nothing else
     tags = mlflow.get_run(v3.run_id).data.tags
     assert tags[TAG_STORE_PACKS] == ",".join(sorted(sha[:16] for sha in store.packs))  # v3 needs both packs
@@ -116,7 +121,7 @@ def test_a_damaged_pack_is_refused_naming_the_file(catsdogs_dir, tmp_path, sqlit
     damaged = bytearray(stored.read_bytes())
     damaged[entry.offset + entry.size // 2] ^= 0xFF
     stored.write_bytes(bytes(damaged))
-    name = next(r.path for r in logged.manifest.records if r.sha256 == entry.sha256)
+    name = next(r.path for r in logged.manifest.records if file_key(r.sha256) == entry.sha256)
     with pytest.raises(LineageError, match=f"{name}: the stored bytes in pack {pack.sha256[:12]}"):
         download_version(logged.run_id, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()  # nothing half-written where the version was asked for

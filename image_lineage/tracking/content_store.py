@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from image_lineage.core import config
 from image_lineage.core.errors import LineageError
 from image_lineage.core.names import TAG_PACK_INDEX_SHA256, TAG_PACK_SHA256, TAG_PACK_SIZE, TAG_STORE_PACKS
-from image_lineage.data.packs import PackEntry, PackIndex, write_pack
+from image_lineage.data.packs import PackEntry, PackIndex, file_key, write_pack
 from image_lineage.tracking import _compat
 
 LOGGER = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ContentStore:
     client: mlflow.MlflowClient
     experiment_id: str | None
     packs: dict[str, StoredPack] = field(default_factory=dict)
-    where: dict[str, tuple[str, PackEntry]] = field(default_factory=dict)  # file sha256 -> (pack sha256, entry)
+    where: dict[str, tuple[str, PackEntry]] = field(default_factory=dict)  # file key -> (pack sha256, entry)
     readable: dict[str, bool] = field(default_factory=dict)  # pack sha256 -> listed from this client
 
     @classmethod
@@ -91,7 +91,7 @@ class ContentStore:
     def remember(self, pack: StoredPack) -> None:
         self.packs[pack.sha256] = pack
         for entry in pack.index.entries:
-            self.where.setdefault(entry.sha256, (pack.sha256, entry))
+            self.where.setdefault(file_key(entry.sha256), (pack.sha256, entry))
 
     def pack_index(self, run) -> PackIndex:
         """A store run's pack index (``pack/<sha256>.idx.gz``), from the local cache when it is there and whole
@@ -128,7 +128,7 @@ class ContentStore:
         return self.readable[pack_sha]
 
     def locate(self, sha256: str) -> tuple[str, PackEntry] | None:
-        found = self.where.get(sha256)
+        found = self.where.get(file_key(sha256))
         return found if found is not None and self.can_read(found[0]) else None
 
     def add(self, files: Iterable[tuple[str, int, str | Path]]) -> list[StoredPack]:
