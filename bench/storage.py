@@ -187,7 +187,7 @@ def bench_dvc(data: Path, workdir: Path, ours: dict, venv: Path) -> None:
             print(f"    {version}: DVC {seconds:.1f} s, {stored / 1e6:.2f} MB to its remote; ours {ours[version]:.1f} s, "
                   f"{ours[version + '_data'] / 1e6:.2f} MB of packs, indexes, manifest and map "
                   f"({ours[version + '_bytes'] / 1e6:.2f} MB with the run's samples and charts): ratio ours/DVC "
-                  f"{ours[version] / seconds:.2f} in time, {ours[version + '_data'] / stored:.3f} in bytes "
+                  f"{ours[version] / seconds:.2f} in time, {ours[version + '_data'] / stored:.4f} in bytes "
                   f"({ours[version + '_bytes'] / stored:.3f} with samples and charts) (goal <= 1.0)")
 
 

@@ -100,18 +100,18 @@ def write_pack(files: Iterable[tuple[str, str | Path]], path: str | Path) -> Pac
     return PackIndex(pack_digest.hexdigest(), offset, tuple(entries))
 
 
-def read_files(pack: BinaryIO, wanted: Iterable[tuple[PackEntry, list[Path]]], pack_name: str) -> int:
+def read_files(pack: BinaryIO, wanted: Iterable[tuple[PackEntry, list[str | Path]]], pack_name: str) -> int:
     """Copy each wanted entry of an open pack to its destination paths, checking its sha256 first (a file
     that does not match is refused, naming its first destination and the pack). Returns the bytes read.
 
     Creating 100,000 small files is what costs here (21 s one by one, against 1 s to copy the pack whole):
     the folders are made once, and the files on a few threads, since reads, hashing and writes release the GIL."""
     jobs = sorted(wanted, key=lambda item: item[0].offset)
-    for folder in sorted({destination.parent for _, destinations in jobs for destination in destinations}):
-        folder.mkdir(parents=True, exist_ok=True)
+    for folder in sorted({os.path.dirname(destination) for _, destinations in jobs for destination in destinations}):
+        os.makedirs(folder, exist_ok=True)
     descriptor = pack.fileno()
 
-    def copy(chunk: list[tuple[PackEntry, list[Path]]]) -> int:
+    def copy(chunk: list[tuple[PackEntry, list[str | Path]]]) -> int:
         total = 0
         for entry, destinations in chunk:
             data = os.pread(descriptor, entry.size, entry.offset)
@@ -119,14 +119,25 @@ def read_files(pack: BinaryIO, wanted: Iterable[tuple[PackEntry, list[Path]]], p
                 raise LineageError(f"{destinations[0]}: the stored bytes in pack {pack_name} do not match its "
                                    f"sha256 {entry.sha256[:12]}... (the pack is damaged).")
             for destination in destinations:
-                with open(destination, "wb") as out:
-                    out.write(data)
+                write_new_file(destination, data)
             total += entry.size
         return total
 
     chunks = [jobs[i:i + WRITE_CHUNK] for i in range(0, len(jobs), WRITE_CHUNK)]
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
         return sum(pool.map(copy, chunks))
+
+
+def write_new_file(path: str | Path, data: bytes) -> None:
+    """``data`` as the file at ``path``, with two system calls and no Python file object (which costs more than
+    the write of a small photo)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view):]
+    finally:
+        os.close(descriptor)
 
 
 def file_sha256(path: str | Path) -> str:
