@@ -93,7 +93,7 @@ def perceptual_facts(data: bytes, size: tuple[int, int] | None = None) -> tuple[
 
     ``size`` (width, height, from the header) lets the decoder scale down as far as both allow."""
     grey = working_grey(decode_grey(data, size))
-    if float(grey.std()) < FLAT_STD:
+    if float(cv2.meanStdDev(grey)[1][0, 0]) < FLAT_STD:  # OpenCV's: numpy's std took 0.07 ms an image
         return NO_HASH, b""
     return perceptual_hashes(grey), keypoints(grey)
 

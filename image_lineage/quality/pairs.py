@@ -183,8 +183,11 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
     if not found:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, empty
-    pairs = np.unique(np.concatenate(found, axis=1), axis=1)  # a pair found through several chunks once
-    return pairs[0], pairs[1], pairs[2]
+    pairs = np.concatenate(found, axis=1)
+    # a pair found through several chunks once, in (query, reference) order: unique over one int64 code per pair
+    # (np.unique over columns sorts them as structured records, 6x slower)
+    _, first = np.unique(pairs[0] * len(references) + pairs[1], return_index=True)
+    return pairs[0][first], pairs[1][first], pairs[2][first]
 
 
 def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[tuple[int, int], tuple[int, str]]:
