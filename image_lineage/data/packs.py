@@ -108,7 +108,7 @@ def read_files(pack: BinaryIO, wanted: Iterable[tuple[PackEntry, list[str | Path
     the folders are made once, and the files on a few threads, since reads, hashing and writes release the GIL."""
     jobs = sorted(wanted, key=lambda item: item[0].offset)
     for folder in sorted({os.path.dirname(destination) for _, destinations in jobs for destination in destinations}):
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(folder or ".", exist_ok=True)
     descriptor = pack.fileno()
 
     def copy(chunk: list[tuple[PackEntry, list[str | Path]]]) -> int:
