@@ -23,7 +23,7 @@ from image_lineage.core.names import TAG_STORE_PACKS
 from image_lineage.data.packs import PackEntry, PackIndex, file_key, read_files, write_pack
 from image_lineage.flows.folder_version import FolderVersionRequest, log_folder_version
 from image_lineage.tracking import _compat
-from image_lineage.tracking.content_store import ContentStore
+from image_lineage.tracking.content_store import ContentStore, StoredPack
 from image_lineage.tracking.downloads import download_version
 from image_lineage.tracking.store_gc import collect_garbage, deletion_report
 
@@ -83,6 +83,21 @@ def test_a_pack_is_the_same_bytes_for_the_same_files_and_refuses_a_changed_one(c
         file.write(b"\0")
     with pytest.raises(LineageError, match="changed.jpg changed while it was stored"):
         write_pack([(files[0][0], changed)], tmp_path / "c.pack")
+
+
+def test_a_file_whose_key_a_different_stored_file_has_is_refused_not_linked(tmp_path):
+    """Indexes keep 128 bits of each sha256: a stored file under the same key but of another size is refused
+    before anything is written, naming the file, instead of being linked to the other file's bytes."""
+    photo = tmp_path / "x.jpg"
+    photo.write_bytes(b"new bytes")
+    sha256 = hashlib.sha256(photo.read_bytes()).hexdigest()
+    other = sha256[:32] + "0" * 32  # the same key, another file
+    store = ContentStore(client=None, experiment_id=None)
+    store.remember(StoredPack("run0", PackIndex("p" * 64, 12, (PackEntry(file_key(other), 0, 12),))))
+    store.readable["p" * 64] = True
+    with pytest.raises(LineageError, match=f"x.jpg: the content store holds a file of 12 bytes under this file's key {sha256[:32]}"):
+        store.add([(sha256, photo.stat().st_size, photo)])
+    assert store.locate(sha256)[1].size == 12 and list(tmp_path.iterdir()) == [photo]  # nothing stored or written
 
 
 def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_for_byte(
