@@ -132,7 +132,9 @@ def perceptual_hashes(grey: np.ndarray) -> tuple[int, ...]:
     for row, (transpose, rows, columns) in zip(TURN_COLUMNS, TURNS.values()):
         turned = whole.T if transpose else whole
         low[row] = (turned * ODD_SIGNS[int(rows), int(columns)]).ravel()
-    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term would dominate the median
+    # each row's median of its 63 coefficients after the DC term (which would dominate it): the 32nd smallest, as
+    # np.median gives for an odd count, without its 0.04 ms of bookkeeping
+    bits = low > np.partition(low[:, 1:], 31, axis=1)[:, 31:32]
     return tuple(int(value) for value in (bits.astype(np.uint64) * BIT_WEIGHTS).sum(axis=1))
 
 
