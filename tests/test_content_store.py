@@ -126,6 +126,36 @@ def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_fo
         download_version(v2.run_id, tmp_path / "restored_v2")
 
 
+def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdogs_dir, tmp_path, server_uri,
+                                                                          own_store, monkeypatch):
+    """Through a tracking server, a download reads the byte ranges of the files it needs, not whole packs."""
+    photos = sorted(catsdogs_dir.rglob("*.jpg"), key=lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
+    data = tmp_path / "data"
+    for photo in photos:
+        (data / "v1" / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, data / "v1" / photo.parent.name / photo.name)
+    few = [photos[0], photos[len(photos) // 3], photos[2 * len(photos) // 3], photos[-1]]  # spread over the pack
+    for photo in few:
+        (data / "v2" / "any").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, data / "v2" / "any" / photo.name)
+    experiment = f"ranges_{uuid.uuid4().hex[:8]}"
+    log(data, "v1", experiment)
+    logged = log(data, "v2", experiment)  # more than its two samples: its files come from the pack
+    (pack,) = ContentStore.open().packs.values()
+    fetched = []
+    ranged = _compat.range_reader
+
+    def counting(artifact_uri):
+        read = ranged(artifact_uri)
+        return None if read is None else lambda path, first, last: fetched.append(last - first + 1) or read(path, first, last)
+
+    monkeypatch.setattr(_compat, "range_reader", counting)
+    restored = image_lineage.download(logged.run_id, tmp_path / "restored")
+    assert folder_files(restored) == folder_files(data / "v2")
+    wanted = sum(photo.stat().st_size for photo in few)
+    assert len(fetched) == len(few) and sum(fetched) == wanted < pack.index.size / 10  # the four files, no more
+
+
 def test_a_damaged_pack_is_refused_naming_the_file(catsdogs_dir, tmp_path, sqlite_uri, own_store):
     data = build_real_versions(catsdogs_dir, tmp_path / "data")
     logged = log(data, "v2", f"damaged_{uuid.uuid4().hex[:8]}")

@@ -55,6 +55,41 @@ def artifact_repository(artifact_uri: str):
     return get_artifact_repository(artifact_uri)
 
 
+def range_reader(artifact_uri: str):
+    """A function ``(artifact path, first byte, last byte) -> those bytes`` where the artifact store behind
+    ``artifact_uri`` serves byte ranges, else None. The tracking server's proxied artifacts (``mlflow-artifacts:``,
+    or an ``http(s)://`` artifact root) answer an HTTP Range request, but MLflow's ``HttpArtifactRepository`` only
+    downloads whole files: the request is made here with its host credentials (``_host_creds``, private).
+
+    The function raises :class:`RangeNotServed` when the server sends anything but 206 Partial Content (a proxy
+    that drops the header would send the whole file), and ``MlflowException`` for an HTTP error."""
+    import posixpath
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+    from mlflow.utils.rest_utils import http_request
+
+    repository = artifact_repository(artifact_uri)
+    if not isinstance(repository, HttpArtifactRepository):
+        return None
+
+    def read(path: str, first: int, last: int) -> bytes:
+        response = http_request(repository._host_creds, posixpath.join("/", path), "GET", stream=True,
+                                extra_headers={"Range": f"bytes={first}-{last}"})
+        with response:
+            if response.status_code >= 400:
+                raise MlflowException(f"GET {path} (bytes {first}-{last}): HTTP {response.status_code}")
+            if response.status_code != 206:
+                raise RangeNotServed(f"GET {path} (bytes {first}-{last}): HTTP {response.status_code}, not 206")
+            return response.content
+
+    return read
+
+
+class RangeNotServed(Exception):
+    """The artifact server answered a ranged read with something else (see :func:`range_reader`)."""
+
+
 def code_source():
     """The source MLflow records for a dataset built in code (``from_huggingface`` without a path)."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
