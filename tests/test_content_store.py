@@ -134,7 +134,10 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdo
     for photo in photos:
         (data / "v1" / photo.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photo, data / "v1" / photo.parent.name / photo.name)
-    few = [photos[0], photos[len(photos) // 3], photos[2 * len(photos) // 3], photos[-1]]  # spread over the pack
+    # a picture of this test's own: no other test's run holds these versions' digests (a run that did would
+    # be linked to, and another test's holder would change)
+    unique = write_image(data / "v1" / "cat" / "unique.png", seed=random.SystemRandom().randrange(1, 10**9))
+    few = [photos[0], photos[len(photos) // 3], photos[2 * len(photos) // 3], photos[-1], unique]
     for photo in few:
         (data / "v2" / "any").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photo, data / "v2" / "any" / photo.name)
@@ -153,7 +156,8 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdo
     restored = image_lineage.download(logged.run_id, tmp_path / "restored")
     assert folder_files(restored) == folder_files(data / "v2")
     wanted = sum(photo.stat().st_size for photo in few)
-    assert len(fetched) == len(few) and sum(fetched) == wanted < pack.index.size / 10  # the four files, no more
+    # the five files (two joined into one range when they lie within 256 KB of each other), no whole pack
+    assert 0 < len(fetched) <= len(few) and wanted <= sum(fetched) < pack.index.size / 4
 
 
 def test_a_damaged_pack_is_refused_naming_the_file(catsdogs_dir, tmp_path, sqlite_uri, own_store):
