@@ -106,7 +106,7 @@ def is_flat(grey: np.ndarray) -> bool:
     corrects (at most 320 x 320 x 255^2 < 2^33)."""
     count = grey.size
     total, squares = round(cv2.sumElems(grey)[0]), round(cv2.norm(grey, cv2.NORM_L2SQR))
-    return count * squares - total * total < int(FLAT_STD ** 2) * count * count
+    return count * squares - total * total < FLAT_STD ** 2 * count * count
 
 
 def perceptual_hashes(grey: np.ndarray) -> tuple[int, ...]:

@@ -95,7 +95,9 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
 
 
 def contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Whether each of ``codes`` is in ``sorted_codes`` (sorted, unique)."""
+    """Whether each of ``codes`` is in ``sorted_codes`` (sorted, unique). Not ``np.isin``: on 2,000 photos its
+    default took 0.25 s more per check (it sorts both sides each call), and its table method allocates one flag per
+    possible pair code (10^10 at 100,000 images)."""
     if not len(sorted_codes):
         return np.zeros(len(codes), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)

@@ -33,7 +33,6 @@ from image_lineage.data.packs import PackEntry, file_sha256, read_files
 from image_lineage.tracking.content_store import MAP_FORMAT, MAP_NAME
 from image_lineage.tracking.pack_fetch import fetch_pack
 
-
 MANIFESTS = ("manifest.json", "manifest.json.gz")
 FETCH_AHEAD = 2  # packs fetched at once
 
@@ -291,14 +290,13 @@ def download_from_map(run_id: str, artifact_path: str, destination: str | Path) 
     try:
         # the next packs are fetched while this one is written out (the network and the disk work at once)
         with ThreadPoolExecutor(FETCH_AHEAD) as fetcher:
-            fetches = {number: fetcher.submit(fetch_pack, client, version_map["packs"][number], partial,
-                                              needed(wanted[number]))
-                       for number in order[:FETCH_AHEAD]}
+            def fetch(number: int):
+                return fetcher.submit(fetch_pack, client, version_map["packs"][number], partial, needed(wanted[number]))
+
+            fetches = {number: fetch(number) for number in order[:FETCH_AHEAD]}
             for position, number in enumerate(order):
                 if position + FETCH_AHEAD < len(order):
-                    following = order[position + FETCH_AHEAD]
-                    fetches[following] = fetcher.submit(fetch_pack, client, version_map["packs"][following], partial,
-                                                       needed(wanted[following]))
+                    fetches[order[position + FETCH_AHEAD]] = fetch(order[position + FETCH_AHEAD])
                 local, temporary = fetches.pop(number).result()
                 pack = version_map["packs"][number]
                 try:
