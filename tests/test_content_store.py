@@ -127,9 +127,18 @@ def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_fo
         download_version(v2.run_id, tmp_path / "restored_v2")
 
 
-def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdogs_dir, tmp_path, server_uri,
-                                                                          own_store, monkeypatch):
-    """Through a tracking server, a download reads the byte ranges of the files it needs, not whole packs."""
+@pytest.mark.parametrize("artifacts", ["proxied by the tracking server", "in S3"])
+def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(artifacts, catsdogs_dir, tmp_path, own_store,
+                                                                          monkeypatch, request):
+    """A download reads the byte ranges of the files it needs, not whole packs: through a tracking server's
+    proxied artifacts (HTTP Range), and from a store whose artifacts go straight to S3 (GetObject with a Range;
+    moto's S3 on a loopback port, the store experiment's artifact location in a bucket)."""
+    if artifacts == "in S3":
+        s3 = request.getfixturevalue("s3")
+        request.getfixturevalue("sqlite_uri")
+        mlflow.create_experiment(own_store, artifact_location=f"s3://{s3.bucket}/store")
+    else:
+        request.getfixturevalue("server_uri")
     photos = sorted(catsdogs_dir.rglob("*.jpg"), key=lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
     data = tmp_path / "data"
     for photo in photos:
@@ -147,6 +156,7 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdo
     log(data, "v1", experiment)
     logged = log(data, "v2", experiment)  # more than its two samples: its files come from the pack
     (pack,) = ContentStore.open().packs.values()
+    assert mlflow.get_run(pack.run_id).info.artifact_uri.startswith("s3://" if artifacts == "in S3" else "mlflow-artifacts:")
     fetched = []
     ranged = _compat.range_reader
 
@@ -163,6 +173,10 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(catsdo
     joins = len(few) - len(fetched)
     assert 0 < len(fetched) <= len(few) and wanted <= sum(fetched) <= wanted + joins * RANGE_GAP
     assert sum(fetched) < pack.index.size
+    if artifacts == "in S3":  # a pack gone from the bucket: refused naming it, as for a whole-file download
+        s3.client().delete_object(Bucket=s3.bucket, Key=f"store/{pack.run_id}/artifacts/{pack.artifact_path}")
+        with pytest.raises(LineageError, match=f"pack {pack.sha256[:12]} .* cannot be read .*NoSuchKey"):
+            image_lineage.download(logged.run_id, tmp_path / "again")
 
 
 def test_a_damaged_pack_is_refused_naming_the_file(catsdogs_dir, tmp_path, sqlite_uri, own_store):

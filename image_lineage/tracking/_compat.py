@@ -57,21 +57,33 @@ def artifact_repository(artifact_uri: str):
 
 def range_reader(artifact_uri: str):
     """A function ``(artifact path, first byte, last byte) -> those bytes`` where the artifact store behind
-    ``artifact_uri`` serves byte ranges, else None. The tracking server's proxied artifacts (``mlflow-artifacts:``,
-    or an ``http(s)://`` artifact root) answer an HTTP Range request, but MLflow's ``HttpArtifactRepository`` only
-    downloads whole files: the request is made here with its host credentials (``_host_creds``, private).
+    ``artifact_uri`` serves byte ranges, else None. Two stores do, and MLflow's repositories for both only
+    download whole files:
 
-    The function raises :class:`RangeNotServed` when the server sends anything but 206 Partial Content (a proxy
-    that drops the header would send the whole file), and ``MlflowException`` for an HTTP error."""
+    * the tracking server's proxied artifacts (``mlflow-artifacts:``, or an ``http(s)://`` artifact root): an
+      HTTP Range request, made with the repository's host credentials (``_host_creds``, private);
+    * S3 (``s3://``, also an S3-compatible endpoint in ``MLFLOW_S3_ENDPOINT_URL``): ``GetObject`` with a
+      ``Range``, through the repository's own boto3 client (``_get_s3_client``, private, which applies MLflow's
+      S3 settings) and its expected bucket owner (``_bucket_owner_params``, private).
+
+    The function raises :class:`RangeNotServed` when the store answers with anything but the range asked for (a
+    proxy that drops the header would send the whole file), and ``MlflowException`` for an HTTP or S3 error."""
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    repository = artifact_repository(artifact_uri)
+    if isinstance(repository, HttpArtifactRepository):
+        return _http_range_reader(repository)
+    if isinstance(repository, S3ArtifactRepository):
+        return _s3_range_reader(repository)
+    return None
+
+
+def _http_range_reader(repository):
     import posixpath
 
     from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
     from mlflow.utils.rest_utils import http_request
-
-    repository = artifact_repository(artifact_uri)
-    if not isinstance(repository, HttpArtifactRepository):
-        return None
 
     def read(path: str, first: int, last: int) -> bytes:
         response = http_request(repository._host_creds, posixpath.join("/", path), "GET", stream=True,
@@ -82,6 +94,33 @@ def range_reader(artifact_uri: str):
             if response.status_code != 206:
                 raise RangeNotServed(f"GET {path} (bytes {first}-{last}): HTTP {response.status_code}, not 206")
             return response.content
+
+    return read
+
+
+def _s3_range_reader(repository):
+    import posixpath
+
+    from botocore.exceptions import BotoCoreError, ClientError
+    from mlflow.exceptions import MlflowException
+
+    bucket, root = repository.parse_s3_compliant_uri(repository.artifact_uri)
+    client = repository._get_s3_client()  # boto3 clients are safe to share between threads
+    owner = getattr(repository, "_bucket_owner_params", None) or {}
+
+    def read(path: str, first: int, last: int) -> bytes:
+        key = posixpath.join(root, path)
+        try:
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}", **owner)
+            body = response["Body"]
+            try:
+                if not response.get("ContentRange", "").startswith(f"bytes {first}-"):  # closed unread
+                    raise RangeNotServed(f"GET s3://{bucket}/{key} (bytes {first}-{last}): not a range in reply")
+                return body.read()
+            finally:
+                body.close()
+        except (BotoCoreError, ClientError) as exc:
+            raise MlflowException(f"GET s3://{bucket}/{key} (bytes {first}-{last}): {exc}") from exc
 
     return read
 
