@@ -46,7 +46,7 @@ def test_local_artifact_dir_only_for_a_folder_store(tmp_path):
 def test_range_reader_only_for_stores_served_over_http_or_s3(tmp_path):
     assert _compat.range_reader(tmp_path.as_uri()) is None  # a folder store: packs are read in place
     assert callable(_compat.range_reader("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0"))
-    assert callable(_compat.range_reader("s3://bucket/mlruns/0/run/artifacts"))
+    assert callable(_compat.range_reader("s3://bucket/mlruns/0/run/artifacts"))  # its client and bucket owner
     # its use against a live server: tests/test_content_store.py (a version needing a few files of a pack)
 
 

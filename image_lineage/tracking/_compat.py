@@ -106,7 +106,7 @@ def _s3_range_reader(repository):
 
     bucket, root = repository.parse_s3_compliant_uri(repository.artifact_uri)
     client = repository._get_s3_client()  # boto3 clients are safe to share between threads
-    owner = getattr(repository, "_bucket_owner_params", None) or {}
+    owner = repository._bucket_owner_params  # {"ExpectedBucketOwner": ...} when MLFLOW_S3_EXPECTED_BUCKET_OWNER is set
 
     def read(path: str, first: int, last: int) -> bytes:
         key = posixpath.join(root, path)
