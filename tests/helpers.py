@@ -9,7 +9,8 @@ from PIL import Image
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (24, 16)) -> Path:
-    """A small image (format from the suffix) whose pixels depend on ``seed``: other seed, other bytes."""
+    """A small image (format from the suffix) whose pixels depend on ``seed`` modulo lcm(256, width): 768
+    pictures at the default size, so two seeds that differ by a multiple of that draw the same picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.new("RGB", size, ((seed * 53) % 256, (seed * 97) % 256, (seed * 151) % 256))
     image.putpixel((seed % size[0], 0), (255 - seed % 256, 0, 0))
