@@ -16,6 +16,8 @@ from image_lineage.core.errors import LeakageError
 from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.ingest import read_source
+from image_lineage.data.keypoints import DESCRIPTOR_BYTES
+from image_lineage.quality import matching
 from image_lineage.quality.pairs import find_pairs
 from image_lineage.quality.pairs import near_pairs, pairs_within
 
@@ -52,11 +54,16 @@ def test_flipped_and_turned_copies_are_found_and_named(tmp_path, catsdogs_dir, c
     assert all(same_picture(a, b) for a, b in flagged), report.pairs
 
 
-def test_cut_pasted_tiled_and_slightly_turned_copies_are_found_and_named(tmp_path, catsdogs_dir, coco_tiny_dir):
+@pytest.mark.parametrize("key_bits", [None, 32])
+def test_cut_pasted_tiled_and_slightly_turned_copies_are_found_and_named(key_bits, tmp_path, catsdogs_dir,
+                                                                         coco_tiny_dir, monkeypatch):
     """Copies whose frame moved (0-85 % found before): turned by 4-10 degrees, 10-25 % cut from one side, a
     corner kept with 75-90 % of the area, pasted as half to 4/5 of a larger canvas, one tile of a 2x2 mosaic of
     real photos. Each is found with its move named, and every other flagged pair is truly one picture (a
-    mosaic's other tiles, the known grey copies)."""
+    mosaic's other tiles, the known grey copies). Also with the corner vote's longest keys (32 bits, what a
+    collection of over 500,000 images gets): a longer key is less likely to be shared by two views of a corner."""
+    if key_bits:
+        monkeypatch.setattr(matching, "key_bits", lambda descriptors: key_bits)
     root = tmp_path / "moved"
     planted = build_leaky_splits(root, copies_per_transform=12, transforms=tuple(MOVED_TRANSFORMS), seed=3)
     report = find_pairs(read_source(str(root), options=LoadOptions(perceptual=True)).images)
@@ -204,6 +211,24 @@ def test_pair_search_matches_brute_force():
     assert found == expected and len(expected) >= 80
     triples = np.stack([hashes, hashes, hashes], axis=1)
     assert near_pairs(triples, 10) == {key: (distance, "") for key, distance in expected.items()}
+
+
+def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_the_collection():
+    """``shared_keys`` (keys and their descriptors packed in one sorted uint64 array) gives what grouping the
+    descriptors by their key bytes in Python gives; keys grow from 24 bits with the number of corners, so that
+    chance meetings of unrelated corners stay rare at any size."""
+    rng = np.random.default_rng(1)
+    descriptors = rng.integers(0, 256, size=(5000, DESCRIPTOR_BYTES), dtype=np.uint8)
+    descriptors[4000:] = descriptors[rng.integers(0, 4000, 1000)] ^ (rng.random((1000, 32)) < 0.02).astype(np.uint8)
+    positions = np.arange(len(descriptors), dtype=np.uint64)
+    for table, bits in ((0, 24), (9, 24), (4, 30), (9, 32), (3, 12)):
+        keys, indexes = matching.shared_keys(descriptors, table, bits, positions)
+        groups = {}
+        for index, row in enumerate(descriptors):
+            groups.setdefault(int.from_bytes(row[3 * table : 3 * table + 4].tobytes(), "little") % (1 << bits), []).append(index)
+        expected = sorted((key, index) for key, members in groups.items() if len(members) > 1 for index in members)
+        assert list(zip(keys.tolist(), indexes.tolist())) == expected and len(expected) > 100, (table, bits)
+    assert [matching.key_bits(images * 256) for images in (1, 2000, 2048, 2049, 100_000, 10**7)] == [24, 24, 24, 25, 30, 32]
 
 
 @pytest.mark.parametrize("case", ["one image", "empty split", "modes", "huge jpeg"])
