@@ -24,10 +24,13 @@ aside: flat pictures (:data:`image_lineage.data.perceptual.NO_HASH`) and picture
 32x32 thumbnail on either side (400 distinct MNIST digits, 28x28, made 417 "near-duplicate" pairs: at that
 size the low frequencies are the stroke's rough shape, which most digits of a class share).
 
-Pairs within a threshold are found by multi-index hashing (Norouzi et al.): split the 64 bits into four
-16-bit chunks; two hashes within ``t`` bits agree within ``t // 4`` bits on at least one chunk, so
-candidates come from looking up each hash's chunk values with up to ``t // 4`` flipped bits in a sorted
-index, and only candidates are compared in full, vectorised with numpy (no Python loop over pairs).
+Pairs within a threshold are found by multi-index hashing (Norouzi et al.): split the 64 bits into five
+chunks of 12-13 bits; two hashes within ``t`` bits agree within ``t // 5`` bits on at least one chunk, so
+candidates come from looking up each hash's chunk values with up to ``t // 5`` flipped bits in a sorted
+index, and only candidates are compared in full, vectorised with numpy (no Python loop over pairs). Five chunks,
+not four of 16 bits: at the threshold of 8, a hash looks up 14 values a chunk instead of 137, for about as many
+candidates (a check of 100,000 images searches 800,000 hashes: the whole picture, two centres, four quarters
+and the turn-free hash; 24.4 s with four chunks, 12.1 s with five and the batches on threads).
 
 The report a person reads is :mod:`image_lineage.quality.report`; what leakage does, :mod:`image_lineage.quality.gate`.
 """
@@ -51,8 +54,8 @@ from image_lineage.quality import matching
 
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
 SAME_FRAME_BITS = 2
-CHUNKS = 4
-CHUNK_BITS = 64 // CHUNKS
+CHUNK_WIDTHS = (13, 13, 13, 13, 12)  # bits of the 64 (see the module docstring)
+CHUNKS = len(CHUNK_WIDTHS)
 
 PAIR_COLUMNS = ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "kind", "distance", "leakage",
                 "label_conflict", "transform"]
@@ -157,29 +160,42 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
     once (query index < reference index).
     """
     queries, references = np.asarray(queries, dtype=np.uint64), np.asarray(references, dtype=np.uint64)
-    masks = flip_masks(CHUNK_BITS, threshold // CHUNKS)
-    found = []
-    for chunk in range(CHUNKS):
-        shift = np.uint64(chunk * CHUNK_BITS)
-        keys = ((references >> shift) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        counts = np.bincount(keys, minlength=1 << CHUNK_BITS)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for first in range(0, len(queries), batch):  # bounded memory: candidates of one batch at a time
-            q = queries[first : first + batch]
-            probes = ((q >> shift) & np.uint64(0xFFFF)).astype(np.int64)[:, None] ^ masks[None, :]
-            sizes = counts[probes].ravel()
-            if not sizes.sum():
-                continue
-            query_of = np.repeat(np.repeat(np.arange(first, first + len(q)), len(masks)), sizes)
-            run_starts = np.repeat(starts[probes].ravel(), sizes)
-            within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-            reference_of = order[run_starts + within]
-            keep = query_of < reference_of if same else np.ones(len(query_of), dtype=bool)
-            query_of, reference_of = query_of[keep], reference_of[keep]
-            distance = hamming(queries[query_of], references[reference_of])
-            close = distance <= threshold
-            found.append(np.stack([query_of[close], reference_of[close], distance[close]]))
+    radius = threshold // CHUNKS
+    indexes = []  # per chunk: (shift, references in key order, bucket sizes, bucket starts, flip masks, width)
+    for chunk, width in enumerate(CHUNK_WIDTHS):
+        shift = np.uint64(sum(CHUNK_WIDTHS[:chunk]))
+        keys = ((references >> shift) & np.uint64((1 << width) - 1)).astype(np.int64)
+        counts = np.bincount(keys, minlength=1 << width)
+        indexes.append((shift, np.argsort(keys, kind="stable"), counts, np.concatenate([[0], np.cumsum(counts)[:-1]]),
+                        flip_masks(width, radius), width))
+
+    def batch_pairs(chunk: int, first: int) -> np.ndarray | None:
+        shift, order, counts, starts, masks, width = indexes[chunk]
+        q = queries[first : first + batch]
+        probes = (((q >> shift) & np.uint64((1 << width) - 1)).astype(np.int64)[:, None] ^ masks[None, :]).ravel()
+        hit = np.flatnonzero(counts[probes])  # the probes whose bucket holds references
+        if not len(hit):
+            return None
+        sizes = counts[probes[hit]]
+        ends = np.cumsum(sizes)
+        # each candidate's probe (its position in ``hit``), by a cumulative sum over run boundaries: np.repeat
+        # with a count per probe did this 3.6 ns a candidate, four times a batch, 42 % of the search
+        run = np.zeros(ends[-1], dtype=np.int64)
+        run[ends[:-1]] = 1
+        run = np.cumsum(run)
+        query_of = first + hit[run] // len(masks)
+        reference_of = order[starts[probes[hit]][run] + np.arange(ends[-1]) - (ends - sizes)[run]]
+        keep = query_of < reference_of if same else np.ones(len(query_of), dtype=bool)
+        query_of, reference_of = query_of[keep], reference_of[keep]
+        distance = hamming(queries[query_of], references[reference_of])
+        close = distance <= threshold
+        return np.stack([query_of[close], reference_of[close], distance[close]])
+
+    jobs = [(chunk, first) for chunk in range(CHUNKS) for first in range(0, len(queries), batch)]
+    # batches of queries (bounded memory: the candidates of WORKERS batches at a time) on threads: numpy's
+    # gathers and sums release the GIL
+    with ThreadPoolExecutor(WORKERS) as pool:
+        found = [pairs for pairs in pool.map(lambda job: batch_pairs(*job), jobs) if pairs is not None]
     if not found:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, empty
