@@ -18,6 +18,7 @@ from image_lineage.flows.finetune import FinetuneRequest, run_finetune
 from image_lineage.flows.ingest import read_source
 from image_lineage.data.keypoints import DESCRIPTOR_BYTES
 from image_lineage.quality import matching
+from image_lineage.quality import pairs as pair_search
 from image_lineage.quality.pairs import find_pairs
 from image_lineage.quality.pairs import near_pairs, pairs_within
 
@@ -198,7 +199,12 @@ def test_coco_copy_with_other_boxes_is_a_label_conflict(bundled_coco, tmp_path):
     assert row.kind == "exact_duplicate" and row.leakage and row.label_conflict
 
 
-def test_pair_search_matches_brute_force():
+@pytest.mark.parametrize("widths", [None, *pair_search.CHUNKINGS])
+def test_pair_search_matches_brute_force(widths, monkeypatch):
+    """Every pair within the threshold, whichever way the hashes are split into chunks (the search picks one by
+    its cost model: None)."""
+    if widths:
+        monkeypatch.setattr(pair_search, "chunk_widths", lambda queries, references, threshold: widths)
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**63, size=3000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + rng.integers(0, 2, 3000).astype(np.uint64)
     for i in range(0, 200, 2):  # plant neighbours 0..12 bits away
