@@ -202,39 +202,42 @@ def test_coco_copy_with_other_boxes_is_a_label_conflict(bundled_coco, tmp_path):
 @pytest.mark.parametrize("widths", [None, *pair_search.CHUNKINGS])
 def test_pair_search_matches_brute_force(widths, monkeypatch):
     """Every pair within the threshold, whichever way the hashes are split into chunks (the search picks one by
-    its cost model: None)."""
+    its cost model: None); among the planted pairs, some at exactly the threshold with their flips spread over the
+    chunks so that as few chunks as possible are within the search's radius (a radius one too small misses them)."""
+    chunkings = [widths] if widths else list(pair_search.CHUNKINGS)
     if widths:
         monkeypatch.setattr(pair_search, "chunk_widths", lambda queries, references, threshold: widths)
     rng = np.random.default_rng(0)
-    hashes = rng.integers(0, 2**63, size=3000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + rng.integers(0, 2, 3000).astype(np.uint64)
-    for i in range(0, 200, 2):  # plant neighbours 0..12 bits away
-        flips = rng.choice(64, size=i % 13, replace=False)
-        hashes[i + 1] = hashes[i] ^ np.uint64(sum(1 << int(f) for f in flips))
-    a, b, d = pairs_within(hashes, hashes, 10, same=True)
-    found = {(int(x), int(y)): int(z) for x, y, z in zip(a, b, d)}
-    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
-    expected = {(int(x), int(y)): int(distances[x, y]) for x, y in zip(*np.nonzero(np.triu(distances <= 10, 1)))}
-    assert found == expected and len(expected) >= 80
-    triples = np.stack([hashes, hashes, hashes], axis=1)
-    assert near_pairs(triples, 10) == {key: (distance, "") for key, distance in expected.items()}
-
-
-def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_the_collection():
-    """``shared_keys`` (keys and their descriptors packed in one sorted uint64 array) gives what grouping the
-    descriptors by their key bytes in Python gives; keys grow from 24 bits with the number of corners, so that
-    chance meetings of unrelated corners stay rare at any size."""
-    rng = np.random.default_rng(1)
-    descriptors = rng.integers(0, 256, size=(5000, DESCRIPTOR_BYTES), dtype=np.uint8)
-    descriptors[4000:] = descriptors[rng.integers(0, 4000, 1000)] ^ (rng.random((1000, 32)) < 0.02).astype(np.uint8)
-    positions = np.arange(len(descriptors), dtype=np.uint64)
-    for table, bits in ((0, 24), (9, 24), (4, 30), (9, 32), (3, 12)):
-        keys, indexes = matching.shared_keys(descriptors, table, bits, positions)
-        groups = {}
-        for index, row in enumerate(descriptors):
-            groups.setdefault(int.from_bytes(row[3 * table : 3 * table + 4].tobytes(), "little") % (1 << bits), []).append(index)
-        expected = sorted((key, index) for key, members in groups.items() if len(members) > 1 for index in members)
-        assert list(zip(keys.tolist(), indexes.tolist())) == expected and len(expected) > 100, (table, bits)
-    assert [matching.key_bits(images * 256) for images in (1, 2000, 2048, 2049, 100_000, 10**7)] == [24, 24, 24, 25, 30, 32]
+    for threshold in (0, 8, 10, 12):
+        hashes = rng.integers(0, 2**63, size=3000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + rng.integers(0, 2, 3000).astype(np.uint64)
+        for i in range(0, 200, 2):  # neighbours 0..threshold + 2 bits away, at random places
+            flips = rng.choice(64, size=i % (threshold + 3), replace=False)
+            hashes[i + 1] = hashes[i] ^ np.uint64(sum(1 << int(f) for f in flips))
+        planted = 200
+        for chunks in chunkings:  # at exactly the threshold: one chunk with threshold // m flips, the rest more
+            bounds = np.cumsum([0, *chunks])
+            for lowest in range(len(chunks)):
+                share = [threshold // len(chunks)] + [0] * (len(chunks) - 1)
+                for extra in range(threshold - share[0]):
+                    share[1 + extra % (len(chunks) - 1)] += 1
+                order = [lowest, *[c for c in range(len(chunks)) if c != lowest]]
+                bits = [int(b) for chunk, count in zip(order, share)
+                        for b in rng.choice(np.arange(bounds[chunk], bounds[chunk + 1]), size=count, replace=False)]
+                hashes[planted + 1] = hashes[planted] ^ np.uint64(sum(1 << b for b in bits))
+                planted += 2
+        distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+        a, b, d = pairs_within(hashes, hashes, threshold, same=True)
+        found = {(int(x), int(y)): int(z) for x, y, z in zip(a, b, d)}
+        expected = {(int(x), int(y)): int(distances[x, y]) for x, y in zip(*np.nonzero(np.triu(distances <= threshold, 1)))}
+        assert found == expected and len(expected) >= 30, threshold
+        others = hashes[::3] ^ np.uint64(1 << 40)  # another set of queries, one bit from every third hash
+        a, b, d = pairs_within(others, hashes, threshold, same=False)
+        cross = np.bitwise_count(others[:, None] ^ hashes[None, :])
+        assert {(int(x), int(y)): int(z) for x, y, z in zip(a, b, d)} == {
+            (int(x), int(y)): int(cross[x, y]) for x, y in zip(*np.nonzero(cross <= threshold))}, threshold
+        if threshold == 8:
+            triples = np.stack([hashes, hashes, hashes], axis=1)
+            assert near_pairs(triples, threshold) == {key: (distance, "") for key, distance in expected.items()}
 
 
 @pytest.mark.parametrize("case", ["one image", "empty split", "modes", "huge jpeg"])

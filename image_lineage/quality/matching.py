@@ -40,6 +40,7 @@ from image_lineage.data.read import usable_cpus
 TABLES = 10  # 30 of the descriptor's 32 bytes, three a key
 MIN_KEY_BITS = 24
 SPARE_KEY_BITS = 5  # a descriptor meets an unrelated one in about 1 table of 32 (see key_bits)
+VOTE_THREADS = 2
 BUCKET_CAP = 16
 MAX_VOTE_BITS = 56  # of 256
 ANGLE_BINS = 16
@@ -92,8 +93,9 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         return votes
 
     # tables on threads: numpy's sort and its arithmetic on long arrays release the GIL (100,000 images of random
-    # descriptors: 8.4 s on one thread, see benchmarks)
-    with ThreadPoolExecutor(min(TABLES, usable_cpus())) as pool:
+    # descriptors: 8.4 s on one thread, 4.3-6.0 s on two, see benchmarks). At most VOTE_THREADS: each holds a
+    # table's arrays (about 0.2 GB at 100,000 images), and more than two were not measured
+    with ThreadPoolExecutor(min(TABLES, usable_cpus(), VOTE_THREADS)) as pool:
         votes = [vote for table in pool.map(table_votes, range(TABLES)) for vote in table]
     codes, corners = np.concatenate(votes, axis=1)
     if not len(codes):
@@ -125,6 +127,11 @@ def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     which numpy does with SIMD instructions (0.22 s for 25.6 million, against 2.4 s for argsort); and a
     descriptor whose key no other has is dropped before anything else is done with it (at 100,000 images with
     30-bit keys, about 98 % of them)."""
+    if descriptors.dtype != np.uint8 or descriptors.shape[1:] != (DESCRIPTOR_BYTES,) or not descriptors.flags.c_contiguous:
+        raise ValueError(f"descriptors: a C-contiguous (n, {DESCRIPTOR_BYTES}) uint8 array, not {descriptors.dtype} "
+                         f"{descriptors.shape}")
+    if len(descriptors) >= 1 << 32:
+        raise ValueError(f"{len(descriptors):,} descriptors: the vote packs their indexes in 32 bits")
     # the four bytes from byte 3 x table of every 32-byte descriptor, read as one little-endian uint32 (a strided,
     # unaligned view: no copy of the descriptors)
     window = np.ndarray((len(descriptors),), dtype="<u4", buffer=descriptors, offset=3 * table, strides=(DESCRIPTOR_BYTES,))

@@ -28,9 +28,10 @@ Pairs within a threshold are found by multi-index hashing (Norouzi et al.): spli
 two hashes within ``t`` bits agree within ``t // m`` bits on at least one chunk, so candidates come from looking
 up each hash's chunk values with up to ``t // m`` flipped bits in a sorted index, and only candidates are
 compared in full, vectorised with numpy (no Python loop over pairs). The chunks are chosen per search by a cost
-model (:func:`chunk_widths`): five of 12-13 bits for a few thousand images, three of 21-22 bits from about
-50,000. A check of 100,000 images searches 800,000 hashes (the whole picture, two centres, four quarters and the
-turn-free hash): 24.4 s with four chunks of 16 bits on one thread, 3.9-5.8 s now (Xeon VM, 2 cores).
+model (:func:`chunk_widths`): at the threshold of 8, five of 12-13 bits for a few thousand images, three of
+21-22 bits from about 50,000 (other thresholds, other choices). A check of 100,000 images searches 800,000
+hashes (the whole picture, two centres, four quarters and the turn-free hash): 24.4 s with four chunks of 16 bits
+on one thread, 3.9-5.8 s now (Xeon VM, 2 cores).
 
 The report a person reads is :mod:`image_lineage.quality.report`; what leakage does, :mod:`image_lineage.quality.gate`.
 """
@@ -60,6 +61,8 @@ SAME_FRAME_BITS = 2
 # a candidate compared in full 24 ns, a bucket of the index built 9 ns
 CHUNKINGS = ((13, 13, 13, 13, 12), (22, 21, 21), (16, 16, 16, 16), (11, 11, 11, 11, 10, 10))
 LOOKUP_NS, CANDIDATE_NS, BUCKET_NS = 11, 24, 9
+BATCH_ELEMENTS = 1 << 21  # lookups and candidates a batch of queries holds at most (~100 MB of arrays)
+SEARCH_THREADS = 4
 
 PAIR_COLUMNS = ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "kind", "distance", "leakage",
                 "label_conflict", "transform"]
@@ -215,10 +218,13 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
         close = distance <= threshold
         return np.stack([query_of[close], reference_of[close], distance[close]])
 
+    # batches of queries on threads (numpy's gathers and sums release the GIL), memory bounded: a batch holds at
+    # most BATCH_ELEMENTS lookups and expected candidates (a high threshold means many of both), SEARCH_THREADS
+    # batches at a time
+    per_query = max(lookups(width, radius) * (1 + len(references) / 2**width) for width in widths)
+    batch = max(1, min(batch, int(BATCH_ELEMENTS // per_query)))
     jobs = [(chunk, first) for chunk in range(len(widths)) for first in range(0, len(queries), batch)]
-    # batches of queries (bounded memory: the candidates of WORKERS batches at a time) on threads: numpy's
-    # gathers and sums release the GIL
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(min(WORKERS, SEARCH_THREADS)) as pool:
         found = [pairs for pairs in pool.map(lambda job: batch_pairs(*job), jobs) if pairs is not None]
     if not found:
         empty = np.empty(0, dtype=np.int64)

@@ -8,6 +8,8 @@ name of either library.
 
 from __future__ import annotations
 
+import threading
+
 # MLflow's run tag holding a dataset input's context (training, validation, ...): mlflow.utils.mlflow_tags
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 # The longest param value MLflow stores whole (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH; longer ones are
@@ -105,7 +107,10 @@ def _s3_range_reader(repository):
     from mlflow.exceptions import MlflowException
 
     bucket, root = repository.parse_s3_compliant_uri(repository.artifact_uri)
-    client = repository._get_s3_client()  # boto3 clients are safe to share between threads
+    # a boto3 client is safe to share between threads once made, but making one on the shared default session is
+    # not (boto/boto3#1592), and downloads fetch packs on two threads
+    with _S3_CLIENT_LOCK:
+        client = repository._get_s3_client()
     owner = repository._bucket_owner_params  # {"ExpectedBucketOwner": ...} when MLFLOW_S3_EXPECTED_BUCKET_OWNER is set
 
     def read(path: str, first: int, last: int) -> bytes:
@@ -123,6 +128,9 @@ def _s3_range_reader(repository):
             raise MlflowException(f"GET s3://{bucket}/{key} (bytes {first}-{last}): {exc}") from exc
 
     return read
+
+
+_S3_CLIENT_LOCK = threading.Lock()
 
 
 class RangeNotServed(Exception):
