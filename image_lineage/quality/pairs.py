@@ -195,6 +195,11 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
         counts = np.bincount(keys, minlength=1 << width)
         indexes.append((shift, np.argsort(keys, kind="stable"), counts, np.concatenate([[0], np.cumsum(counts)[:-1]]),
                         flip_masks(width, radius), width))
+    # batches of queries on threads (numpy's gathers and sums release the GIL), memory bounded: a batch holds at
+    # most BATCH_ELEMENTS lookups and expected candidates (a high threshold means many of both), SEARCH_THREADS
+    # batches at a time
+    per_query = max(lookups(width, radius) * (1 + len(references) / 2**width) for width in widths)
+    batch = max(1, min(batch, int(BATCH_ELEMENTS // per_query)))
 
     def batch_pairs(chunk: int, first: int) -> np.ndarray | None:
         shift, order, counts, starts, masks, width = indexes[chunk]
@@ -218,11 +223,6 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
         close = distance <= threshold
         return np.stack([query_of[close], reference_of[close], distance[close]])
 
-    # batches of queries on threads (numpy's gathers and sums release the GIL), memory bounded: a batch holds at
-    # most BATCH_ELEMENTS lookups and expected candidates (a high threshold means many of both), SEARCH_THREADS
-    # batches at a time
-    per_query = max(lookups(width, radius) * (1 + len(references) / 2**width) for width in widths)
-    batch = max(1, min(batch, int(BATCH_ELEMENTS // per_query)))
     jobs = [(chunk, first) for chunk in range(len(widths)) for first in range(0, len(queries), batch)]
     with ThreadPoolExecutor(min(WORKERS, SEARCH_THREADS)) as pool:
         found = [pairs for pairs in pool.map(lambda job: batch_pairs(*job), jobs) if pairs is not None]
