@@ -19,8 +19,8 @@
 ``--photos coco``: (a) and (c) on 2,000 re-encoded copies of the 160 COCO photos (640 px) instead of the cat and
 dog photos (256 px); imagehash decodes every pixel, our pass decodes at the scale it needs.
 
-Goals: (a) and (c) >= 3x imagehash.phash; (b) the pair search over 100,000 images <= 5 s; (d) recall >= 0.95 for each transformation, at most one
-distinct pair flagged.
+Goals: (a) and (c) >= 3x imagehash.phash; (b) the pair search over 100,000 images <= 5 s; (d) recall >= 0.95
+for each transformation, at most one distinct pair flagged.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def pairs_within(queries: np.ndarray, references: np.ndarray, threshold: int, sa
         return np.stack([query_of[close], reference_of[close], distance[close]])
 
     jobs = [(chunk, first) for chunk in range(len(widths)) for first in range(0, len(queries), batch)]
-    with ThreadPoolExecutor(min(WORKERS, SEARCH_THREADS)) as pool:
+    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
         found = [pairs for pairs in pool.map(lambda job: batch_pairs(*job), jobs) if pairs is not None]
     if not found:
         empty = np.empty(0, dtype=np.int64)
