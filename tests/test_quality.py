@@ -247,14 +247,16 @@ def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_
     rng = np.random.default_rng(1)
     descriptors = rng.integers(0, 256, size=(5000, DESCRIPTOR_BYTES), dtype=np.uint8)
     descriptors[4000:] = descriptors[rng.integers(0, 4000, 1000)] ^ (rng.random((1000, 32)) < 0.02).astype(np.uint8)
-    positions = np.arange(len(descriptors), dtype=np.uint64)
+    positions = np.arange(len(descriptors), dtype=np.uint32)
+    buffer = np.full(len(descriptors), 2**64 - 1, dtype=np.uint64)  # one sort buffer for every table, as the vote does
     for table, bits in ((0, 24), (9, 24), (4, 30), (9, 32), (3, 12)):
-        keys, indexes = matching.shared_keys(descriptors, table, bits, positions)
         groups = {}
         for index, row in enumerate(descriptors):
             groups.setdefault(int.from_bytes(row[3 * table : 3 * table + 4].tobytes(), "little") % (1 << bits), []).append(index)
-        expected = sorted((key, index) for key, members in groups.items() if len(members) > 1 for index in members)
-        assert list(zip(keys.tolist(), indexes.tolist())) == expected and len(expected) > 100, (table, bits)
+        expected = sorted((key << (32 - bits), index) for key, members in groups.items() if len(members) > 1 for index in members)
+        for packed in (None, buffer):
+            keys, indexes = matching.shared_keys(descriptors, table, bits, positions, packed)
+            assert list(zip(keys.tolist(), indexes.tolist())) == expected and len(expected) > 100, (table, bits)
     assert [matching.key_bits(images * 256) for images in (1, 2000, 2048, 2049, 100_000, 10**7)] == [24, 24, 24, 25, 30, 32]
     for unviewable in (np.asfortranarray(descriptors), descriptors[:, :16].copy(), descriptors.astype(np.int16)):
         with pytest.raises(ValueError, match="C-contiguous"):  # its keys would be read from the wrong bytes

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -66,17 +67,20 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     counts = np.array([len(descriptors) for descriptors, _ in corner_sets], dtype=np.int64)
     if counts.sum() == 0:
         return []
-    owners = np.repeat(np.arange(images, dtype=np.int64), counts)
+    ends = np.cumsum(counts)  # descriptor i is of image searchsorted(ends, i, "right"): no array of 25.6 million owners
     descriptors = np.ascontiguousarray(np.concatenate([d for d, _ in corner_sets if len(d)]))
     poses = np.concatenate([p for d, p in corner_sets if len(d)])
     words = descriptors.view(np.uint64)  # four 64-bit words a descriptor, for the Hamming distance
     # pairs already known cast no votes: a folder of re-encoded copies (every corner in a dozen images) made 54
     # million votes for pairs the hashes had found, and 6 s of sorting them
     known_codes = np.unique(np.array([min(pair) * images + max(pair) for pair in known], dtype=np.int64))
-    bits, positions = key_bits(len(descriptors)), np.arange(len(descriptors), dtype=np.uint64)
+    bits, positions = key_bits(len(descriptors)), np.arange(len(descriptors), dtype=np.uint32)
+    scratch = threading.local()  # each thread's sort buffer, reused by its tables (see shared_keys)
 
     def table_votes(table: int) -> list[np.ndarray]:
-        keys, order = shared_keys(descriptors, table, bits, positions)
+        if not hasattr(scratch, "packed"):
+            scratch.packed = np.empty(len(descriptors), dtype=np.uint64)
+        keys, order = shared_keys(descriptors, table, bits, positions, scratch.packed)
         starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
         sizes = np.diff(np.append(starts, len(keys)))
         small = np.repeat(sizes <= BUCKET_CAP, sizes)
@@ -84,12 +88,14 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
             same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
             first, second = order[same], order[same + offset]
-            swap = owners[first] > owners[second]  # the corner of the lower-numbered image first
+            owner_a, owner_b = np.searchsorted(ends, first, "right"), np.searchsorted(ends, second, "right")
+            swap = owner_a > owner_b  # the corner of the lower-numbered image first
             first, second = np.where(swap, second, first), np.where(swap, first, second)
-            new = (owners[first] != owners[second]) & ~contains(known_codes, owners[first] * images + owners[second])
-            first, second = first[new], second[new]
+            pair = np.minimum(owner_a, owner_b) * images + np.maximum(owner_a, owner_b)
+            new = (owner_a != owner_b) & ~contains(known_codes, pair)
+            first, second, pair = first[new], second[new], pair[new]
             alike = np.bitwise_count(words[first] ^ words[second]).sum(axis=1) <= MAX_VOTE_BITS
-            votes.append(pose_votes(first[alike], second[alike], owners, poses, images))
+            votes.append(pose_votes(first[alike], second[alike], pair[alike], poses))
         return votes
 
     # tables on threads: numpy's sort and its arithmetic on long arrays release the GIL (100,000 images of random
@@ -117,11 +123,16 @@ def key_bits(descriptors: int) -> int:
     return min(32, max(MIN_KEY_BITS, math.ceil(math.log2(max(descriptors, 1))) + SPARE_KEY_BITS))
 
 
-def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.ndarray,
+                packed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(keys, descriptor indexes) of the descriptors that share their key in ``table`` with another one, sorted by
     key (and index within a key). A table's key is the ``bits`` low bits of the four bytes from byte 3 x table
-    on: at 24 bits its own three bytes, longer keys also some bits of the next table's first byte.
-    ``positions``: ``np.arange(len(descriptors))`` as uint64 (indexes fit 32 bits: up to 16 million images).
+    on: at 24 bits its own three bytes, longer keys also some bits of the next table's first byte; the keys
+    returned stand for those bits shifted left by 32 - ``bits`` (equal keys stay equal, their order is kept).
+    ``positions``: ``np.arange(len(descriptors))`` as uint32 (indexes fit 32 bits: up to 16 million images).
+    ``packed``: a uint64 buffer of ``len(descriptors)`` to sort in, overwritten (by default a new one). A caller
+    sorting several tables passes one: on the VM measured, a first write to new memory cost 0.5 s per table of
+    25.6 million (the kernel's page faults), three times the sort.
 
     Why not ``np.argsort`` of the keys: each key and its index are packed into one uint64 and sorted as numbers,
     which numpy does with SIMD instructions (0.22 s for 25.6 million, against 2.4 s for argsort); and a
@@ -135,9 +146,9 @@ def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     # the four bytes from byte 3 x table of every 32-byte descriptor, read as one little-endian uint32 (a strided,
     # unaligned view: no copy of the descriptors)
     window = np.ndarray((len(descriptors),), dtype="<u4", buffer=descriptors, offset=3 * table, strides=(DESCRIPTOR_BYTES,))
-    packed = window.astype(np.uint64)
-    packed &= np.uint64((1 << bits) - 1)
-    packed <<= np.uint64(32)
+    if packed is None:
+        packed = np.empty(len(descriptors), dtype=np.uint64)
+    np.left_shift(window, np.uint64(64 - bits), out=packed)  # the key's bits on top, the next 32 bits free
     packed |= positions
     packed.sort()
     halves = packed.view(np.uint32).reshape(-1, 2)  # each number's (low, high) 32 bits: (index, key)
@@ -159,16 +170,15 @@ def contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return sorted_codes[at] == codes
 
 
-def pose_votes(first: np.ndarray, second: np.ndarray, owners: np.ndarray, poses: np.ndarray, images: int) -> np.ndarray:
-    """(bin code, corner of the first image) of each alike pair of corners: the bin says which two images and
-    which move (the turn between the corners' orientations in ANGLE_BINS, voting for the two nearest, and the
+def pose_votes(first: np.ndarray, second: np.ndarray, pair: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """(bin code, corner of the first image) of each alike pair of corners (``pair``: their images' code,
+    first x images + second): the bin says which two images and which move (the turn between the corners' orientations in ANGLE_BINS, voting for the two nearest, and the
     difference of their pyramid levels)."""
     first_poses, second_poses = poses[first].astype(np.int64), poses[second].astype(np.int64)  # uint8 until here
     turn = (second_poses[:, 0] - first_poses[:, 0]) % 256 * ANGLE_BINS / 256
     nearest = np.floor(turn).astype(np.int64)
     other = np.where(turn - nearest >= 0.5, nearest + 1, nearest - 1) % ANGLE_BINS
     level = second_poses[:, 1] - first_poses[:, 1] + LEVELS
-    pair = owners[first] * images + owners[second]
     codes = [(pair * ANGLE_BINS + angle) * (2 * LEVELS + 1) + level for angle in (nearest % ANGLE_BINS, other)]
     return np.stack([np.concatenate(codes), np.concatenate([first, first])])
 
