@@ -99,7 +99,7 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         return votes
 
     # tables on threads: numpy's sort and its arithmetic on long arrays release the GIL (100,000 images of random
-    # descriptors: 8.4 s on one thread, 4.3-6.0 s on two, see benchmarks). At most VOTE_THREADS: each holds a
+    # descriptors: 8.7 s on one thread, 3.9-5.0 s on two, see benchmarks). At most VOTE_THREADS: each holds a
     # table's arrays (about 0.2 GB at 100,000 images), and more than two were not measured
     with ThreadPoolExecutor(min(TABLES, usable_cpus(), VOTE_THREADS)) as pool:
         votes = [vote for table in pool.map(table_votes, range(TABLES)) for vote in table]

@@ -31,7 +31,7 @@ compared in full, vectorised with numpy (no Python loop over pairs). The chunks 
 model (:func:`chunk_widths`): at the threshold of 8, five of 12-13 bits for a few thousand images, three of
 21-22 bits from about 50,000 (other thresholds, other choices). A check of 100,000 images searches 800,000
 hashes (the whole picture, two centres, four quarters and the turn-free hash): 24.4 s with four chunks of 16 bits
-on one thread, 3.9-5.8 s now (Xeon VM, 2 cores).
+on one thread, 2.0-2.2 s now (Xeon VM, 2 cores).
 
 The report a person reads is :mod:`image_lineage.quality.report`; what leakage does, :mod:`image_lineage.quality.gate`.
 """
