@@ -29,9 +29,12 @@ demo: $(STAMP)
 	@echo "without workflowType, MLflow 3.17 opens its GenAI view: switch the sidebar to Model training."
 	@echo "(port 5001: the homework's own mlflow server takes 5000; a bare mlflow server started here reads mlflow.db too)"
 
-# hadoop-aws for the engine=spark test on an s3:// prefix (pyspark ships no S3 connector): about 190 MB, once
+# hadoop-aws for the engine=spark test on an s3:// prefix (pyspark ships no S3 connector): about 190 MB, once;
+# Azurite (Azure Blob Storage's emulator, from npm) for the object-store tests: about 60 MB, once
 test: $(STAMP)
 	$(BIN)/python tools/s3a_test_jars.py $(VENV)/s3a-jars || echo "no S3 connector jars: the s3a:// test will skip"
+	test -x $(VENV)/azurite/node_modules/.bin/azurite-blob || npm install --prefix $(VENV)/azurite --no-audit \
+		--no-fund --loglevel=error azurite@3.37.0 || echo "no Azurite (npm): the Azure Blob tests will skip"
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean:

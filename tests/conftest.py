@@ -109,6 +109,50 @@ def loopback_s3_server():
         yield server
 
 
+@pytest.fixture(scope="session")
+def loopback_gcs_server():
+    """One Google Cloud Storage emulator on a loopback port for the whole run."""
+    from support.local_server import LoopbackGCS
+
+    with LoopbackGCS() as server:
+        yield server
+
+
+@pytest.fixture
+def gcs(loopback_gcs_server, monkeypatch):
+    """The GCS emulator, its address in the environment (as a user points the Google client at an emulator),
+    and a bucket of this test's own (``gcs.bucket``)."""
+    for name, value in loopback_gcs_server.env.items():
+        monkeypatch.setenv(name, value)
+    loopback_gcs_server.bucket = f"data-{uuid.uuid4().hex[:10]}"
+    loopback_gcs_server.client().create_bucket(loopback_gcs_server.bucket)
+    return loopback_gcs_server
+
+
+@pytest.fixture(scope="session")
+def loopback_azurite():
+    """One Azure Blob Storage emulator (Azurite) on a loopback port for the whole run; the tests that need it
+    skip, saying so, where npm could not install it (``make test`` does)."""
+    from support.local_server import LoopbackAzurite
+
+    program = LoopbackAzurite.find()
+    if program is None:
+        pytest.skip("no azurite-blob (make test installs Azurite with npm into .venv/azurite)")
+    with LoopbackAzurite(program) as server:
+        yield server
+
+
+@pytest.fixture
+def azure_blob(loopback_azurite, monkeypatch):
+    """Azurite, its connection string in the environment (as a user exports it for MLflow), and a container of
+    this test's own (``azure_blob.bucket``)."""
+    for name, value in loopback_azurite.env.items():
+        monkeypatch.setenv(name, value)
+    loopback_azurite.bucket = f"data-{uuid.uuid4().hex[:10]}"
+    loopback_azurite.container_client(loopback_azurite.bucket).create_container()
+    return loopback_azurite
+
+
 @pytest.fixture
 def s3(loopback_s3_server, monkeypatch):
     """The loopback S3 server, its endpoint and key in the environment (as a user exports them), a bucket

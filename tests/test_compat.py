@@ -43,11 +43,17 @@ def test_local_artifact_dir_only_for_a_folder_store(tmp_path):
     assert _compat.local_artifact_dir("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0") is None
 
 
-def test_range_reader_only_for_stores_served_over_http_or_s3(tmp_path):
+def test_range_reader_only_for_stores_that_serve_byte_ranges(tmp_path, gcs, azure_blob):
     assert _compat.range_reader(tmp_path.as_uri()) is None  # a folder store: packs are read in place
     assert callable(_compat.range_reader("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0"))
     assert callable(_compat.range_reader("s3://bucket/mlruns/0/run/artifacts"))  # its client and bucket owner
-    # its use against a live server: tests/test_content_store.py (a version needing a few files of a pack)
+    # the Google and Azure repositories' clients and URI parsers, a range read through each (the emulators)
+    gcs.client().bucket(gcs.bucket).blob("root/run/artifacts/pack").upload_from_string(bytes(range(100)))
+    azure_blob.container_client(azure_blob.bucket).upload_blob("root/run/artifacts/pack", bytes(range(100)))
+    for uri in (f"gs://{gcs.bucket}/root/run/artifacts",
+                f"wasbs://{azure_blob.bucket}@{azure_blob.ACCOUNT}.blob.core.windows.net/root/run/artifacts"):
+        assert _compat.range_reader(uri)("pack", 10, 14) == bytes(range(10, 15)), uri
+    # its use against live servers: tests/test_content_store.py (a version needing a few files of a pack)
 
 
 def test_code_source_and_invalid_parameter_code():

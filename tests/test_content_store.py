@@ -127,18 +127,26 @@ def test_a_new_version_uploads_only_its_changed_files_and_both_come_back_byte_fo
         download_version(v2.run_id, tmp_path / "restored_v2")
 
 
-@pytest.mark.parametrize("artifacts", ["proxied by the tracking server", "in S3"])
+STORE_SCHEMES = {"proxied by the tracking server": "mlflow-artifacts:", "in S3": "s3://", "in GCS": "gs://",
+                 "in Azure Blob": "wasbs://"}
+STORE_FIXTURES = {"in S3": "s3", "in GCS": "gcs", "in Azure Blob": "azure_blob"}
+
+
+@pytest.mark.parametrize("artifacts", list(STORE_SCHEMES))
 def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(artifacts, catsdogs_dir, tmp_path, own_store,
                                                                           monkeypatch, request):
     """A download reads the byte ranges of the files it needs, not whole packs: through a tracking server's
-    proxied artifacts (HTTP Range), and from a store whose artifacts go straight to S3 (GetObject with a Range;
-    moto's S3 on a loopback port, the store experiment's artifact location in a bucket)."""
-    if artifacts == "in S3":
-        s3 = request.getfixturevalue("s3")
-        request.getfixturevalue("sqlite_uri")
-        mlflow.create_experiment(own_store, artifact_location=f"s3://{s3.bucket}/store")
-    else:
+    proxied artifacts (HTTP Range), and from a store whose artifacts go straight to an object store, the store
+    experiment's artifact location in a bucket: S3 (GetObject with a Range; moto's S3 on a loopback port),
+    Google Cloud Storage (a ranged media download; gcp-storage-emulator) and Azure Blob Storage (download_blob
+    with an offset and a length; Azurite)."""
+    if artifacts == "proxied by the tracking server":
         request.getfixturevalue("server_uri")
+    else:
+        store = request.getfixturevalue(STORE_FIXTURES[artifacts])
+        request.getfixturevalue("sqlite_uri")
+        where = f"{store.bucket}@{store.ACCOUNT}.blob.core.windows.net" if artifacts == "in Azure Blob" else store.bucket
+        mlflow.create_experiment(own_store, artifact_location=f"{STORE_SCHEMES[artifacts]}{where}/store")
     photos = sorted(catsdogs_dir.rglob("*.jpg"), key=lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
     data = tmp_path / "data"
     for photo in photos:
@@ -157,7 +165,7 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(artifa
     log(data, "v1", experiment)
     logged = log(data, "v2", experiment)  # more than its two samples: its files come from the pack
     (pack,) = ContentStore.open().packs.values()
-    assert mlflow.get_run(pack.run_id).info.artifact_uri.startswith("s3://" if artifacts == "in S3" else "mlflow-artifacts:")
+    assert mlflow.get_run(pack.run_id).info.artifact_uri.startswith(STORE_SCHEMES[artifacts])
     fetched = []
     ranged = _compat.range_reader
 
@@ -174,9 +182,16 @@ def test_a_version_needing_a_few_files_of_a_pack_fetches_only_their_bytes(artifa
     joins = len(few) - len(fetched)
     assert 0 < len(fetched) <= len(few) and wanted <= sum(fetched) <= wanted + joins * RANGE_GAP
     assert sum(fetched) < pack.index.size
-    if artifacts == "in S3":  # a pack gone from the bucket: refused naming it, as for a whole-file download
-        s3.client().delete_object(Bucket=s3.bucket, Key=f"store/{pack.run_id}/artifacts/{pack.artifact_path}")
-        with pytest.raises(LineageError, match=f"pack {pack.sha256[:12]} .* cannot be read .*NoSuchKey"):
+    # a pack gone from the bucket: refused naming it, as for a whole-file download
+    key = f"store/{pack.run_id}/artifacts/{pack.artifact_path}"
+    if artifacts == "in S3":
+        store.client().delete_object(Bucket=store.bucket, Key=key)
+    elif artifacts == "in GCS":
+        store.client().bucket(store.bucket).blob(key).delete()
+    elif artifacts == "in Azure Blob":
+        store.container_client(store.bucket).delete_blob(key)
+    if artifacts != "proxied by the tracking server":
+        with pytest.raises(LineageError, match=f"pack {pack.sha256[:12]} .* cannot be read .*(NoSuchKey|404|BlobNotFound)"):
             image_lineage.download(logged.run_id, tmp_path / "again")
 
 

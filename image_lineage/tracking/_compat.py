@@ -66,18 +66,25 @@ def range_reader(artifact_uri: str):
       HTTP Range request, made with the repository's host credentials (``_host_creds``, private);
     * S3 (``s3://``, also an S3-compatible endpoint in ``MLFLOW_S3_ENDPOINT_URL``): ``GetObject`` with a
       ``Range``, through the repository's own boto3 client (``_get_s3_client``, private, which applies MLflow's
-      S3 settings) and its expected bucket owner (``_bucket_owner_params``, private).
+      S3 settings) and its expected bucket owner (``_bucket_owner_params``, private);
+    * Google Cloud Storage (``gs://``): a ranged media download, through the repository's
+      ``google.cloud.storage`` client (``client``, and ``parse_gcs_uri``: undocumented);
+    * Azure Blob Storage (``wasbs://``): ``download_blob`` with an offset and a length, through the repository's
+      ``BlobServiceClient`` (``client``, and ``parse_wasbs_uri``: undocumented).
 
     The function raises :class:`RangeNotServed` when the store answers with anything but the range asked for (a
-    proxy that drops the header would send the whole file), and ``MlflowException`` for an HTTP or S3 error."""
+    proxy that drops the header would send the whole file), and ``MlflowException`` for an error of the store."""
+    from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
+    from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
     repository = artifact_repository(artifact_uri)
-    if isinstance(repository, HttpArtifactRepository):
-        return _http_range_reader(repository)
-    if isinstance(repository, S3ArtifactRepository):
-        return _s3_range_reader(repository)
+    readers = {HttpArtifactRepository: _http_range_reader, S3ArtifactRepository: _s3_range_reader,
+               GCSArtifactRepository: _gcs_range_reader, AzureBlobArtifactRepository: _azure_range_reader}
+    for kind, reader in readers.items():
+        if isinstance(repository, kind):
+            return reader(repository)
     return None
 
 
@@ -131,6 +138,55 @@ def _s3_range_reader(repository):
 
 
 _S3_CLIENT_LOCK = threading.Lock()
+
+
+def _gcs_range_reader(repository):
+    import posixpath
+
+    from google.api_core.exceptions import GoogleAPIError
+    from mlflow.exceptions import MlflowException
+
+    bucket_name, root = repository.parse_gcs_uri(repository.artifact_uri)
+    bucket = repository.client.bucket(bucket_name)  # MLflow shares its client between its download threads too
+
+    def read(path: str, first: int, last: int) -> bytes:
+        key = posixpath.join(root, path)
+        try:
+            data = bucket.blob(key).download_as_bytes(start=first, end=last)  # end inclusive, as HTTP's
+        except GoogleAPIError as exc:
+            raise MlflowException(f"GET gs://{bucket_name}/{key} (bytes {first}-{last}): {exc}") from exc
+        return _whole_range(data, f"gs://{bucket_name}/{key}", first, last)
+
+    return read
+
+
+def _azure_range_reader(repository):
+    import posixpath
+
+    from azure.core.exceptions import AzureError
+    from mlflow.exceptions import MlflowException
+
+    container, _, root, _ = repository.parse_wasbs_uri(repository.artifact_uri)
+    client = repository.client.get_container_client(container)  # Azure's clients are safe to share between threads
+
+    def read(path: str, first: int, last: int) -> bytes:
+        key = posixpath.join(root, path)
+        try:
+            data = client.download_blob(key, offset=first, length=last - first + 1).readall()
+        except AzureError as exc:  # its text runs on with the request's id, time and XML reply: the first line
+            reason = f"{getattr(exc, 'error_code', None) or type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise MlflowException(f"GET {container}/{key} (bytes {first}-{last}): {reason}") from exc
+        return _whole_range(data, f"{container}/{key}", first, last)
+
+    return read
+
+
+def _whole_range(data: bytes, where: str, first: int, last: int) -> bytes:
+    """``data`` when it is as long as the range asked for (the ranges asked for lie inside the file: a store that
+    ignored the range sent the whole file, a longer answer)."""
+    if len(data) != last - first + 1:
+        raise RangeNotServed(f"GET {where} (bytes {first}-{last}): {len(data)} bytes in reply")
+    return data
 
 
 class RangeNotServed(Exception):

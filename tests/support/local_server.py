@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -180,3 +181,82 @@ class LoopbackS3:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LoopbackGCS:
+    """A Google Cloud Storage emulator (gcp-storage-emulator, a test dependency) on a loopback port, objects in
+    memory. ``env`` is what ``google.cloud.storage`` needs to use it (``STORAGE_EMULATOR_HOST``: no credentials)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.port}"}
+        self._server = None
+
+    def __enter__(self) -> "LoopbackGCS":
+        from gcp_storage_emulator.server import create_server
+
+        self._server = create_server("127.0.0.1", self.port, in_memory=True)
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.stop()
+
+    def client(self):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="test", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.env["STORAGE_EMULATOR_HOST"]})
+
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its documented dev key
+
+
+class LoopbackAzurite:
+    """Azurite, Microsoft's Azure Blob Storage emulator (npm; ``make test`` installs it in .venv/azurite), on a
+    loopback port, blobs in memory. ``env`` is what MLflow's Azure repository needs to use it
+    (``AZURE_STORAGE_CONNECTION_STRING``); its account is ``devstoreaccount1``."""
+
+    ACCOUNT = "devstoreaccount1"
+
+    def __init__(self, program: str):
+        self.port = free_port()
+        self.program = program
+        self.env = {"AZURE_STORAGE_CONNECTION_STRING": f"DefaultEndpointsProtocol=http;AccountName={self.ACCOUNT};"
+                    f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{self.port}/{self.ACCOUNT};"}
+        self._process = None
+
+    @staticmethod
+    def find() -> str | None:
+        """The ``azurite-blob`` program: the one ``make test`` installs, else one on PATH."""
+        installed = Path(sys.prefix) / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+        return str(installed) if installed.is_file() else shutil.which("azurite-blob")
+
+    def __enter__(self) -> "LoopbackAzurite":
+        # no telemetry: this machine reaches no outside host, and Azurite's failed lookups fill the log
+        self._process = subprocess.Popen([self.program, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                                          "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
+                                          "--silent"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"{self.program} did not start on port {self.port}")
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+    def container_client(self, container: str):
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(container)
