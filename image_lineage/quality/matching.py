@@ -131,8 +131,8 @@ def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     returned stand for those bits shifted left by 32 - ``bits`` (equal keys stay equal, their order is kept).
     ``positions``: ``np.arange(len(descriptors))`` as uint32 (indexes fit 32 bits: up to 16 million images).
     ``packed``: a uint64 buffer of ``len(descriptors)`` to sort in, overwritten (by default a new one). A caller
-    sorting several tables passes one: on the VM measured, a first write to new memory cost 0.5 s per table of
-    25.6 million (the kernel's page faults), three times the sort.
+    sorting several tables passes one: on the VM measured, the first write to new memory added 0.45-0.6 s to a
+    table of 25.6 million (the kernel's page faults), two to three times its sort.
 
     Why not ``np.argsort`` of the keys: each key and its index are packed into one uint64 and sorted as numbers,
     which numpy does with SIMD instructions (0.22 s for 25.6 million, against 2.4 s for argsort); and a
@@ -175,8 +175,8 @@ def contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 def pose_votes(first: np.ndarray, second: np.ndarray, pair: np.ndarray, poses: np.ndarray) -> np.ndarray:
     """(bin code, corner of the first image) of each alike pair of corners (``pair``: their images' code,
-    first x images + second): the bin says which two images and which move (the turn between the corners' orientations in ANGLE_BINS, voting for the two nearest, and the
-    difference of their pyramid levels)."""
+    first x images + second): the bin says which two images and which move (the turn between the corners'
+    orientations in ANGLE_BINS, voting for the two nearest, and the difference of their pyramid levels)."""
     first_poses, second_poses = poses[first].astype(np.int64), poses[second].astype(np.int64)  # uint8 until here
     turn = (second_poses[:, 0] - first_poses[:, 0]) % 256 * ANGLE_BINS / 256
     nearest = np.floor(turn).astype(np.int64)

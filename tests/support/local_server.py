@@ -210,7 +210,8 @@ class LoopbackGCS:
                               client_options={"api_endpoint": self.env["STORAGE_EMULATOR_HOST"]})
 
 
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its documented dev key
+# Azurite's documented development key (public; the emulator accepts no other)
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 class LoopbackAzurite:
@@ -259,4 +260,5 @@ class LoopbackAzurite:
     def container_client(self, container: str):
         from azure.storage.blob import BlobServiceClient
 
-        return BlobServiceClient.from_connection_string(self.env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(container)
+        service = BlobServiceClient.from_connection_string(self.env["AZURE_STORAGE_CONNECTION_STRING"])
+        return service.get_container_client(container)
