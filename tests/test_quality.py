@@ -240,6 +240,30 @@ def test_pair_search_matches_brute_force(widths, monkeypatch):
             assert near_pairs(triples, threshold) == {key: (distance, "") for key, distance in expected.items()}
 
 
+def test_a_quarter_or_a_turn_links_two_pictures_only_within_half_the_threshold():
+    """Quarters and turns compare each picture several ways, so they must come closer than a whole picture does:
+    within threshold // 2 (the tiles and turns of real photos measured 0-2 bits); a whole picture within the
+    threshold, as before."""
+    from image_lineage.data.perceptual import HASHES, TILE_COLUMNS, TURN_COLUMNS, TURN_FREE
+
+    rng = np.random.default_rng(7)
+
+    def flipped_bits(value: int, count: int) -> np.uint64:
+        return np.uint64(value ^ sum(1 << int(bit) for bit in rng.choice(64, size=count, replace=False)))
+
+    for bits, kept in ((4, True), (6, False)):
+        hashes = rng.integers(0, 2**63, size=(6, HASHES), dtype=np.int64).astype(np.uint64)
+        hashes[1, 0] = flipped_bits(int(hashes[0, TILE_COLUMNS.start + 2]), bits)  # 1 is a tile of 0
+        hashes[3, TURN_FREE] = hashes[2, TURN_FREE]  # 3 is 2 turned (the turn-free hashes agree)
+        hashes[3, 0] = flipped_bits(int(hashes[2, TURN_COLUMNS.start]), bits)
+        hashes[5, 0] = flipped_bits(int(hashes[4, 0]), bits + 2)  # 5 is 4 re-encoded: within 8 either way
+        found = near_pairs(hashes, 8)
+        assert found[(4, 5)] == (bits + 2, "")
+        assert ((0, 1) in found, (2, 3) in found) == (kept, kept), bits
+        if kept:
+            assert found[(0, 1)] == (bits, "cropped") and found[(2, 3)] == (bits, "flipped")
+
+
 def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_the_collection():
     """``shared_keys`` (keys and their descriptors packed in one sorted uint64 array) gives what grouping the
     descriptors by their key bytes in Python gives; keys grow from 24 bits with the number of corners, so that

@@ -57,6 +57,11 @@ from image_lineage.quality import matching
 
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
 SAME_FRAME_BITS = 2
+# A pair that only a quarter or a turned hash links must be within threshold // MULTIPLE_COMPARISONS bits: each
+# picture is compared four ways by its quarters and seven by its turns, so unrelated ones meet that many more times
+# by chance, while the copies these hashes find measured 0-2 bits (mosaic tiles, flips and quarter turns of the real
+# photos). 100,000 distinct synthetic pictures: 23,294 such chance pairs within 8 bits, 488 within 4.
+MULTIPLE_COMPARISONS = 2
 # The ways to split a hash into chunks (bits of the 64) the search chooses from (see chunk_widths), and what its
 # steps cost, measured on 100,000 and 2,000 random hashes (Xeon VM, numpy 2.4): a lookup of one chunk value 11 ns,
 # a candidate compared in full 24 ns, a bucket of the index built 9 ns
@@ -260,7 +265,7 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
     """{(i, j): (distance, transform)} for i < j whose smallest distance is within ``threshold``: whole
     against whole, centre against whole both ways round (a crop of A looks like A's centre; A may also be the
     crop of B), a quarter against whole (a mosaic tile), then flipped or turned copies (:func:`turned_pairs`;
-    ``transform``: how j is i, "" when as is).
+    ``transform``: how j is i, "" when as is); quarters and turns within threshold // MULTIPLE_COMPARISONS.
 
     ``hashes``: an (n, HASHES) array of :func:`perceptual_hashes` (an (n, 3) one: only whole and centres)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
@@ -274,6 +279,8 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
     other = image_a != image_b
     best: dict[tuple[int, int], tuple[int, str]] = {}
     for a, b, c, d in zip(*(values[other].tolist() for values in (image_a, image_b, column, distance))):
+        if c >= len(CROPS) and d > threshold // MULTIPLE_COMPARISONS:
+            continue
         transform = "" if c < len(CROPS) else "cropped" if a < b else "contained"  # a's quarter is b: b is cut from a
         key = (min(a, b), max(a, b))
         best[key] = min(best.get(key, (65, "")), (d, transform))
@@ -285,8 +292,8 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
 
 def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tuple[int, str]]:
     """{(i, j): (distance, how j is i)} for flipped and turned copies: candidates whose turn-free hashes are
-    within ``threshold`` (one search), kept when one of i's seven turned hashes is within ``threshold`` of j's
-    whole hash (the closest names the move)."""
+    within ``threshold`` (one search), kept when one of i's seven turned hashes is within ``threshold //
+    MULTIPLE_COMPARISONS`` of j's whole hash (the closest names the move)."""
     first, second, _ = pairs_within(hashes[:, TURN_FREE], hashes[:, TURN_FREE], threshold, same=True)
     if not len(first):
         return {}
@@ -295,7 +302,7 @@ def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tu
     distance = distances[np.arange(len(move)), move]
     names = list(TURNS)
     return {(int(a), int(b)): (int(d), names[m])
-            for a, b, d, m in zip(first, second, distance, move) if d <= threshold}
+            for a, b, d, m in zip(first, second, distance, move) if d <= threshold // MULTIPLE_COMPARISONS}
 
 
 def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
