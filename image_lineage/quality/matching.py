@@ -68,12 +68,15 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     if counts.sum() == 0:
         return []
     ends = np.cumsum(counts)  # descriptor i is of image searchsorted(ends, i, "right"): no array of 25.6 million owners
+    corner_bits = max(1, int(counts.max() - 1).bit_length())  # a corner's index within its image, in a vote
+    if (images * images * POSE_BINS) << corner_bits >= 1 << 64:
+        raise ValueError(f"{images:,} images of up to {counts.max():,} corners: a vote does not fit 64 bits")
     descriptors = np.ascontiguousarray(np.concatenate([d for d, _ in corner_sets if len(d)]))
     poses = np.concatenate([p for d, p in corner_sets if len(d)])
     words = descriptors.view(np.uint64)  # four 64-bit words a descriptor, for the Hamming distance
     # pairs already known cast no votes: a folder of re-encoded copies (every corner in a dozen images) made 54
     # million votes for pairs the hashes had found, and 6 s of sorting them
-    known_codes = np.unique(np.array([min(pair) * images + max(pair) for pair in known], dtype=np.int64))
+    known_codes = distinct(np.array([min(pair) * images + max(pair) for pair in known], dtype=np.int64))
     bits, positions = key_bits(len(descriptors)), np.arange(len(descriptors), dtype=np.uint32)
     scratch = threading.local()  # each thread's sort buffer, reused by its tables (see shared_keys)
 
@@ -91,11 +94,13 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
             owner_a, owner_b = np.searchsorted(ends, first, "right"), np.searchsorted(ends, second, "right")
             swap = owner_a > owner_b  # the corner of the lower-numbered image first
             first, second = np.where(swap, second, first), np.where(swap, first, second)
-            pair = np.minimum(owner_a, owner_b) * images + np.maximum(owner_a, owner_b)
+            low = np.minimum(owner_a, owner_b)
+            pair = low * images + np.maximum(owner_a, owner_b)
             new = (owner_a != owner_b) & ~contains(known_codes, pair)
-            first, second, pair = first[new], second[new], pair[new]
+            first, second, pair, low = first[new], second[new], pair[new], low[new]
             alike = np.bitwise_count(words[first] ^ words[second]).sum(axis=1) <= MAX_VOTE_BITS
-            votes.append(pose_votes(first[alike], second[alike], pair[alike], poses))
+            first, second, pair, low = first[alike], second[alike], pair[alike], low[alike]
+            votes.append(pose_votes(first, second, pair, poses, first - (ends[low] - counts[low]), corner_bits))
         return votes
 
     # tables on threads: numpy's sort and its arithmetic on long arrays release the GIL (100,000 images of random
@@ -103,15 +108,16 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     # table's arrays (about 0.2 GB at 100,000 images), and more than two were not measured
     with ThreadPoolExecutor(min(TABLES, usable_cpus(), VOTE_THREADS)) as pool:
         votes = [vote for table in pool.map(table_votes, range(TABLES)) for vote in table]
-    codes, corners = np.concatenate(votes, axis=1)
-    if not len(codes):
+    # a corner of the first image votes once a bin: the distinct votes (one sort of numbers, not of (bin, corner)
+    # pairs), then how many a bin has
+    votes = distinct(np.concatenate(votes))
+    if not len(votes):
         return []
-    order = np.lexsort((corners, codes))
-    codes, corners = codes[order], corners[order]
-    first_vote = np.concatenate([[True], (codes[1:] != codes[:-1]) | (corners[1:] != corners[:-1])])
-    bins, tally = np.unique(codes[first_vote], return_counts=True)  # a corner of the first image votes once a bin
-    pair_codes = bins[tally >= MIN_VOTES] // POSE_BINS
-    return sorted((int(code // images), int(code % images)) for code in np.unique(pair_codes))
+    bins = votes >> np.uint64(corner_bits)
+    starts = np.flatnonzero(np.concatenate([[True], bins[1:] != bins[:-1]]))
+    tally = np.diff(np.append(starts, len(bins)))
+    pair_codes = bins[starts][tally >= MIN_VOTES].astype(np.int64) // POSE_BINS
+    return sorted((int(code // images), int(code % images)) for code in distinct(pair_codes))
 
 
 def key_bits(descriptors: int) -> int:
@@ -163,6 +169,14 @@ def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     return keys[places], indexes[places].astype(np.int64)
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` for a 1-d integer array, by a sort. Not ``np.unique``: since numpy 2.3 it finds the
+    values with a hash table, which took 173 s for 74 million uint64 on the VM measured (0.6 s for a million),
+    against 0.9 s for numpy's SIMD sort."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
 def contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Whether each of ``codes`` is in ``sorted_codes`` (sorted, unique). Not ``np.isin``: on 2,000 photos its
     default took 0.25 s more per check (it sorts both sides each call), and its table method allocates one flag per
@@ -173,17 +187,19 @@ def contains(sorted_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return sorted_codes[at] == codes
 
 
-def pose_votes(first: np.ndarray, second: np.ndarray, pair: np.ndarray, poses: np.ndarray) -> np.ndarray:
-    """(bin code, corner of the first image) of each alike pair of corners (``pair``: their images' code,
-    first x images + second): the bin says which two images and which move (the turn between the corners'
-    orientations in ANGLE_BINS, voting for the two nearest, and the difference of their pyramid levels)."""
+def pose_votes(first: np.ndarray, second: np.ndarray, pair: np.ndarray, poses: np.ndarray, corner: np.ndarray,
+               corner_bits: int) -> np.ndarray:
+    """The votes of alike pairs of corners, as uint64: bin code << ``corner_bits`` | ``corner`` (the first corner's
+    index within its image). ``pair``: the images' code, first x images + second; the bin says which two images
+    and which move (the turn between the corners' orientations in ANGLE_BINS, voting for the two nearest, and the
+    difference of their pyramid levels)."""
     first_poses, second_poses = poses[first].astype(np.int64), poses[second].astype(np.int64)  # uint8 until here
     turn = (second_poses[:, 0] - first_poses[:, 0]) % 256 * ANGLE_BINS / 256
     nearest = np.floor(turn).astype(np.int64)
     other = np.where(turn - nearest >= 0.5, nearest + 1, nearest - 1) % ANGLE_BINS
     level = second_poses[:, 1] - first_poses[:, 1] + LEVELS
     codes = [(pair * ANGLE_BINS + angle) * (2 * LEVELS + 1) + level for angle in (nearest % ANGLE_BINS, other)]
-    return np.stack([np.concatenate(codes), np.concatenate([first, first])])
+    return (np.concatenate(codes).astype(np.uint64) << np.uint64(corner_bits)) | np.tile(corner, 2).astype(np.uint64)
 
 
 def match(a: bytes, b: bytes, size_a: tuple[int, int], size_b: tuple[int, int]) -> str | None:
