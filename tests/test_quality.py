@@ -252,13 +252,15 @@ def test_a_quarter_or_a_turn_links_two_pictures_only_within_half_the_threshold()
         return np.uint64(value ^ sum(1 << int(bit) for bit in rng.choice(64, size=count, replace=False)))
 
     for bits, kept in ((4, True), (6, False)):
-        hashes = rng.integers(0, 2**63, size=(6, HASHES), dtype=np.int64).astype(np.uint64)
+        hashes = rng.integers(0, 2**63, size=(8, HASHES), dtype=np.int64).astype(np.uint64)
         hashes[1, 0] = flipped_bits(int(hashes[0, TILE_COLUMNS.start + 2]), bits)  # 1 is a tile of 0
         hashes[3, TURN_FREE] = hashes[2, TURN_FREE]  # 3 is 2 turned (the turn-free hashes agree)
         hashes[3, 0] = flipped_bits(int(hashes[2, TURN_COLUMNS.start]), bits)
         hashes[5, 0] = flipped_bits(int(hashes[4, 0]), bits + 2)  # 5 is 4 re-encoded: within 8 either way
+        hashes[7, TURN_FREE] = flipped_bits(int(hashes[6, TURN_FREE]), bits)  # 7 is 6 turned, as far on the
+        hashes[7, 0] = hashes[6, TURN_COLUMNS.start + 1]  # turn-free hash (its candidates are within 4 too)
         found = near_pairs(hashes, 8)
-        assert found[(4, 5)] == (bits + 2, "")
+        assert found[(4, 5)] == (bits + 2, "") and ((6, 7) in found) == kept
         assert ((0, 1) in found, (2, 3) in found) == (kept, kept), bits
         if kept:
             assert found[(0, 1)] == (bits, "cropped") and found[(2, 3)] == (bits, "flipped")

@@ -292,17 +292,21 @@ def near_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> dict[t
 
 def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tuple[int, str]]:
     """{(i, j): (distance, how j is i)} for flipped and turned copies: candidates whose turn-free hashes are
-    within ``threshold`` (one search), kept when one of i's seven turned hashes is within ``threshold //
-    MULTIPLE_COMPARISONS`` of j's whole hash (the closest names the move)."""
-    first, second, _ = pairs_within(hashes[:, TURN_FREE], hashes[:, TURN_FREE], threshold, same=True)
+    within ``threshold // MULTIPLE_COMPARISONS`` (one search), kept when one of i's seven turned hashes is within
+    that of j's whole hash (the closest names the move). The turned copies of the real photos measured 0-2 bits
+    on both; searching the turn-free hashes within the whole threshold gave 2.7 million candidates and took 11 s
+    on 100,000 synthetic pictures of simple shapes (their turn-free hashes crowd together)."""
+    bound = threshold // MULTIPLE_COMPARISONS
+    first, second, _ = pairs_within(hashes[:, TURN_FREE], hashes[:, TURN_FREE], bound, same=True)
     if not len(first):
         return {}
     distances = hamming(hashes[first, TURN_COLUMNS.start:TURN_COLUMNS.stop], hashes[second, 0][:, None])  # second as first turned
     move = distances.argmin(axis=1)
     distance = distances[np.arange(len(move)), move]
+    close = distance <= bound
     names = list(TURNS)
-    return {(int(a), int(b)): (int(d), names[m])
-            for a, b, d, m in zip(first, second, distance, move) if d <= threshold // MULTIPLE_COMPARISONS}
+    return {(a, b): (d, names[m]) for a, b, d, m in
+            zip(*(values[close].tolist() for values in (first, second, distance, move)))}
 
 
 def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
