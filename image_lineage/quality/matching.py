@@ -87,11 +87,12 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
         sizes = np.diff(np.append(starts, len(keys)))
         small = np.repeat(sizes <= BUCKET_CAP, sizes)
+        owner = np.searchsorted(ends, order, "right")  # each one's image, once a table, not once an offset
         votes = []
         for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
             same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
             first, second = order[same], order[same + offset]
-            owner_a, owner_b = np.searchsorted(ends, first, "right"), np.searchsorted(ends, second, "right")
+            owner_a, owner_b = owner[same], owner[same + offset]
             swap = owner_a > owner_b  # the corner of the lower-numbered image first
             first, second = np.where(swap, second, first), np.where(swap, first, second)
             low = np.minimum(owner_a, owner_b)
