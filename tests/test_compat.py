@@ -43,17 +43,24 @@ def test_local_artifact_dir_only_for_a_folder_store(tmp_path):
     assert _compat.local_artifact_dir("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0") is None
 
 
-def test_range_reader_only_for_stores_that_serve_byte_ranges(tmp_path, gcs, azure_blob):
+def test_range_reader_only_for_stores_that_serve_byte_ranges(tmp_path):
     assert _compat.range_reader(tmp_path.as_uri()) is None  # a folder store: packs are read in place
     assert callable(_compat.range_reader("http://localhost:5000/api/2.0/mlflow-artifacts/artifacts/0"))
     assert callable(_compat.range_reader("s3://bucket/mlruns/0/run/artifacts"))  # its client and bucket owner
-    # the Google and Azure repositories' clients and URI parsers, a range read through each (the emulators)
-    gcs.client().bucket(gcs.bucket).blob("root/run/artifacts/pack").upload_from_string(bytes(range(100)))
-    azure_blob.container_client(azure_blob.bucket).upload_blob("root/run/artifacts/pack", bytes(range(100)))
-    for uri in (f"gs://{gcs.bucket}/root/run/artifacts",
-                f"wasbs://{azure_blob.bucket}@{azure_blob.ACCOUNT}.blob.core.windows.net/root/run/artifacts"):
-        assert _compat.range_reader(uri)("pack", 10, 14) == bytes(range(10, 15)), uri
     # its use against live servers: tests/test_content_store.py (a version needing a few files of a pack)
+
+
+def test_range_reader_reads_through_the_google_repository(gcs):
+    """Its client and URI parser, and a range read through them (the emulator)."""
+    gcs.client().bucket(gcs.bucket).blob("root/run/artifacts/pack").upload_from_string(bytes(range(100)))
+    assert _compat.range_reader(f"gs://{gcs.bucket}/root/run/artifacts")("pack", 10, 14) == bytes(range(10, 15))
+
+
+def test_range_reader_reads_through_the_azure_repository(azure_blob):
+    """Its client and URI parser, and a range read through them (Azurite; skipped, saying so, without it)."""
+    azure_blob.container_client(azure_blob.bucket).upload_blob("root/run/artifacts/pack", bytes(range(100)))
+    uri = f"wasbs://{azure_blob.bucket}@{azure_blob.ACCOUNT}.blob.core.windows.net/root/run/artifacts"
+    assert _compat.range_reader(uri)("pack", 10, 14) == bytes(range(10, 15))
 
 
 def test_code_source_and_invalid_parameter_code():
