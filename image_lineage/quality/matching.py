@@ -67,7 +67,10 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     counts = np.array([len(descriptors) for descriptors, _ in corner_sets], dtype=np.int64)
     if counts.sum() == 0:
         return []
-    ends = np.cumsum(counts)  # descriptor i is of image searchsorted(ends, i, "right"): no array of 25.6 million owners
+    ends = np.cumsum(counts)
+    # each descriptor's image, looked up by the tables' shared places: at 100,000 images 0.1 GB, and a gather of
+    # 600,000 places a table took 9 ms against 72 ms for a binary search of ``ends`` (searchsorted)
+    owner_of = np.repeat(np.arange(images, dtype=np.uint32), counts)
     corner_bits = max(1, int(counts.max() - 1).bit_length())  # a corner's index within its image, in a vote
     if (images * images * POSE_BINS) << corner_bits >= 1 << 64:
         raise ValueError(f"{images:,} images of up to {counts.max():,} corners: a vote does not fit 64 bits")
@@ -87,7 +90,7 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         starts = run_starts(keys)
         sizes = np.diff(np.append(starts, len(keys)))
         small = np.repeat(sizes <= BUCKET_CAP, sizes)
-        owner = np.searchsorted(ends, order, "right")  # each one's image, once a table, not once an offset
+        owner = owner_of[order].astype(np.int64)  # each one's image, once a table, not once an offset
         votes = []
         for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
             same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
