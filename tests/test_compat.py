@@ -56,6 +56,15 @@ def test_range_reader_reads_through_the_google_repository(gcs):
     assert _compat.range_reader(f"gs://{gcs.bucket}/root/run/artifacts")("pack", 10, 14) == bytes(range(10, 15))
 
 
+def test_a_reply_longer_than_the_range_is_not_served_and_a_shorter_one_is_left_to_the_caller():
+    """A store that ignored the range sent the whole file: the pack is then downloaded whole. A shorter reply (a
+    pack replaced by a smaller file) goes back to the caller, which refuses it as it does the other stores'."""
+    with pytest.raises(_compat.RangeNotServed, match="10 bytes in reply"):
+        _compat._whole_range(b"x" * 10, "bucket/pack", 0, 4)
+    assert _compat._whole_range(b"x" * 5, "bucket/pack", 0, 4) == b"x" * 5
+    assert _compat._whole_range(b"x" * 3, "bucket/pack", 0, 4) == b"x" * 3
+
+
 def test_range_reader_reads_through_the_azure_repository(azure_blob):
     """Its client and URI parser, and a range read through them (Azurite; skipped, saying so, without it)."""
     azure_blob.container_client(azure_blob.bucket).upload_blob("root/run/artifacts/pack", bytes(range(100)))

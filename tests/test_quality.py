@@ -251,7 +251,7 @@ def test_a_quarter_or_a_turn_links_two_pictures_only_within_half_the_threshold()
     def flipped_bits(value: int, count: int) -> np.uint64:
         return np.uint64(value ^ sum(1 << int(bit) for bit in rng.choice(64, size=count, replace=False)))
 
-    for bits, kept in ((4, True), (6, False)):
+    for bits, kept in ((4, True), (5, False), (6, False)):  # 4 is threshold // 2; one bit past it is out
         hashes = rng.integers(0, 2**63, size=(8, HASHES), dtype=np.int64).astype(np.uint64)
         hashes[1, 0] = flipped_bits(int(hashes[0, TILE_COLUMNS.start + 2]), bits)  # 1 is a tile of 0
         hashes[3, TURN_FREE] = hashes[2, TURN_FREE]  # 3 is 2 turned (the turn-free hashes agree)

@@ -59,7 +59,7 @@ def artifact_repository(artifact_uri: str):
 
 def range_reader(artifact_uri: str):
     """A function ``(artifact path, first byte, last byte) -> those bytes`` where the artifact store behind
-    ``artifact_uri`` serves byte ranges, else None. Two stores do, and MLflow's repositories for both only
+    ``artifact_uri`` serves byte ranges, else None. These four do, and MLflow's repositories for them only
     download whole files:
 
     * the tracking server's proxied artifacts (``mlflow-artifacts:``, or an ``http(s)://`` artifact root): an
@@ -68,7 +68,8 @@ def range_reader(artifact_uri: str):
       ``Range``, through the repository's own boto3 client (``_get_s3_client``, private, which applies MLflow's
       S3 settings) and its expected bucket owner (``_bucket_owner_params``, private);
     * Google Cloud Storage (``gs://``): a ranged media download, through the repository's
-      ``google.cloud.storage`` client (``client``, and ``parse_gcs_uri``: undocumented);
+      ``google.cloud.storage`` client (``client``, ``parse_gcs_uri`` and ``_GCS_DEFAULT_TIMEOUT``, MLflow's
+      ``MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT``: undocumented or private);
     * Azure Blob Storage (``wasbs://``): ``download_blob`` with an offset and a length, through the repository's
       ``BlobServiceClient`` (``client``, and ``parse_wasbs_uri``: undocumented).
 
@@ -144,6 +145,7 @@ def _gcs_range_reader(repository):
     import posixpath
 
     from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError  # credentials: not a GoogleAPIError
     from mlflow.exceptions import MlflowException
 
     bucket_name, root = repository.parse_gcs_uri(repository.artifact_uri)
@@ -152,8 +154,9 @@ def _gcs_range_reader(repository):
     def read(path: str, first: int, last: int) -> bytes:
         key = posixpath.join(root, path)
         try:
-            data = bucket.blob(key).download_as_bytes(start=first, end=last)  # end inclusive, as HTTP's
-        except GoogleAPIError as exc:
+            data = bucket.blob(key).download_as_bytes(start=first, end=last,  # end inclusive, as HTTP's
+                                                      timeout=repository._GCS_DEFAULT_TIMEOUT)
+        except (GoogleAPIError, GoogleAuthError) as exc:
             raise MlflowException(f"GET gs://{bucket_name}/{key} (bytes {first}-{last}): {exc}") from exc
         return _whole_range(data, f"gs://{bucket_name}/{key}", first, last)
 
@@ -174,7 +177,7 @@ def _azure_range_reader(repository):
         try:
             data = client.download_blob(key, offset=first, length=last - first + 1).readall()
         except AzureError as exc:  # its text runs on with the request's id, time and XML reply: the first line
-            reason = f"{getattr(exc, 'error_code', None) or type(exc).__name__}: {str(exc).splitlines()[0]}"
+            reason = f"{getattr(exc, 'error_code', None) or type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             raise MlflowException(f"GET {container}/{key} (bytes {first}-{last}): {reason}") from exc
         return _whole_range(data, f"{container}/{key}", first, last)
 
@@ -182,9 +185,10 @@ def _azure_range_reader(repository):
 
 
 def _whole_range(data: bytes, where: str, first: int, last: int) -> bytes:
-    """``data`` when it is as long as the range asked for (the ranges asked for lie inside the file: a store that
-    ignored the range sent the whole file, a longer answer)."""
-    if len(data) != last - first + 1:
+    """``data``, unless it is longer than the range asked for: a store that ignored the range sent the whole file
+    (the ranges asked for lie inside the file). A shorter answer is returned, for the caller to refuse as it does
+    the other stores' (a pack replaced by a smaller file)."""
+    if len(data) > last - first + 1:
         raise RangeNotServed(f"GET {where} (bytes {first}-{last}): {len(data)} bytes in reply")
     return data
 
