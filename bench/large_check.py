@@ -57,8 +57,11 @@ def draw_picture(root: Path, number: int) -> None:
 
 
 def draw_folder(root: Path, images: int) -> None:
-    if len(list(root.rglob("*.jpg"))) == images:
+    drawn = len(list(root.rglob("*.jpg")))
+    if drawn == images:
         return
+    if drawn:  # pictures of another run's --images: a check of the folder would count them too
+        sys.exit(f"{root} holds {drawn:,} pictures, not {images:,}: give --images {drawn} or an empty --folder")
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:  # OpenCV's drawing and encoding release the GIL
         list(pool.map(lambda number: draw_picture(root, number), range(images)))
 
@@ -79,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         timed("whole check, cold (every picture read, hashed, its corners found)", lambda: check(root))
         report, _ = timed("the same, warm (hashes and corners cached)", lambda: check(root))
         pairs = report.pairs
-        found_by = pairs["transform"].fillna("").replace("", "(whole picture or centre)")
-        print(f"    {len(pairs):,} chance pairs (goal 0), {int(pairs['leakage'].sum()):,} across splits; by how found:")
+        found_by = pairs["transform"].fillna("").replace("", "(the same frame)")
+        print(f"    {len(pairs):,} chance pairs (goal 0), {int(pairs['leakage'].sum()):,} across splits; by the move "
+              "named (the same frame: whole or centre hashes, or corners agreeing on no move):")
         print("    " + found_by.value_counts().to_string().replace("\n", "\n    "))
         print(f"    peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB")
 
