@@ -267,7 +267,7 @@ def test_a_quarter_or_a_turn_links_two_pictures_only_within_half_the_threshold()
 
 
 def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_the_collection():
-    """``shared_keys`` (keys and their descriptors packed in one sorted uint64 array) gives what grouping the
+    """``key_buckets`` (keys and their descriptors packed in one sorted uint64 array) gives what grouping the
     descriptors by their key bytes in Python gives; keys grow from 24 bits with the number of corners, so that
     chance meetings of unrelated corners stay rare at any size."""
     rng = np.random.default_rng(1)
@@ -281,12 +281,21 @@ def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_
             groups.setdefault(int.from_bytes(row[3 * table : 3 * table + 4].tobytes(), "little") % (1 << bits), []).append(index)
         expected = sorted((key << (32 - bits), index) for key, members in groups.items() if len(members) > 1 for index in members)
         for packed in (None, buffer):
-            keys, indexes = matching.shared_keys(descriptors, table, bits, positions, packed)
-            assert list(zip(keys.tolist(), indexes.tolist())) == expected and len(expected) > 100, (table, bits)
+            keys, indexes, starts, sizes = matching.key_buckets(descriptors, table, bits, positions, packed)
+            buckets = [[(int(keys[p]), int(indexes[p])) for p in range(start, start + size)]
+                       for start, size in zip(starts, sizes)]
+            assert all(len({key for key, _ in bucket}) == 1 for bucket in buckets)  # one key a bucket
+            assert [member for bucket in buckets for member in bucket] == expected and len(expected) > 100, (table, bits)
+            assert len(buckets) == sum(len(members) > 1 for members in groups.values())  # each key's members in one
+    for batch in (matching.PAIRS_A_BATCH, 50, 1):  # every two members of each bucket, once, however batched
+        pairs = [pair for a, b in matching.bucket_pairs(np.array([0, 7, 30]), np.array([2, 16, 3]), batch)
+                 for pair in zip(a.tolist(), b.tolist())]
+        assert sorted(pairs) == [(s + i, s + j) for s, n in ((0, 2), (7, 16), (30, 3)) for i in range(n) for j in range(i + 1, n)]
+    assert list(matching.bucket_pairs(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))) == []
     assert [matching.key_bits(images * 256) for images in (1, 2000, 2048, 2049, 100_000, 10**7)] == [24, 24, 24, 25, 30, 32]
     for unviewable in (np.asfortranarray(descriptors), descriptors[:, :16].copy(), descriptors.astype(np.int16)):
         with pytest.raises(ValueError, match="C-contiguous"):  # its keys would be read from the wrong bytes
-            matching.shared_keys(unviewable, 0, 24, positions)
+            matching.key_buckets(unviewable, 0, 24, positions)
 
 
 @pytest.mark.parametrize("case", ["one image", "empty split", "modes", "huge jpeg"])

@@ -68,8 +68,8 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     if counts.sum() == 0:
         return []
     ends = np.cumsum(counts)
-    # each descriptor's image, looked up by the tables' shared places: at 100,000 images 0.1 GB, and a gather of
-    # 600,000 places a table took 9 ms against 72 ms for a binary search of ``ends`` (searchsorted)
+    # each descriptor's image, looked up for the pairs of each table's buckets: at 100,000 images 0.1 GB, and a
+    # gather of 600,000 took 9 ms against 72 ms for a binary search of ``ends`` (searchsorted)
     owner_of = np.repeat(np.arange(images, dtype=np.uint32), counts)
     corner_bits = max(1, int(counts.max() - 1).bit_length())  # a corner's index within its image, in a vote
     if (images * images * POSE_BINS) << corner_bits >= 1 << 64:
@@ -81,21 +81,17 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     # million votes for pairs the hashes had found, and 6 s of sorting them
     known_codes = distinct(np.array([min(pair) * images + max(pair) for pair in known], dtype=np.int64))
     bits, positions = key_bits(len(descriptors)), np.arange(len(descriptors), dtype=np.uint32)
-    scratch = threading.local()  # each thread's sort buffer, reused by its tables (see shared_keys)
+    scratch = threading.local()  # each thread's sort buffer, reused by its tables (see key_buckets)
 
     def table_votes(table: int) -> list[np.ndarray]:
         if not hasattr(scratch, "packed"):
             scratch.packed = np.empty(len(descriptors), dtype=np.uint64)
-        keys, order = shared_keys(descriptors, table, bits, positions, scratch.packed)
-        starts = run_starts(keys)
-        sizes = np.diff(np.append(starts, len(keys)))
-        small = np.repeat(sizes <= BUCKET_CAP, sizes)
-        owner = owner_of[order].astype(np.int64)  # each one's image, once a table, not once an offset
+        _, order, starts, sizes = key_buckets(descriptors, table, bits, positions, scratch.packed)
+        small = sizes <= BUCKET_CAP
         votes = []
-        for offset in range(1, BUCKET_CAP):  # every two members of a bucket, as (member, member + offset)
-            same = np.flatnonzero((keys[offset:] == keys[:-offset]) & small[offset:])
-            first, second = order[same], order[same + offset]
-            owner_a, owner_b = owner[same], owner[same + offset]
+        for places_a, places_b in bucket_pairs(starts[small], sizes[small]):
+            first, second = order[places_a].astype(np.int64), order[places_b].astype(np.int64)
+            owner_a, owner_b = owner_of[first].astype(np.int64), owner_of[second].astype(np.int64)
             swap = owner_a > owner_b  # the corner of the lower-numbered image first
             first, second = np.where(swap, second, first), np.where(swap, first, second)
             low = np.minimum(owner_a, owner_b)
@@ -108,8 +104,8 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
         return votes
 
     # tables on threads: numpy's sort and its arithmetic on long arrays release the GIL (100,000 images of random
-    # descriptors: 8.7 s on one thread, 3.9-5.0 s on two, see benchmarks). At most VOTE_THREADS: each holds a
-    # table's arrays (about 0.2 GB at 100,000 images), and more than two were not measured
+    # descriptors: 5.3-5.4 s on one thread, 3.2-4.2 s on two, the first call of a process the slower). At most
+    # VOTE_THREADS: each holds a table's arrays (about 0.2 GB at 100,000 images), and more were not measured
     with ThreadPoolExecutor(min(TABLES, usable_cpus(), VOTE_THREADS)) as pool:
         votes = [vote for table in pool.map(table_votes, range(TABLES)) for vote in table]
     # a corner of the first image votes once a bin: the distinct votes (one sort of numbers, not of (bin, corner)
@@ -124,6 +120,30 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
     return sorted((int(code // images), int(code % images)) for code in distinct(pair_codes))
 
 
+# every two members of a bucket, (i, j) with i < j, ordered by j: a bucket of s members has the first s(s - 1) / 2
+PAIR_FIRST, PAIR_SECOND = np.array([(i, j) for j in range(BUCKET_CAP) for i in range(j)], dtype=np.int64).T
+PAIRS_A_BATCH = 1 << 22  # about 0.3 GB of arrays a batch
+
+
+def bucket_pairs(starts: np.ndarray, sizes: np.ndarray, batch: int = PAIRS_A_BATCH):
+    """Every two places of each bucket (``starts``: its first place, ``sizes``: 2 to BUCKET_CAP members), as two
+    arrays of places, in batches of about ``batch`` pairs (at most that plus one bucket's).
+
+    Made from the buckets, not by comparing each place with the next 15: on pictures whose corners repeat, 92 % of
+    the places are shared and those 15 passes over them were most of the vote."""
+    counts = sizes * (sizes - 1) // 2
+    ends = np.cumsum(counts)
+    cuts = np.searchsorted(ends, np.arange(batch, ends[-1] if len(ends) else 0, batch), "right")
+    for low, high in zip([0, *cuts], [*cuts, len(counts)]):
+        if low == high:
+            continue
+        block_counts = counts[low:high]
+        block = np.repeat(starts[low:high], block_counts)  # each pair's bucket
+        rank = np.arange(len(block)) - np.repeat(ends[low:high] - block_counts - (ends[low - 1] if low else 0),
+                                                 block_counts)  # its number within the bucket
+        yield block + PAIR_FIRST[rank], block + PAIR_SECOND[rank]
+
+
 def key_bits(descriptors: int) -> int:
     """How many bits key a descriptor in the vote's tables, for a collection of ``descriptors`` corners: at least
     MIN_KEY_BITS, and log2(descriptors) + SPARE_KEY_BITS, so that the odds of a descriptor meeting an unrelated one
@@ -133,21 +153,24 @@ def key_bits(descriptors: int) -> int:
     return min(32, max(MIN_KEY_BITS, math.ceil(math.log2(max(descriptors, 1))) + SPARE_KEY_BITS))
 
 
-def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.ndarray,
-                packed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, descriptor indexes) of the descriptors that share their key in ``table`` with another one, sorted by
-    key (and index within a key). A table's key is the ``bits`` low bits of the four bytes from byte 3 x table
-    on: at 24 bits its own three bytes, longer keys also some bits of the next table's first byte; the keys
-    returned stand for those bits shifted left by 32 - ``bits`` (equal keys stay equal, their order is kept).
-    ``positions``: ``np.arange(len(descriptors))`` as uint32 (indexes fit 32 bits: up to 16 million images).
-    ``packed``: a uint64 buffer of ``len(descriptors)`` to sort in, overwritten (by default a new one). A caller
-    sorting several tables passes one: on the VM measured, the first write to new memory added 0.45-0.6 s to a
-    table of 25.6 million (the kernel's page faults), two to three times its sort.
+def key_buckets(descriptors: np.ndarray, table: int, bits: int, positions: np.ndarray,
+                packed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, descriptor indexes, starts, sizes): every descriptor's key in ``table`` and its index, sorted by key
+    (and index within a key), and the buckets of descriptors that share a key, each as its first place in that
+    order and its number of members (2 or more). A table's key is the ``bits`` low bits of the four bytes from
+    byte 3 x table on: at 24 bits its own three bytes, longer keys also some bits of the next table's first byte;
+    the keys returned stand for those bits shifted left by 32 - ``bits`` (equal keys stay equal, their order is
+    kept). ``positions``: ``np.arange(len(descriptors))`` as uint32 (indexes fit 32 bits: up to 16 million
+    images). ``packed``: a uint64 buffer of ``len(descriptors)`` to sort in, overwritten (by default a new one);
+    the keys and indexes returned are views of it. A caller sorting several tables passes one: on the VM
+    measured, the first write to new memory added 0.45-0.6 s to a table of 25.6 million (the kernel's page
+    faults), two to three times its sort.
 
     Why not ``np.argsort`` of the keys: each key and its index are packed into one uint64 and sorted as numbers,
-    which numpy does with SIMD instructions (0.22 s for 25.6 million, against 2.4 s for argsort); and a
-    descriptor whose key no other has is dropped before anything else is done with it (at 100,000 images with
-    30-bit keys, about 98 % of them)."""
+    which numpy does with SIMD instructions (0.22 s for 25.6 million, against 2.4 s for argsort). Why buckets, not
+    the places of the shared keys: where corners repeat (100,000 synthetic pictures of shapes) 90 % of the places
+    are shared, 80 % in buckets the vote skips as too large, and copying out those places cost more than the sort
+    (and as much memory as the buffer again, new memory each table)."""
     if descriptors.dtype != np.uint8 or descriptors.shape[1:] != (DESCRIPTOR_BYTES,) or not descriptors.flags.c_contiguous:
         raise ValueError(f"descriptors: a C-contiguous (n, {DESCRIPTOR_BYTES}) uint8 array, not {descriptors.dtype} "
                          f"{descriptors.shape}")
@@ -163,14 +186,14 @@ def shared_keys(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     packed.sort()
     halves = packed.view(np.uint32).reshape(-1, 2)  # each number's (low, high) 32 bits: (index, key)
     keys, indexes = (halves[:, 1], halves[:, 0]) if sys.byteorder == "little" else (halves[:, 0], halves[:, 1])
-    # the places of the shared keys, from the few places where a key equals the next (about 2 % at 100,000 images):
-    # each such place and the next one, in order (place + 1 <= the next such place), once each. Not a mask of every
-    # place: three passes over 25.6 million flags and two masked reads took twice as long
-    repeated = np.flatnonzero(keys[1:] == keys[:-1])
-    places = np.empty(2 * len(repeated), dtype=np.int64)
-    places[0::2], places[1::2] = repeated, repeated + 1
-    places = places[run_starts(places)]
-    return keys[places], indexes[places].astype(np.int64)
+    # same[p]: place p's key is place p - 1's (False at 0 and at len(keys): no place there). A bucket runs from a
+    # place whose key the next shares and the one before does not, to a place whose key the one before shares and
+    # the next does not
+    same = np.zeros(len(keys) + 1, dtype=bool)
+    np.equal(keys[1:], keys[:-1], out=same[1:-1])
+    starts = np.flatnonzero(same[1:] & ~same[:-1])
+    lasts = np.flatnonzero(same[:-1] & ~same[1:])
+    return keys, indexes, starts, lasts - starts + 1
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
