@@ -122,7 +122,7 @@ def candidate_pairs(corner_sets: list[tuple[np.ndarray, np.ndarray]],
 
 # every two members of a bucket, (i, j) with i < j, ordered by j: a bucket of s members has the first s(s - 1) / 2
 PAIR_FIRST, PAIR_SECOND = np.array([(i, j) for j in range(BUCKET_CAP) for i in range(j)], dtype=np.int64).T
-PAIRS_A_BATCH = 1 << 22  # about 0.3 GB of arrays a batch
+PAIRS_A_BATCH = 1 << 20  # about 0.1 GB of arrays a batch and thread (4 million: 0.3 GB more at the peak, no faster)
 
 
 def bucket_pairs(starts: np.ndarray, sizes: np.ndarray, batch: int = PAIRS_A_BATCH):
