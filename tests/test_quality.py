@@ -292,6 +292,9 @@ def test_corner_vote_groups_keys_as_a_plain_lookup_does_and_lengthens_them_with_
                  for pair in zip(a.tolist(), b.tolist())]
         assert sorted(pairs) == [(s + i, s + j) for s, n in ((0, 2), (7, 16), (30, 3)) for i in range(n) for j in range(i + 1, n)]
     assert list(matching.bucket_pairs(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))) == []
+    # every corner in more than BUCKET_CAP images: no bucket votes, no candidate (not an error)
+    poses = np.zeros((len(descriptors[:50]), 2), dtype=np.uint8)
+    assert matching.candidate_pairs([(descriptors[:50], poses)] * (matching.BUCKET_CAP + 1)) == []
     assert [matching.key_bits(images * 256) for images in (1, 2000, 2048, 2049, 100_000, 10**7)] == [24, 24, 24, 25, 30, 32]
     for unviewable in (np.asfortranarray(descriptors), descriptors[:, :16].copy(), descriptors.astype(np.int16)):
         with pytest.raises(ValueError, match="C-contiguous"):  # its keys would be read from the wrong bytes
