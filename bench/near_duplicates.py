@@ -86,8 +86,10 @@ def pair_speed(count: int, threshold: int) -> None:
     near, searches = timed(f"(b) the check's hash searches over {count:,} images ({looked_up:,} hashes)",
                            lambda: near_pairs(every_hash, threshold))
     descriptors = rng.integers(0, 256, size=(count * FEATURES, DESCRIPTOR_BYTES), dtype=np.uint8)
-    poses = np.column_stack([rng.integers(0, 256, count * FEATURES), rng.integers(0, LEVELS, count * FEATURES)])
-    corner_sets = list(zip(np.split(descriptors, count), np.split(poses.astype(np.uint8), count)))
+    # uint8 as the check's poses are (int64 ones held 0.4 GB more while the vote ran)
+    poses = np.column_stack([rng.integers(0, 256, count * FEATURES, dtype=np.uint8),
+                             rng.integers(0, LEVELS, count * FEATURES, dtype=np.uint8)])
+    corner_sets = list(zip(np.split(descriptors, count), np.split(poses, count)))
     candidates, vote = timed(f"(b) its corner vote, {FEATURES} random corners an image ({key_bits(count * FEATURES)}-bit keys)",
                              lambda: candidate_pairs(corner_sets))
     print(f"    {len(near)} hash pairs, {len(candidates)} vote candidates (random: chance only); the pair search "

@@ -183,19 +183,22 @@ def key_buckets(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     window = np.ndarray((len(descriptors),), dtype="<u4", buffer=descriptors, offset=3 * table, strides=(DESCRIPTOR_BYTES,))
     if packed is None:
         packed = np.empty(len(descriptors), dtype=np.uint64)
-    np.left_shift(window, np.uint64(64 - bits), out=packed)  # the key's bits on top, the next 32 bits free
-    packed |= positions
-    packed.sort()
     halves = packed.view(np.uint32).reshape(-1, 2)  # each number's (low, high) 32 bits: (index, key)
     keys, indexes = (halves[:, 1], halves[:, 0]) if sys.byteorder == "little" else (halves[:, 0], halves[:, 1])
-    # same[p]: place p's key is place p - 1's (False at 0 and at len(keys): no place there). A bucket runs from a
-    # place whose key the next shares and the one before does not, to a place whose key the one before shares and
-    # the next does not
-    same = np.zeros(len(keys) + 1, dtype=bool)
-    np.equal(keys[1:], keys[:-1], out=same[1:-1])
-    starts = np.flatnonzero(same[1:] & ~same[:-1])
-    lasts = np.flatnonzero(same[:-1] & ~same[1:])
-    return keys, indexes, starts, lasts - starts + 1
+    # each half written as uint32 in place, not a uint64 made and or-ed with the indexes: 0.12 s a table of 25.6
+    # million against 0.21 s
+    np.left_shift(window, np.uint32(32 - bits), out=keys)  # the key's bits on top
+    indexes[:] = positions
+    packed.sort()
+    # the places whose key the next place shares (one pass over the keys), then the runs of consecutive such places:
+    # a run from place p to place q is a bucket of places p to q + 1. Found among the shared places, not with masks
+    # the length of the table: at 100,000 images of random corners 1 place in 40 is shared, and two masks and their
+    # combination took 0.2 s a table against the sort's 0.25 s
+    shared = np.flatnonzero(keys[1:] == keys[:-1])
+    breaks = np.flatnonzero(np.diff(shared) != 1)  # a run ends before each break
+    starts = shared[np.concatenate([[0], breaks + 1])] if len(shared) else shared
+    lasts = shared[np.append(breaks, len(shared) - 1)] if len(shared) else shared
+    return keys, indexes, starts, lasts - starts + 2
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
