@@ -7,7 +7,8 @@
       neighbours at 0..threshold bits), multi-index hashing, against the planted count; then the check's pair
       search over 100,000 distinct images (random hashes and corners): its hash searches (whole picture, two
       centres, four quarters, turn-free: 800,000 hashes looked up) and its corner vote (256 corners an image;
-      chance meetings of keys and the sorts, no true votes);
+      chance meetings of keys and the sorts, no true votes), timed twice: a first call in a process also pays for
+      its new memory;
   (c) the whole check (read, hash, pairs, report) of a 2,000-image folder, cold and warm (cached hashes);
   (d) accuracy on the real photos: planted copies (bench/common.py TRANSFORMS, TURN_TRANSFORMS and
       MOVED_TRANSFORMS) found and named, distinct photos flagged, and the distances of planted and of
@@ -92,8 +93,11 @@ def pair_speed(count: int, threshold: int) -> None:
     corner_sets = list(zip(np.split(descriptors, count), np.split(poses, count)))
     candidates, vote = timed(f"(b) its corner vote, {FEATURES} random corners an image ({key_bits(count * FEATURES)}-bit keys)",
                              lambda: candidate_pairs(corner_sets))
+    # the same vote again: the first call's arrays (about 1.7 GB) are new memory to the process, and where the
+    # machine's own memory is handed out lazily (a VM) the first touch of it can cost seconds
+    _, again = timed("(b) the same vote again, in this process", lambda: candidate_pairs(corner_sets))
     print(f"    {len(near)} hash pairs, {len(candidates)} vote candidates (random: chance only); the pair search "
-          f"{searches + vote:.2f} s   (goal <= 5 s)")
+          f"{searches + vote:.2f} s, {searches + again:.2f} s with the vote's second call   (goal <= 5 s)")
 
 
 def check_speed(folder: Path, baseline_seconds: float) -> None:
