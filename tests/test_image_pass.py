@@ -225,3 +225,28 @@ def test_a_photo_stored_sideways_is_recorded_and_hashed_as_shown(tmp_path, coco_
     assert (sideways.width, sideways.height) == (upright.width, upright.height)
     distance = hamming(np.array(sideways.phash[:1], dtype=np.uint64), np.array(upright.phash[:1], dtype=np.uint64))
     assert int(distance[0]) <= DEFAULT_THRESHOLD
+
+
+def test_turned_hashes_are_the_hashes_the_turned_picture_gets(catsdogs_dir):
+    """The whole-picture hash is pHash as defined (bit 63 - k set when the k-th of the thumbnail's 8x8 low DCT
+    coefficients, row by row, is above the median of the 63 after the DC term); each of the seven turned hashes,
+    made from those coefficients alone, is the whole-picture hash of the picture flipped or turned that way; the
+    turn-free hash is one for all eight. A square photo: its thumbnails turn exactly with it."""
+    import cv2
+
+    from image_lineage.data.perceptual import TURN_COLUMNS, TURN_FREE, TURNS, decode_grey, perceptual_hashes, working_grey
+
+    grey = working_grey(decode_grey(real_photo(catsdogs_dir, 3), None))
+    assert grey.shape[0] == grey.shape[1]
+    hashes = perceptual_hashes(grey)
+    double = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(cv2.resize(double, (32, 32), interpolation=cv2.INTER_AREA))[:8, :8].ravel()
+    assert hashes[0] == sum(1 << (63 - k) for k in range(64) if low[k] > np.median(low[1:]))
+    moves = {"flipped": np.fliplr, "flipped upside down": np.flipud, "rotated 180": lambda g: np.rot90(g, 2),
+             "rotated 90": lambda g: np.rot90(g, -1), "rotated 270": lambda g: np.rot90(g, 1),  # clockwise
+             "flipped and rotated 90": np.transpose, "flipped and rotated 270": lambda g: np.rot90(g, 2).T}
+    assert set(moves) == set(TURNS)
+    for name, move in moves.items():
+        turned = perceptual_hashes(np.ascontiguousarray(move(grey)))
+        assert turned[0] == hashes[TURN_COLUMNS.start + list(TURNS).index(name)], name
+        assert turned[TURN_FREE] == hashes[TURN_FREE], name
