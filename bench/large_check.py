@@ -11,7 +11,8 @@ crowd together) and for the corner vote (their corners repeat).
 
 Measured on the Xeon VM (2 cores), this bench on the code before the 2026-12-01 evening changes: 26,137 pairs (8,482
 across splits), cold 173.7 s, warm 82.0 s, 9.2 GB peak; after them: 3,330 pairs (1,077), 145.7 s, 46.4 s, 5.7 GB;
-after the corner vote's buckets that night: 3,330 pairs (1,077), 139.7 s, 32.1 s, 5.8 GB.
+after the corner vote's buckets that night: 3,330 pairs (1,077), 139.7 s, 32.1 s, 5.8 GB; on 2026-12-02, with hash
+pairs 5-8 bits apart kept only when their corners agree: 510 pairs (164), 150.3 s, 39.1 s, 5.9 GB.
 Goals (issue 26's, at this scale): no false pair, the pair search <= 5 s.
 """
 

@@ -74,6 +74,56 @@ def test_cut_pasted_tiled_and_slightly_turned_copies_are_found_and_named(key_bit
     assert all(same_picture(a, b) for a, b in flagged), report.pairs
 
 
+def test_hash_pairs_far_apart_are_kept_only_when_their_corners_agree(catsdogs_dir, caplog):
+    """A pair the hashes alone link 5-8 bits apart is a chance meeting of two pictures' hashes unless their corners
+    agree: two distinct real photos given hashes 6 bits apart are left out (4 bits apart: kept, as the hashes
+    say), while copies that far from their source are kept: a real photo halved and brightened, the grey copy of
+    a dog in the real photos, and a thumbnail too small for its corners to compare."""
+    import io
+
+    from PIL import ImageEnhance
+
+    from image_lineage.data.read import image_facts
+    from image_lineage.data.kinds.base import SplitImage
+
+    def facts_of(data: bytes):
+        return image_facts(data, perceptual=True)
+
+    def encoded(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=90)
+        return out.getvalue()
+
+    def pair_distances(facts) -> dict:
+        images = [SplitImage(f"{split}/{i}.jpg", "", split, "cat") for i, split in enumerate(("train", "val"))]
+        with caplog.at_level("INFO", logger="image_lineage.quality.pairs"):
+            report = pair_search.pairs_among(images, facts)
+        return report.pairs["distance"].tolist()
+
+    cats = sorted((catsdogs_dir / "cat").glob("*.jpg"))
+    first, other = facts_of(cats[0].read_bytes()), facts_of(cats[1].read_bytes())
+    for bits, kept in ((6, False), (4, True)):  # other's picture, its hashes set to first's with bits flipped
+        mask = (1 << bits) - 1
+        chance = other._replace(phash=tuple(value ^ mask for value in first.phash))
+        assert pair_distances([first, chance]) == ([bits] if kept else []), bits
+    assert "left out: their corners do not agree" in caplog.text
+    small = facts_of(encoded(Image.open(cats[1]).convert("RGB").resize((60, 60))))  # beyond the corners' reach
+    assert pair_distances([first, small._replace(phash=tuple(value ^ 63 for value in first.phash))]) == [6]
+
+    copies = 0  # a real photo halved and brightened, 5-8 bits from its source: kept
+    for path in cats[:40]:
+        with Image.open(path) as photo:
+            halved = ImageEnhance.Brightness(photo.convert("RGB").resize((photo.width // 2, photo.height // 2))).enhance(1.2)
+        source, copy = facts_of(path.read_bytes()), facts_of(encoded(halved))
+        distance = bin(source.phash[0] ^ copy.phash[0]).count("1")
+        if pair_search.DEFAULT_THRESHOLD // 2 < distance <= pair_search.DEFAULT_THRESHOLD:
+            copies += 1
+            assert pair_distances([source, copy]) == [distance], path
+    assert copies >= 1
+    grey_dog = [facts_of((catsdogs_dir / "dog" / name).read_bytes()) for name in ("dog2458.jpg", "dog2469.jpg")]
+    assert pair_distances(grey_dog) == [6]
+
+
 def test_moves_are_named_from_the_first_picture_to_the_second():
     """``describe`` reads a fitted move as people say it, and ``inverse`` says it the other way round."""
     from image_lineage.quality.matching import describe, inverse

@@ -145,7 +145,8 @@ def check_dataset() -> argparse.ArgumentParser:
     parser.add_argument("--on-leakage", choices=ON_LEAKAGE_CHOICES, default="warn",
                         help="warn, fail (the run ends FAILED, its report logged) or ignore")
     parser.add_argument("--threshold", type=parse_count, default=DEFAULT_THRESHOLD,
-                        help="near-duplicate distance in bits of the 64-bit perceptual hash")
+                        help="near-duplicate distance in bits of the 64-bit perceptual hash (a pair more than half "
+                             "of it apart is kept only when the pictures' corners agree, where they can tell)")
     parser.add_argument("--run-name", type=optional, default="auto", help="auto: check_<dataset name>")
     parser.add_argument("--experiment-name", default=None, help="experiment to log into when not started by `mlflow run`")
     return parser

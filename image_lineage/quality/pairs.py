@@ -14,7 +14,9 @@ hashes it, cached by sha256, so re-checking an unchanged folder decodes nothing.
   first one: ``flipped``, ``rotated 90``, ``rotated -7`` (degrees clockwise), ``cropped`` (it shows part of
   the first), ``contained`` (the first is inside it), or several joined with "and"; empty for a resized,
   re-encoded or edited copy of the same frame. The ``distance`` of a pair found by its local features is
-  still its whole pictures' hash distance, often above the threshold: that is why the hash missed it;
+  still its whole pictures' hash distance, often above the threshold: that is why the hash missed it. A pair
+  the hashes alone put more than half the threshold apart is kept only when the two pictures' corners agree,
+  where corners can tell (:func:`unconfirmed_pairs`: chance meetings of hashes in large collections);
 
 and a pair is also ``leakage`` when its two images sit in different splits, and a ``label_conflict`` when
 they carry different labels (classification) or, for detection, different annotations.
@@ -39,6 +41,7 @@ The report a person reads is :mod:`image_lineage.quality.report`; what leakage d
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -50,10 +53,12 @@ import pandas as pd
 
 from image_lineage.data.facts import ImageFacts
 from image_lineage.data.kinds.base import SplitImage
-from image_lineage.data.keypoints import unpack
+from image_lineage.data.keypoints import SIDE, unpack
 from image_lineage.data.perceptual import CROPS, HASH_SIZE, HASHES, NO_HASH, TILE_COLUMNS, TURN_COLUMNS, TURN_FREE, TURNS
 from image_lineage.data.read import WORKERS, read_images
 from image_lineage.quality import matching
+
+LOGGER = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 8  # bits of 64: planted copies of real photos measured 0-6 (one harsh 4-way edit 10), distinct photos 14+
 SAME_FRAME_BITS = 2
@@ -63,6 +68,8 @@ SAME_FRAME_BITS = 2
 # photos). 100,000 distinct synthetic pictures (bench/large_check.py): 23,294 pairs flagged by a quarter or a turn
 # within 8 bits; within 4, 487 by a quarter and none by a turn.
 MULTIPLE_COMPARISONS = 2
+# how far apart in size two pictures' corners are compared: three pyramid levels 1.5x apart (data.keypoints)
+CORNER_REACH = 2.25
 # The ways to split a hash into chunks (bits of the 64) the search chooses from (see chunk_widths), and what its
 # steps cost, measured on 100,000 and 2,000 random hashes (Xeon VM, numpy 2.4): a lookup of one chunk value 11 ns,
 # a candidate compared in full 24 ns, a bucket of the index built 9 ns
@@ -111,6 +118,11 @@ def find_pairs(images: list[SplitImage], image_check: str = "structure",
     """Every exact and near-duplicate pair among ``images`` (bad images were left out by the caller); ``engine``
     reads the files the record cache cannot answer (see :func:`image_lineage.data.read.read_images`)."""
     facts = read_images([image.file for image in images], image_check, perceptual=True, engine=engine)
+    return pairs_among(images, facts, threshold)
+
+
+def pairs_among(images: list[SplitImage], facts: list[ImageFacts | str], threshold: int = DEFAULT_THRESHOLD) -> QualityReport:
+    """:func:`find_pairs` of images whose facts are read (a string for an image that could not be: left out)."""
     usable = [(image, fact) for image, fact in zip(images, facts) if isinstance(fact, ImageFacts)]
     rows = []
     by_sha = defaultdict(list)
@@ -121,8 +133,13 @@ def find_pairs(images: list[SplitImage], image_check: str = "structure",
     hashed = [pair for pair in usable if hashable(pair[1])]
     hashes = np.array([fact.phash for _, fact in hashed], dtype=np.uint64).reshape(-1, HASHES)
     near = near_pairs(hashes, threshold)
-    for (a, b), (distance, transform) in sorted({**near, **moved_pairs(hashed, hashes, near)}.items()):
-        if hashed[a][1].sha256 != hashed[b][1].sha256:
+    moved, unconfirmed = moved_pairs(hashed, hashes, near, threshold)
+    if unconfirmed:
+        LOGGER.info("%d pair(s) of pictures whose hashes are %d-%d bits apart left out: their corners do not agree "
+                    "(chance meetings of unrelated pictures' hashes)", len(unconfirmed),
+                    threshold // MULTIPLE_COMPARISONS + 1, threshold)
+    for (a, b), (distance, transform) in sorted({**near, **moved}.items()):
+        if hashed[a][1].sha256 != hashed[b][1].sha256 and (a, b) not in unconfirmed:
             rows.append(pair_row(hashed[a][0], hashed[b][0], "near_duplicate", distance, transform))
     pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     order = pairs.assign(rank=~pairs["leakage"]).sort_values(["rank", "distance", "path_a", "path_b"], kind="stable")
@@ -311,10 +328,12 @@ def turned_pairs(hashes: np.ndarray, threshold: int) -> dict[tuple[int, int], tu
 
 
 def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
-                near: dict[tuple[int, int], tuple[int, str]]) -> dict[tuple[int, int], tuple[int, str]]:
-    """{(i, j): (whole-hash distance, how j is i)} of the copies the hashes missed and the local features find
+                near: dict[tuple[int, int], tuple[int, str]],
+                threshold: int = DEFAULT_THRESHOLD) -> tuple[dict[tuple[int, int], tuple[int, str]], set[tuple[int, int]]]:
+    """({(i, j): (whole-hash distance, how j is i)} of the copies the hashes missed and the local features find
     (:mod:`image_lineage.quality.matching`), and of the ``near`` pairs the hashes found without naming a move
-    (a crop of a few percent, a turn of a few degrees) when the features name one."""
+    (a crop of a few percent, a turn of a few degrees) when the features name one; the ``near`` pairs to leave out
+    as chance, :func:`unconfirmed_pairs`)."""
     corners = [unpack(fact.keypoints or b"")[1:] for _, fact in hashed]
     # a pair whose whole pictures hash within SAME_FRAME_BITS is the same frame resized or re-encoded (the
     # planted ones: 0-2 bits): nothing to name, and a folder of re-encoded copies holds thousands of such
@@ -324,15 +343,50 @@ def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
     unnamed = [(int(a), int(b)) for a, b in plain[apart]]
     candidates = [*matching.candidate_pairs(corners, set(near)), *unnamed]
 
-    def verify(pair: tuple[int, int]) -> str | None:
+    def verify(pair: tuple[int, int]) -> tuple[str | None, int]:
         (_, fact_a), (_, fact_b) = hashed[pair[0]], hashed[pair[1]]
-        return matching.match(fact_a.keypoints or b"", fact_b.keypoints or b"", (fact_a.width, fact_a.height),
-                              (fact_b.width, fact_b.height))
+        return matching.verify(fact_a.keypoints or b"", fact_b.keypoints or b"", (fact_a.width, fact_a.height),
+                               (fact_b.width, fact_b.height))
 
     with ThreadPoolExecutor(WORKERS) as pool:  # OpenCV's matching and RANSAC release the GIL
         verdicts = list(pool.map(verify, candidates, chunksize=16))
     found = {}
-    for (a, b), transform in zip(candidates, verdicts):
+    for (a, b), (transform, _) in zip(candidates, verdicts):
         if transform is not None and (transform or (a, b) not in near):
             found[(a, b)] = (near.get((a, b), (int(hamming(hashes[a, 0], hashes[b, 0])), ""))[0], transform)
-    return found
+    return found, unconfirmed_pairs(hashed, corners, near, dict(zip(candidates, verdicts)), threshold)
+
+
+def unconfirmed_pairs(hashed: list[tuple[SplitImage, ImageFacts]], corners: list[tuple[np.ndarray, np.ndarray]],
+                      near: dict[tuple[int, int], tuple[int, str]], verdicts: dict[tuple[int, int], tuple[str | None, int]],
+                      threshold: int) -> set[tuple[int, int]]:
+    """The ``near`` pairs the hashes alone link more than threshold // MULTIPLE_COMPARISONS bits apart whose corners
+    do not agree on one move (fewer than MIN_INLIERS of them, ``verdicts`` from :func:`matching.verify`), where
+    the corners could tell: each picture has at least MIN_INLIERS of them, at sizes within CORNER_REACH.
+
+    Why: the number of pairs of a collection grows with its square, and so do unrelated pictures whose hashes meet
+    by chance, mostly near the threshold (100,000 distinct synthetic pictures, bench/large_check.py: 2,843 whole-
+    picture or centre pairs, 2,820 of them 6-8 bits apart, every one with at most 7 agreeing corners). Copies
+    that far apart keep their corners: 331 copies of the real photos 5-8 bits from their source (brightened,
+    contrast, watermarked, grey, cropped 8 %, halved and brightened) had 22 or more agreeing corners, or were
+    thumbnails too small for the corners to compare (12, kept as the hashes say); the grey copy of a dog in the
+    real photos (6 bits) too. Nearer pairs are not asked: the hashes alone are trusted there."""
+    bound = threshold // MULTIPLE_COMPARISONS
+    unconfirmed = set()
+    for pair, (distance, transform) in near.items():
+        if transform or distance <= bound or pair not in verdicts:
+            continue
+        named, agreeing = verdicts[pair]
+        if named is None and agreeing < matching.MIN_INLIERS and corners_reach(*(hashed[i][1] for i in pair),
+                                                                             *(len(corners[i][0]) for i in pair)):
+            unconfirmed.add(pair)
+    return unconfirmed
+
+
+def corners_reach(fact_a: ImageFacts, fact_b: ImageFacts, count_a: int, count_b: int) -> bool:
+    """Whether the corners of two pictures can say they are one: enough corners on each, and sizes (as the corners
+    were found: at most SIDE pixels on the long side) within CORNER_REACH of each other."""
+    if min(count_a, count_b) < matching.MIN_INLIERS:
+        return False
+    side_a, side_b = (min(max(fact.width, fact.height), SIDE) for fact in (fact_a, fact_b))
+    return max(side_a, side_b) <= CORNER_REACH * min(side_a, side_b)
