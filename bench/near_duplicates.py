@@ -43,7 +43,8 @@ from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.data.perceptual import CROPS, TILES
 from image_lineage.data.read import read_images
 from image_lineage.flows.ingest import read_source
-from image_lineage.quality.pairs import DEFAULT_THRESHOLD, HASHES, near_pairs, pairs_within
+from image_lineage.data.facts import ImageFacts
+from image_lineage.quality.pairs import DEFAULT_THRESHOLD, HASHES, hashable, near_pairs, pairs_within
 from image_lineage.quality.matching import candidate_pairs, key_bits
 from image_lineage.quality.pairs import find_pairs
 
@@ -124,7 +125,11 @@ def accuracy(root: Path, copies: int, seed: int) -> None:
     report, seconds = timed(f"(d) check of {len(images)} real photos and copies (seed {seed})", lambda: find_pairs(images))
     flagged = {frozenset(p): (d, t) for p, d, t in zip(zip(report.pairs["path_a"], report.pairs["path_b"]),
                                                         report.pairs["distance"], report.pairs["transform"])}
-    wide = find_pairs(images, threshold=24)  # the closest distinct pairs' hash distances, for the margin
+    # the closest distinct pairs' hash distances, for the margin: the hashes' own search (the check would ask the
+    # corners of pairs this far apart, and leave most of them out)
+    facts = read_images([image.file for image in images], perceptual=True)
+    hashed = [(image.path, fact.phash) for image, fact in zip(images, facts) if isinstance(fact, ImageFacts) and hashable(fact)]
+    wide = near_pairs(np.array([phash for _, phash in hashed], dtype=np.uint64), 24)
     print(f"    threshold {DEFAULT_THRESHOLD} of 64 bits; a transform is named when its name starts the pair's")
     print(f"    {'transform':<18} planted  found  named  hash distance (max)")
     for transform in ALL_TRANSFORMS:
@@ -140,8 +145,8 @@ def accuracy(root: Path, copies: int, seed: int) -> None:
     print(f"    recall {recall:.3f} (goal >= 0.95 each); distinct pairs flagged: {len(distinct)} (goal <= 1) {distinct}")
     print(f"    other pairs of one picture (real photos a person looked at, mosaics' other tiles): {len(same)}, "
           f"e.g. {same[:3]}")
-    closest = sorted((d, sorted(p)) for p, d in zip(zip(wide.pairs["path_a"], wide.pairs["path_b"]), wide.pairs["distance"])
-                     if not same_picture(*p))
+    closest = sorted((d, sorted((hashed[a][0], hashed[b][0]))) for (a, b), (d, _) in wide.items()
+                     if not same_picture(hashed[a][0], hashed[b][0]))
     print(f"    closest distinct pairs by hash: {closest[:5]}")
 
 
