@@ -119,8 +119,8 @@ def perceptual_hashes(grey: np.ndarray) -> tuple[int, ...]:
 
     Few numpy calls on purpose: the image pass runs this on threads, and each small numpy call holds the GIL
     while OpenCV's calls let it go, so the threads hand the GIL back and forth at every call (2,400 pictures,
-    two threads: 240-280 us a picture with the turned and turn-free hashes made in loops, one 8x8 at a time,
-    190-200 us as gathers from tables; the same bits)."""
+    two threads: 268-271 us a picture with the turned and turn-free hashes made in loops, one 8x8 at a time,
+    204-222 us as gathers from tables; the same bits)."""
     height, width = grey.shape
     # the whole picture's thumbnail and its quarters' from one 64x64 one (one resize instead of five)
     double = cv2.resize(grey, (2 * HASH_SIZE, 2 * HASH_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)

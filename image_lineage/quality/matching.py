@@ -193,7 +193,7 @@ def key_buckets(descriptors: np.ndarray, table: int, bits: int, positions: np.nd
     # the places whose key the next place shares (one pass over the keys), then the runs of consecutive such places:
     # a run from place p to place q is a bucket of places p to q + 1. Found among the shared places, not with masks
     # the length of the table: at 100,000 images of random corners 1 place in 40 is shared, and two masks and their
-    # combination took 0.2 s a table against the sort's 0.25 s
+    # combination took 0.07-0.11 s a table against 0.045 s (the sort: 0.25 s)
     shared = np.flatnonzero(keys[1:] == keys[:-1])
     breaks = np.flatnonzero(np.diff(shared) != 1)  # a run ends before each break
     starts = shared[np.concatenate([[0], breaks + 1])] if len(shared) else shared
