@@ -77,8 +77,9 @@ def test_cut_pasted_tiled_and_slightly_turned_copies_are_found_and_named(key_bit
 def test_hash_pairs_far_apart_are_kept_only_when_their_corners_agree(catsdogs_dir, caplog):
     """A pair the hashes alone link 5-8 bits apart is a chance meeting of two pictures' hashes unless their corners
     agree: two distinct real photos given hashes 6 bits apart are left out (4 bits apart: kept, as the hashes
-    say), while copies that far from their source are kept: a real photo halved and brightened, the grey copy of
-    a dog in the real photos, and a thumbnail too small for its corners to compare."""
+    say), while copies that far from their source are kept: a real photo halved and brightened (its corners agree
+    on no named move), the grey copy of a dog in the real photos (its corners name it), and a thumbnail too small
+    for its corners to compare."""
     import io
 
     from PIL import ImageEnhance
@@ -94,11 +95,14 @@ def test_hash_pairs_far_apart_are_kept_only_when_their_corners_agree(catsdogs_di
         image.save(out, "JPEG", quality=90)
         return out.getvalue()
 
-    def pair_distances(facts) -> dict:
+    def pairs_found(facts) -> list:
         images = [SplitImage(f"{split}/{i}.jpg", "", split, "cat") for i, split in enumerate(("train", "val"))]
         with caplog.at_level("INFO", logger="image_lineage.quality.pairs"):
             report = pair_search.pairs_among(images, facts)
-        return report.pairs["distance"].tolist()
+        return list(zip(report.pairs["distance"], report.pairs["transform"]))
+
+    def pair_distances(facts) -> list:
+        return [distance for distance, _ in pairs_found(facts)]
 
     cats = sorted((catsdogs_dir / "cat").glob("*.jpg"))
     first, other = facts_of(cats[0].read_bytes()), facts_of(cats[1].read_bytes())
@@ -118,10 +122,10 @@ def test_hash_pairs_far_apart_are_kept_only_when_their_corners_agree(catsdogs_di
         distance = bin(source.phash[0] ^ copy.phash[0]).count("1")
         if pair_search.DEFAULT_THRESHOLD // 2 < distance <= pair_search.DEFAULT_THRESHOLD:
             copies += 1
-            assert pair_distances([source, copy]) == [distance], path
+            assert pairs_found([source, copy]) == [(distance, "")], path  # kept by its agreeing corners alone
     assert copies >= 1
     grey_dog = [facts_of((catsdogs_dir / "dog" / name).read_bytes()) for name in ("dog2458.jpg", "dog2469.jpg")]
-    assert pair_distances(grey_dog) == [6]
+    assert pairs_found(grey_dog) == [(6, "cropped")]
 
 
 def test_moves_are_named_from_the_first_picture_to_the_second():
