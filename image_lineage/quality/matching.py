@@ -245,21 +245,17 @@ def pose_votes(first: np.ndarray, second: np.ndarray, pair: np.ndarray, poses: n
     return (np.concatenate(codes).astype(np.uint64) << np.uint64(corner_bits)) | np.tile(corner, 2).astype(np.uint64)
 
 
-def match(a: bytes, b: bytes, size_a: tuple[int, int], size_b: tuple[int, int]) -> str | None:
-    """How picture b is picture a (:func:`describe`) when their corners agree on one move, else None.
-
-    ``a``, ``b``: packed keypoints; ``size_a``, ``size_b``: the pictures' (width, height) as shown."""
-    return verify(a, b, size_a, size_b)[0]
-
-
 def verify(a: bytes, b: bytes, size_a: tuple[int, int], size_b: tuple[int, int]) -> tuple[str | None, int]:
-    """(:func:`match`'s answer, how many corners agree on the move RANSAC fitted: 0 when none was fitted).
+    """(how picture b is picture a, :func:`describe`, when their corners agree on one move, else None; how many
+    corners agree on the move RANSAC fitted, 0 when none was fitted).
+
+    ``a``, ``b``: packed keypoints; ``size_a``, ``size_b``: the pictures' (width, height) as shown.
 
     The count alone says whether two pictures the hashes pair are one picture (see
     :func:`image_lineage.quality.pairs.unconfirmed_pairs`): a copy that is not moved, only shrunk and edited, can
-    fail :func:`match`'s share of the corners both show (copies at half size: 20-30 agreeing of the 200-260 both
-    show; those 5-8 bits from their source: 22 or more), while the unrelated synthetic pictures whose hashes met by
-    chance had at most 7 (two distinct real cats reached 14, but their hashes are 14 bits apart or more)."""
+    fail the share of the corners both show (copies at half size: 20-30 agreeing of the 200-260 both show; those
+    5-8 bits from their source: 22 or more), while the unrelated synthetic pictures whose hashes met by chance had
+    at most 7 (two distinct real cats reached 14, but their hashes are 14 bits apart or more)."""
     (points_a, descriptors_a, _), (points_b, descriptors_b, _) = unpack(a), unpack(b)
     if min(len(points_a), len(points_b)) < MIN_INLIERS:
         return None, 0

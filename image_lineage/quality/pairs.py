@@ -337,7 +337,8 @@ def moved_pairs(hashed: list[tuple[SplitImage, ImageFacts]], hashes: np.ndarray,
     corners = [unpack(fact.keypoints or b"")[1:] for _, fact in hashed]
     # a pair whose whole pictures hash within SAME_FRAME_BITS is the same frame resized or re-encoded (the
     # planted ones: 0-2 bits): nothing to name, and a folder of re-encoded copies holds thousands of such
-    # pairs, each a verification; a pair further apart is verified, and named "" when the frame is the same
+    # pairs, each a verification; a pair further apart is verified, and named "" when the frame is the same (the
+    # same verification says, beyond half the threshold, whether the pair is one picture: unconfirmed_pairs)
     plain = np.array([pair for pair, (_, transform) in near.items() if not transform], dtype=np.int64).reshape(-1, 2)
     apart = hamming(hashes[plain[:, 0], 0], hashes[plain[:, 1], 0]) > SAME_FRAME_BITS
     unnamed = [(int(a), int(b)) for a, b in plain[apart]]
