@@ -26,6 +26,15 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 MLFLOW_RUN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``long`` first, longest first. `make test`'s two workers take tests in this order; started
+    where it fell, the README test (minutes) kept one worker busy alone at the end: 17.4 min against 15.8."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("long")
+        return mark.kwargs["seconds"] if mark else 0
+    items.sort(key=seconds, reverse=True)  # a stable sort: the others keep their order
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """URI of one real tracking server shared by the whole test run."""
