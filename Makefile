@@ -32,7 +32,9 @@ demo: $(STAMP)
 # Two pytest workers (pytest-xdist), long tests first (tests/conftest.py): on the 2-core VM, 15.8 min against 18.0
 # serially within the hour (the workers share the cores: CPU time 18 -> 24 min); three workers took 17.6 min and
 # held the README test past 900 s. --maxschedchunk 2 hands tests out two at a time, so that a worker held by a
-# long test holds no queue of others.
+# long test holds no queue of others. One OpenMP thread a process (torch's and OpenBLAS's pools): two workers each
+# training on two threads oversubscribed the cores (test_mnist_on_real_digits, two at once: 75 s each, 31 s with
+# one thread; alone: 23 s, 18 s with one thread).
 TEST_WORKERS ?= 2
 
 # hadoop-aws for the engine=spark test on an s3:// prefix (pyspark ships no S3 connector): about 190 MB, once;
@@ -41,8 +43,8 @@ test: $(STAMP)
 	$(BIN)/python tools/s3a_test_jars.py $(VENV)/s3a-jars || echo "no S3 connector jars: the s3a:// test will skip"
 	test -x $(VENV)/azurite/node_modules/.bin/azurite-blob || npm install --prefix $(VENV)/azurite --no-audit \
 		--no-fund --loglevel=error azurite@3.37.0 || echo "no Azurite (npm): the Azure Blob tests will skip"
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) \
-		--maxschedchunk 2
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 2
 
 clean:
 	rm -rf $(VENV) mlflow.db mlflow.db.lock mlruns mlartifacts compare_output dvc_demo lineage_events.jsonl
