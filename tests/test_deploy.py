@@ -93,7 +93,7 @@ def postgres_uri():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.long(seconds=37)
+@pytest.mark.long(seconds=38)
 def test_server_on_postgresql_runs_the_folder_and_registry_flows(postgres_uri, tmp_path, monkeypatch, bundled_images):
     with LocalServer(tmp_path / "server", backend_store_uri=postgres_uri) as server:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)

@@ -34,7 +34,7 @@ def wait_for_running_run(experiment: str, timeout_s: float = 120) -> None:
     raise AssertionError("the logging run never started")
 
 
-@pytest.mark.long(seconds=75)
+@pytest.mark.long(seconds=82)
 def test_server_killed_mid_logging_then_relog_completes(catsdogs_dir, tmp_path, monkeypatch, experiment_name):
     data = build_real_versions(catsdogs_dir, tmp_path / "pets", v1_cats=40, v2_cats=40, v2_dogs=40)
     server = LocalServer(tmp_path / "server").start()

@@ -69,7 +69,7 @@ def test_mlflow_run_git_url_with_version(project_clone, server_uri, experiment_n
     assert run.data.tags["mlflow.source.git.commit"] == commit and run.info.run_name == "image_v1"
 
 
-@pytest.mark.long(seconds=100)
+@pytest.mark.long(seconds=87)
 def test_main_from_clone_end_to_end_then_reused(project_clone, server_uri, experiment_name, tmp_path):
     import time
 

@@ -259,7 +259,7 @@ def test_server_stopped_mid_read_then_rerun_completes(catsdogs_dir, tmp_path, s3
     assert run.info.status == "FINISHED" and run.data.metrics["total_images"] == 10
 
 
-@pytest.mark.long(seconds=40)
+@pytest.mark.long(seconds=34)
 def test_mlflow_server_with_its_artifacts_in_s3(s3, tmp_path, bundled_images, experiment_name):
     """The compose recipe's artifact path: `mlflow server --artifacts-destination s3://...` (proxied)."""
     env = {**os.environ, **s3.env}

@@ -63,7 +63,7 @@ def test_readme_blocks_are_commands_not_templates():
         assert not re.search(r"<[a-z][^>]*>", block), f"a placeholder in a README block ({title}): {block}"
 
 
-@pytest.mark.long(seconds=520)
+@pytest.mark.long(seconds=415)
 @pytest.mark.timeout(1600)  # pytest's 900 s is too short for this one on a slow machine: its blocks get 1500 s
 def test_readme_blocks_work_pasted_into_a_new_shell(tmp_path):
     if not (PROJECT_ROOT / ".venv" / "bin" / "activate").exists():

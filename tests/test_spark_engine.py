@@ -144,7 +144,7 @@ def test_an_s3_prefix_without_a_connector_is_refused_before_any_run(bundled_imag
     assert not mlflow.search_runs(experiment_names=[experiment_name], output_format="list")
 
 
-@pytest.mark.long(seconds=60)
+@pytest.mark.long(seconds=61)
 def test_an_s3_prefix_is_read_by_the_executors_through_s3a(tmp_path, bundled_coco, s3, fresh_cache):
     """engine=spark on s3:// prefixes (image folders with planted copies, and COCO): Spark's executors read the
     objects through hadoop-aws's s3a:// connector, the driver only lists them (it reads no image object), and the
@@ -174,7 +174,7 @@ def test_an_s3_prefix_is_read_by_the_executors_through_s3a(tmp_path, bundled_coc
     assert spark["finetune"] == {"digests": spark["coco_digests"], "files_on_disk": True}
 
 
-@pytest.mark.long(seconds=40)
+@pytest.mark.long(seconds=47)
 def test_torchrun_with_engine_spark_runs_one_spark_job_per_machine(bundled_coco, tmp_path, sqlite_uri, experiment_name):
     """coco_finetune with nproc_per_node=2 and engine=spark: the first rank's Spark job reads each image once; the
     second rank waits, then finds every file in the record cache they share (it starts no Spark session); the run

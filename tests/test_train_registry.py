@@ -72,7 +72,7 @@ def test_wine_flow_end_to_end(experiment_name, server_uri):
     assert len(report.predictions) == 10 and (report.predictions["predicted"] == report.predictions["actual"]).mean() >= 0.8
 
 
-@pytest.mark.long(seconds=57)
+@pytest.mark.long(seconds=32)
 @pytest.mark.skipif(not MNIST_RAW.is_dir(), reason="real MNIST digits in ../shared/data/mnist/raw are absent")
 def test_mnist_on_real_digits(experiment_name, server_uri):
     data = load_digits("idx", MNIST_RAW)
