@@ -29,12 +29,11 @@ demo: $(STAMP)
 	@echo "without workflowType, MLflow 3.17 opens its GenAI view: switch the sidebar to Model training."
 	@echo "(port 5001: the homework's own mlflow server takes 5000; a bare mlflow server started here reads mlflow.db too)"
 
-# Two pytest workers (pytest-xdist), long tests first (tests/conftest.py): on the 2-core VM, 15.8 min against 18.0
-# serially within the hour (the workers share the cores: CPU time 18 -> 24 min); three workers took 17.6 min and
-# held the README test past 900 s. --maxschedchunk 2 hands tests out two at a time, so that a worker held by a
-# long test holds no queue of others. One OpenMP thread a process (torch's and OpenBLAS's pools): two workers each
-# training on two threads oversubscribed the cores (test_mnist_on_real_digits, two at once: 75 s each, 31 s with
-# one thread; alone: 23 s, 18 s with one thread).
+# Two pytest workers (pytest-xdist), long tests first (tests/conftest.py), one OpenMP thread a process: on the 2-core
+# VM, 13.5 min against 18.4 serially within the hour. One thread: two workers each training on torch's two threads
+# oversubscribed the cores (test_mnist_on_real_digits, two at once: 75 s each, 31 s with one thread; alone 23 s,
+# 18 s); with two threads the suite took 16.3 min. Three workers were slower (17.6 min; the README test passed
+# 900 s). --maxschedchunk 2 hands tests out two at a time, so a worker held by a long test holds no queue of others.
 TEST_WORKERS ?= 2
 
 # hadoop-aws for the engine=spark test on an s3:// prefix (pyspark ships no S3 connector): about 190 MB, once;
