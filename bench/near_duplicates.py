@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (MOVED_TRANSFORMS, SHARED_DATA, SHARED_PHOTOS, TRANSFORMS, TURN_TRANSFORMS,  # noqa: E402
                           build_folder, build_leaky_splits, same_picture, timed)
-from image_lineage.data.keypoints import DESCRIPTOR_BYTES, FEATURES, LEVELS
 from image_lineage.data.facts import ImageFacts
+from image_lineage.data.keypoints import DESCRIPTOR_BYTES, FEATURES, LEVELS
 from image_lineage.data.kinds.base import LoadOptions
 from image_lineage.data.perceptual import CROPS, TILES
 from image_lineage.data.read import read_images
