@@ -69,6 +69,21 @@ def hash_speed(files: list[str]) -> float:
     return theirs
 
 
+def huge_pages() -> str:
+    """The settings that decide what this process pays to touch new memory for the first time: the kernel's
+    transparent huge pages (``enabled``, and ``defrag``: "madvise" compacts memory on a fault for regions that
+    ask) and numpy's asking for them on large arrays (``NUMPY_MADVISE_HUGEPAGE``, read when numpy is imported)."""
+    def chosen(name: str) -> str:
+        try:
+            text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
+        except OSError:
+            return "unknown"
+        return text.split("[", 1)[-1].split("]", 1)[0] if "[" in text else text.strip()
+
+    asked = os.environ.get("NUMPY_MADVISE_HUGEPAGE", "unset: numpy asks for them")
+    return f"transparent huge pages {chosen('enabled')}, defrag {chosen('defrag')}; NUMPY_MADVISE_HUGEPAGE {asked}"
+
+
 def pair_speed(count: int, threshold: int) -> None:
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, np.iinfo(np.int64).max, size=count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
@@ -94,10 +109,12 @@ def pair_speed(count: int, threshold: int) -> None:
     candidates, vote = timed(f"(b) its corner vote, {FEATURES} random corners an image ({key_bits(count * FEATURES)}-bit keys)",
                              lambda: candidate_pairs(corner_sets))
     # the same vote again: the first call's arrays (about 1.7 GB) are new memory to the process, and where the
-    # machine's own memory is handed out lazily (a VM) the first touch of it can cost seconds
+    # machine's own memory is handed out lazily (a VM) the first touch of it can cost seconds; how much also
+    # depends on huge pages (printed below: docs/entry-points.md, "Large collections")
     _, again = timed("(b) the same vote again, in this process", lambda: candidate_pairs(corner_sets))
     print(f"    {len(near)} hash pairs, {len(candidates)} vote candidates (random: chance only); the pair search "
           f"{searches + vote:.2f} s, {searches + again:.2f} s with the vote's second call   (goal <= 5 s)")
+    print(f"    memory: {huge_pages()}")
 
 
 def check_speed(folder: Path, baseline_seconds: float) -> None:
