@@ -5,13 +5,17 @@ retrieval does it (Philbin et al. 2007: a cheap vote for candidates, then geomet
 
 1. **Candidates by vote.** Two descriptors of one corner differ in a few of their 256 bits; descriptors of
    unrelated corners in about half. Each of ``TABLES`` lookups keys every descriptor by 24 of its bits (three
-   of its bytes; ORB's comparisons were chosen to be uncorrelated, so any three bytes sample the bits
-   alike): two descriptors of one corner share a key in some table with good odds, unrelated ones rarely.
-   Every shared key is a vote for the two images; a key shared by more than ``BUCKET_CAP`` descriptors
-   says nothing (plain texture, a border) and is skipped. Pairs with at least ``MIN_VOTES`` votes are
-   candidates: numpy sorts, no Python loop over descriptors. A larger collection gets longer keys
-   (:func:`key_bits`, up to 32 bits, the table's fourth byte): with keys of one length, chance meetings of
-   unrelated descriptors grow with the square of the number of images.
+   of its bytes): two descriptors of one corner share a key in some table with good odds, unrelated ones
+   rarely. Every shared key is a vote for the two images; a key shared by more than ``BUCKET_CAP``
+   descriptors says little (plain texture, a border, the commonest corner shapes) and is skipped. Pairs with
+   at least ``MIN_VOTES`` votes are candidates: numpy sorts, no Python loop over descriptors. A larger
+   collection gets longer keys (:func:`key_bits`, up to 32 bits, the table's fourth byte): with keys of one
+   length, chance meetings of unrelated descriptors grow with the square of the number of images.
+   ORB's bytes are far from uniform, though its comparisons were chosen to be uncorrelated: among the 123,520
+   corners of the real photos and one seed's planted copies a byte carried 3.9-6.5 bits of 8, and in each table
+   44-61 % of the corners shared their key with more than BUCKET_CAP others, so about half of the keys cast
+   no vote. Over 27 seeds of planted copies (5,508) that left one copy unpicked: a pasted photo whose corners
+   agreed (47 of them), of whose 335 keys shared with its source 13 were held by few enough corners to vote.
 2. **Verification.** The candidates' descriptors are matched (OpenCV's brute force, each corner's best
    match both ways), and RANSAC fits one move (turn, scale and shift: ``cv2.estimateAffinePartial2D``) to
    the matches. A pair is a copy when at least ``MIN_INLIERS`` corners agree within 1 % of the long side,
