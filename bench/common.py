@@ -15,8 +15,9 @@ from PIL import Image
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "catsdogs"
 
 
-def build_folder(photos: Path, version_dir: Path, count: int) -> int:
-    """Write ``count`` re-encoded JPEGs split over the photo classes; return the total bytes."""
+def build_folder(photos: Path, version_dir: Path, count: int, first: int = 0) -> int:
+    """Write ``count`` re-encoded JPEGs split over the photo classes, stamped ``first`` to ``first + count - 1``
+    (folders with stamps that do not overlap share no file); return the total bytes."""
     sources = [(label.name, path) for label in sorted(photos.iterdir()) if label.is_dir() for path in sorted(label.glob("*.jpg"))]
 
     decoded = {}
@@ -37,7 +38,7 @@ def build_folder(photos: Path, version_dir: Path, count: int) -> int:
     for label in {label for label, _ in sources}:
         (version_dir / label).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(4) as pool:
-        return sum(pool.map(write, range(count)))
+        return sum(pool.map(write, range(first, first + count)))
 
 
 SHARED_DATA = SHARED_PHOTOS.parent
