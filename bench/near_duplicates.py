@@ -71,8 +71,9 @@ def hash_speed(files: list[str]) -> float:
 
 def huge_pages() -> str:
     """The settings that decide what this process pays to touch new memory for the first time: the kernel's
-    transparent huge pages (``enabled``, and ``defrag``: "madvise" compacts memory on a fault for regions that
-    ask) and numpy's asking for them on large arrays (``NUMPY_MADVISE_HUGEPAGE``, read when numpy is imported)."""
+    transparent huge pages (``enabled``, and ``defrag``: "madvise" reclaims and compacts memory at a fault in
+    regions that ask for them) and numpy's asking for them on large arrays (``NUMPY_MADVISE_HUGEPAGE``, read when
+    numpy is imported)."""
     def chosen(name: str) -> str:
         try:
             text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
@@ -110,7 +111,7 @@ def pair_speed(count: int, threshold: int) -> None:
                              lambda: candidate_pairs(corner_sets))
     # the same vote again: the first call's arrays (about 1.7 GB) are new memory to the process, and where the
     # machine's own memory is handed out lazily (a VM) the first touch of it can cost seconds; how much also
-    # depends on huge pages (printed below: docs/entry-points.md, "Large collections")
+    # depends on huge pages (printed below: docs/entry-points.md, "Huge pages on a VM")
     _, again = timed("(b) the same vote again, in this process", lambda: candidate_pairs(corner_sets))
     print(f"    {len(near)} hash pairs, {len(candidates)} vote candidates (random: chance only); the pair search "
           f"{searches + vote:.2f} s, {searches + again:.2f} s with the vote's second call   (goal <= 5 s)")
