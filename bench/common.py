@@ -17,7 +17,7 @@ SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "catsd
 
 def build_folder(photos: Path, version_dir: Path, count: int, first: int = 0) -> int:
     """Write ``count`` re-encoded JPEGs split over the photo classes, stamped ``first`` to ``first + count - 1``
-    (folders with stamps that do not overlap share no file); return the total bytes."""
+    (the stamp is 16 bits: folders whose stamps do not overlap below 65,536 share no file); return the total bytes."""
     sources = [(label.name, path) for label in sorted(photos.iterdir()) if label.is_dir() for path in sorted(label.glob("*.jpg"))]
 
     decoded = {}
